@@ -1,0 +1,15 @@
+//! Code shared by `mongo-source` and `es-sync`, and nothing else: the change
+//! event envelope and its JSON mapping, configuration loading, telemetry,
+//! the admin HTTP server, the retry policy and shutdown plumbing.
+
+pub mod admin;
+pub mod config;
+pub mod ejson;
+pub mod event;
+pub mod retry;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
+pub mod version;
+
+pub use prometheus_client;

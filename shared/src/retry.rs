@@ -1,0 +1,189 @@
+//! Retry policy: every failure is classified [`ErrorClass::Retryable`] or
+//! [`ErrorClass::Fatal`]; retryable ones are retried with exponential
+//! backoff and jitter (the `backoff` crate), fatal ones are returned at once.
+
+use backoff::backoff::Backoff as _;
+use backoff::ExponentialBackoff;
+use serde::Deserialize;
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Whether trying again can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: network, leader change, overload. Try again later.
+    Retryable,
+    /// Will fail the same way again: auth, invalid config, missing topic.
+    Fatal,
+}
+
+/// An error that knows its class.
+pub trait Classify {
+    /// The class of this error.
+    fn class(&self) -> ErrorClass;
+}
+
+/// Backoff settings (`[retry]` in both configs).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First delay in milliseconds.
+    pub initial_ms: u64,
+    /// Longest delay in milliseconds.
+    pub max_ms: u64,
+    /// Factor between consecutive delays.
+    pub multiplier: f64,
+    /// Jitter: each delay is drawn from `delay * (1 ± randomization)`.
+    pub randomization: f64,
+    /// Give up after this long in milliseconds; 0 retries forever.
+    pub max_elapsed_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        // 100 ms doubles to 30 s: quick on a blip, gentle on a long outage.
+        Self { initial_ms: 100, max_ms: 30_000, multiplier: 2.0, randomization: 0.3, max_elapsed_ms: 0 }
+    }
+}
+
+impl RetryConfig {
+    /// Checks the values; `prefix` names the section in errors.
+    pub fn validate(&self, prefix: &str) -> Result<(), crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        if self.initial_ms == 0 {
+            return Err(ConfigError::invalid(format!("{prefix}.initial_ms"), "must be > 0"));
+        }
+        if self.max_ms < self.initial_ms {
+            return Err(ConfigError::invalid(format!("{prefix}.max_ms"), "must be >= initial_ms"));
+        }
+        if self.multiplier.is_nan() || self.multiplier < 1.0 {
+            return Err(ConfigError::invalid(format!("{prefix}.multiplier"), "must be >= 1.0"));
+        }
+        if !(0.0..1.0).contains(&self.randomization) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.randomization"),
+                "must be in [0, 1)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A fresh backoff schedule.
+    pub fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoff {
+            current_interval: Duration::from_millis(self.initial_ms),
+            initial_interval: Duration::from_millis(self.initial_ms),
+            randomization_factor: self.randomization,
+            multiplier: self.multiplier,
+            max_interval: Duration::from_millis(self.max_ms),
+            max_elapsed_time: (self.max_elapsed_ms > 0)
+                .then(|| Duration::from_millis(self.max_elapsed_ms)),
+            ..ExponentialBackoff::default()
+        }
+    }
+}
+
+/// Why [`retry`] stopped without success.
+#[derive(Debug)]
+pub enum RetryError<E> {
+    /// The error was fatal, or retries ran out (`max_elapsed_ms`).
+    Failed(E),
+    /// Shutdown was requested while waiting to retry.
+    Cancelled,
+}
+
+/// Runs `op` until it succeeds, fails fatally, the policy gives up, or
+/// `cancel` fires. `on_retry` is told about every retryable failure and the
+/// delay before the next try (for logs and metrics).
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryConfig,
+    cancel: &CancellationToken,
+    mut on_retry: impl FnMut(&E, Duration),
+    mut op: F,
+) -> Result<T, RetryError<E>>
+where
+    E: Classify,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut schedule = policy.backoff();
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.class() == ErrorClass::Fatal => return Err(RetryError::Failed(e)),
+            Err(e) => {
+                let Some(delay) = schedule.next_backoff() else {
+                    return Err(RetryError::Failed(e));
+                };
+                on_retry(&e, delay);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Err(RetryError::Cancelled),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug, PartialEq)]
+    struct E(ErrorClass);
+    impl Classify for E {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+    }
+
+    fn fast() -> RetryConfig {
+        RetryConfig { initial_ms: 1, max_ms: 2, ..RetryConfig::default() }
+    }
+
+    #[tokio::test]
+    async fn retries_retryable_until_success() {
+        let calls = AtomicU32::new(0);
+        let mut seen = 0;
+        let out = retry(&fast(), &CancellationToken::new(), |_, _| seen += 1, || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                Err(E(ErrorClass::Retryable))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert!(matches!(out, Ok(7)));
+        assert_eq!(seen, 3);
+    }
+
+    #[tokio::test]
+    async fn fatal_is_not_retried() {
+        let calls = AtomicU32::new(0);
+        let out: Result<(), _> = retry(&fast(), &CancellationToken::new(), |_, _| {}, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(E(ErrorClass::Fatal))
+        })
+        .await;
+        assert!(matches!(out, Err(RetryError::Failed(E(ErrorClass::Fatal)))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_waiting() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let slow = RetryConfig { initial_ms: 60_000, max_ms: 60_000, ..RetryConfig::default() };
+        let out: Result<(), _> =
+            retry(&slow, &cancel, |_, _| {}, || async { Err(E(ErrorClass::Retryable)) }).await;
+        assert!(matches!(out, Err(RetryError::Cancelled)));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let bad = RetryConfig { max_ms: 1, initial_ms: 5, ..RetryConfig::default() };
+        assert!(bad.validate("retry").unwrap_err().to_string().contains("retry.max_ms"));
+    }
+}

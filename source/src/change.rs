@@ -1,0 +1,275 @@
+//! One raw change-stream document into the [`ChangeEvent`] written to Kafka.
+//! Pure functions: no I/O, unit-tested on canned change documents.
+
+use crate::error::StreamError;
+use mongodb::bson::{Bson, Document, Timestamp};
+use shared::ejson::{bson_to_json, canonical_key, document_to_json};
+use shared::event::{
+    ChangeEvent, ClusterTime, Namespace, Operation, SnapshotInfo, TxnInfo, UpdateDescription,
+    SCHEMA,
+};
+use shared::version::Version;
+
+/// What a change-stream document means for the stream.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A document change to produce, with its Kafka key.
+    Change {
+        /// Canonical Extended JSON of `_id`.
+        key: String,
+        /// The event.
+        event: Box<ChangeEvent>,
+    },
+    /// The collection was dropped or renamed away: every document is gone
+    /// as of `cluster_time` (the stream will be invalidated next).
+    CollectionGone {
+        /// `drop`, `rename` or `dropDatabase`.
+        op: String,
+        /// When.
+        cluster_time: Timestamp,
+    },
+    /// The stream was invalidated; reopen it with `startAfter`.
+    Invalidate,
+    /// An event type without meaning for the search index (DDL events).
+    Ignored(String),
+}
+
+/// Decodes one change-stream document of namespace `ns`.
+pub fn decode(raw: &Document, ns: &Namespace) -> Result<Decoded, StreamError> {
+    let op_type = raw
+        .get_str("operationType")
+        .map_err(|_| StreamError::BadEvent("no operationType".into()))?;
+    let op = match op_type {
+        "insert" => Operation::Insert,
+        "update" => Operation::Update,
+        "replace" => Operation::Replace,
+        "delete" => Operation::Delete,
+        "drop" | "rename" | "dropDatabase" => {
+            let cluster_time = cluster_time_of(raw)?;
+            return Ok(Decoded::CollectionGone { op: op_type.to_string(), cluster_time });
+        }
+        "invalidate" => return Ok(Decoded::Invalidate),
+        other => return Ok(Decoded::Ignored(other.to_string())),
+    };
+    let ts = cluster_time_of(raw)?;
+    let version = Version::from_cluster_time(ts.time, ts.increment)
+        .map_err(|e| StreamError::BadEvent(e.to_string()))?;
+    let key_doc = raw
+        .get_document("documentKey")
+        .map_err(|_| StreamError::BadEvent(format!("{op_type} event without documentKey")))?;
+    let id = key_doc
+        .get("_id")
+        .ok_or_else(|| StreamError::BadEvent(format!("{op_type} event without documentKey._id")))?;
+    let event_ns = match raw.get_document("ns") {
+        Ok(n) => Namespace {
+            db: n.get_str("db").unwrap_or(&ns.db).to_string(),
+            coll: n.get_str("coll").unwrap_or(&ns.coll).to_string(),
+        },
+        Err(_) => ns.clone(),
+    };
+    let doc = match raw.get("fullDocument") {
+        Some(Bson::Document(d)) if op != Operation::Delete => Some(document_to_json(d)),
+        _ => None,
+    };
+    let update = match (op, raw.get_document("updateDescription")) {
+        (Operation::Update, Ok(u)) => Some(update_description(u)),
+        _ => None,
+    };
+    let wall_time = match raw.get("wallTime") {
+        Some(Bson::DateTime(dt)) => dt.try_to_rfc3339_string().ok(),
+        _ => None,
+    };
+    let txn = match (raw.get("lsid"), raw.get("txnNumber")) {
+        (Some(lsid), Some(n)) => Some(TxnInfo {
+            lsid: bson_to_json(lsid),
+            txn_number: match n {
+                Bson::Int64(n) => *n,
+                Bson::Int32(n) => i64::from(*n),
+                _ => 0,
+            },
+        }),
+        _ => None,
+    };
+    Ok(Decoded::Change {
+        key: canonical_key(id),
+        event: Box::new(ChangeEvent {
+            schema: SCHEMA.into(),
+            op,
+            ns: event_ns,
+            key: document_to_json(key_doc),
+            doc,
+            update,
+            cluster_time: ClusterTime { t: ts.time, i: ts.increment },
+            wall_time,
+            version: version.as_u64(),
+            txn,
+            snapshot: None,
+        }),
+    })
+}
+
+fn cluster_time_of(raw: &Document) -> Result<Timestamp, StreamError> {
+    raw.get_timestamp("clusterTime")
+        .map_err(|_| StreamError::BadEvent("change event without clusterTime".into()))
+}
+
+fn update_description(u: &Document) -> UpdateDescription {
+    let updated_fields = match u.get_document("updatedFields") {
+        Ok(d) => d.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect(),
+        Err(_) => Default::default(),
+    };
+    let removed_fields = match u.get_array("removedFields") {
+        Ok(a) => a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect(),
+        Err(_) => vec![],
+    };
+    let truncated_arrays = match u.get_array("truncatedArrays") {
+        Ok(a) => a.iter().map(bson_to_json).collect(),
+        Err(_) => vec![],
+    };
+    UpdateDescription { updated_fields, removed_fields, truncated_arrays }
+}
+
+/// A snapshot copy of an existing document.
+pub fn snapshot_record(
+    doc: &Document,
+    ns: &Namespace,
+    snapshot: &SnapshotInfo,
+) -> Result<(String, ChangeEvent), StreamError> {
+    let id = doc.get("_id").ok_or_else(|| StreamError::BadEvent("document without _id".into()))?;
+    let (t, i) = Version::from_u64(snapshot.version).cluster_time();
+    Ok((
+        canonical_key(id),
+        ChangeEvent {
+            schema: SCHEMA.into(),
+            op: Operation::Snapshot,
+            ns: ns.clone(),
+            key: serde_json::json!({ "_id": bson_to_json(id) }),
+            doc: Some(document_to_json(doc)),
+            update: None,
+            cluster_time: ClusterTime { t, i },
+            wall_time: None,
+            version: snapshot.version,
+            txn: None,
+            snapshot: Some(snapshot.clone()),
+        },
+    ))
+}
+
+/// A snapshot start or end marker.
+pub fn marker(op: Operation, ns: &Namespace, snapshot: &SnapshotInfo) -> ChangeEvent {
+    let (t, i) = Version::from_u64(snapshot.version).cluster_time();
+    ChangeEvent {
+        schema: SCHEMA.into(),
+        op,
+        ns: ns.clone(),
+        key: serde_json::Value::Null,
+        doc: None,
+        update: None,
+        cluster_time: ClusterTime { t, i },
+        wall_time: None,
+        version: snapshot.version,
+        txn: None,
+        snapshot: Some(snapshot.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, oid::ObjectId};
+
+    fn ns() -> Namespace {
+        Namespace { db: "mountain".into(), coll: "card".into() }
+    }
+
+    fn ts(t: u32, i: u32) -> Timestamp {
+        Timestamp { time: t, increment: i }
+    }
+
+    #[test]
+    fn insert_becomes_event_with_key_and_version() {
+        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let raw = doc! {
+            "_id": { "_data": "token" },
+            "operationType": "insert",
+            "clusterTime": ts(1_700_000_000, 7),
+            "wallTime": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
+            "ns": { "db": "mountain", "coll": "card" },
+            "documentKey": { "_id": oid },
+            "fullDocument": { "_id": oid, "title": "설악산 단풍", "likes": 3_i32 },
+        };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        assert_eq!(key, r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#);
+        assert_eq!(event.op, Operation::Insert);
+        assert_eq!(event.version, Version::from_cluster_time(1_700_000_000, 7).unwrap().as_u64());
+        assert_eq!(event.doc.as_ref().unwrap()["title"], "설악산 단풍");
+        assert_eq!(event.wall_time.as_deref(), Some("2023-11-14T22:13:20.123Z"));
+        assert!(event.txn.is_none());
+    }
+
+    #[test]
+    fn update_keeps_description_and_txn() {
+        let raw = doc! {
+            "_id": { "_data": "token" },
+            "operationType": "update",
+            "clusterTime": ts(1_700_000_001, 1),
+            "documentKey": { "_id": "c1" },
+            "updateDescription": {
+                "updatedFields": { "title": "new", "tags.1": "x" },
+                "removedFields": ["old"],
+                "truncatedArrays": [{ "field": "tags", "newSize": 2_i32 }],
+            },
+            "fullDocument": { "_id": "c1", "title": "new" },
+            "lsid": { "id": "session" },
+            "txnNumber": 5_i64,
+        };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        assert_eq!(key, r#""c1""#);
+        let u = event.update.unwrap();
+        assert_eq!(u.updated_fields["tags.1"], "x");
+        assert_eq!(u.removed_fields, vec!["old".to_string()]);
+        assert_eq!(u.truncated_arrays.len(), 1);
+        assert_eq!(event.txn.unwrap().txn_number, 5);
+    }
+
+    #[test]
+    fn delete_has_no_document() {
+        let raw = doc! {
+            "_id": { "_data": "t" }, "operationType": "delete",
+            "clusterTime": ts(5, 1), "documentKey": { "_id": 9_i64 },
+        };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        assert_eq!(key, r#"{"$numberLong":"9"}"#);
+        assert_eq!(event.op, Operation::Delete);
+        assert!(event.doc.is_none());
+    }
+
+    #[test]
+    fn drop_and_invalidate_and_ddl() {
+        let drop = doc! { "_id": {}, "operationType": "drop", "clusterTime": ts(9, 2) };
+        assert!(matches!(decode(&drop, &ns()).unwrap(), Decoded::CollectionGone { .. }));
+        let inv = doc! { "_id": {}, "operationType": "invalidate", "clusterTime": ts(9, 3) };
+        assert!(matches!(decode(&inv, &ns()).unwrap(), Decoded::Invalidate));
+        let ddl = doc! { "_id": {}, "operationType": "createIndexes", "clusterTime": ts(9, 4) };
+        assert!(matches!(decode(&ddl, &ns()).unwrap(), Decoded::Ignored(_)));
+    }
+
+    #[test]
+    fn malformed_events_are_errors_not_panics() {
+        let no_key = doc! { "operationType": "insert", "clusterTime": ts(1, 1) };
+        assert!(decode(&no_key, &ns()).unwrap_err().to_string().contains("documentKey"));
+        let no_time = doc! { "operationType": "insert", "documentKey": { "_id": 1_i32 } };
+        assert!(decode(&no_time, &ns()).unwrap_err().to_string().contains("clusterTime"));
+        assert!(decode(&doc! {}, &ns()).is_err());
+    }
+
+    #[test]
+    fn snapshot_record_carries_snapshot_version() {
+        let snap = SnapshotInfo { id: "s1".into(), version: 42 << 30 | 3 };
+        let (key, ev) = snapshot_record(&doc! { "_id": "a", "x": 1_i32 }, &ns(), &snap).unwrap();
+        assert_eq!(key, r#""a""#);
+        assert_eq!(ev.version, snap.version);
+        assert_eq!(ev.cluster_time, ClusterTime { t: 42, i: 3 });
+        assert_eq!(ev.op, Operation::Snapshot);
+    }
+}

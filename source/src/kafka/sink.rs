@@ -1,0 +1,253 @@
+//! The record sink of one stream: a Kafka producer with its own
+//! `transactional.id`.
+//!
+//! Delivery guarantee: in transactional mode every batch (its events, any
+//! dead-letter pointers and the stream's new resume position) is one Kafka
+//! transaction, so a `read_committed` consumer sees all of it or none of it,
+//! and a crash at any point leaves the stored position consistent with the
+//! events. A second producer with the same `transactional.id` fences this
+//! one ([`StreamError::Fenced`]). In at-least-once mode (broker without
+//! transactions, or `delivery = "at_least_once"`) the position is produced
+//! only after every event of the batch was acknowledged: a crash can repeat
+//! a batch, never lose one.
+
+use super::record::Record;
+use crate::config::{Delivery, KafkaConfig};
+use crate::error::{Result, StreamError};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::time::Duration;
+
+/// How the sink delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Kafka transactions: exactly once for read_committed consumers.
+    ExactlyOnce,
+    /// No transactions: at least once.
+    AtLeastOnce,
+}
+
+/// A stream's producer.
+pub struct Sink {
+    producer: FutureProducer,
+    mode: Mode,
+    transactional_id: String,
+    timeout: Duration,
+}
+
+/// The outcome of enqueueing one record.
+#[derive(Debug)]
+pub enum SendError {
+    /// librdkafka refused the record as too large.
+    TooLarge,
+    /// Any other failure.
+    Other(StreamError),
+}
+
+impl Sink {
+    /// Creates the producer and, unless at-least-once was asked for,
+    /// registers its `transactional.id` (fencing any older holder).
+    pub async fn connect(cfg: &KafkaConfig, transactional_id: &str) -> Result<Self> {
+        let timeout = Duration::from_millis(cfg.operation_timeout_ms);
+        let tid = transactional_id.to_string();
+        if cfg.delivery != Delivery::AtLeastOnce {
+            let producer = build(cfg, Some(transactional_id))?;
+            let p = producer.clone();
+            let init = tokio::task::spawn_blocking(move || p.init_transactions(timeout))
+                .await
+                .map_err(|e| StreamError::Internal(e.to_string()))?;
+            match init {
+                Ok(()) => {
+                    return Ok(Self {
+                        producer,
+                        mode: Mode::ExactlyOnce,
+                        transactional_id: tid,
+                        timeout,
+                    })
+                }
+                Err(e) if unsupported(&e) => {
+                    if cfg.delivery == Delivery::ExactlyOnce {
+                        return Err(StreamError::NoTransactions(e.to_string()));
+                    }
+                    tracing::warn!(
+                        transactional_id,
+                        error = %e,
+                        "broker does not support transactions: falling back to at-least-once"
+                    );
+                }
+                Err(e) => return Err(StreamError::from_kafka(e, transactional_id)),
+            }
+        }
+        Ok(Self {
+            producer: build(cfg, None)?,
+            mode: Mode::AtLeastOnce,
+            transactional_id: tid,
+            timeout,
+        })
+    }
+
+    /// The delivery mode in force.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Writes `records` then `position` atomically (see the module docs).
+    /// `on_too_large` is asked for a replacement when librdkafka refuses a
+    /// record as too large despite the size check (it returns the pointer
+    /// to send instead, or an error when the policy is to fail).
+    pub async fn write(
+        &self,
+        records: &[Record],
+        position: Record,
+        mut on_too_large: impl FnMut(&Record) -> Result<Record>,
+    ) -> Result<()> {
+        if self.mode == Mode::ExactlyOnce {
+            self.producer.begin_transaction().map_err(|e| self.kafka(e))?;
+        }
+        let outcome = async {
+            let mut pending = Vec::with_capacity(records.len() + 1);
+            for r in records {
+                match self.enqueue(r).await {
+                    Ok(f) => pending.push(f),
+                    Err(SendError::TooLarge) => {
+                        let replacement = on_too_large(r)?;
+                        pending.push(self.enqueue(&replacement).await.map_err(|e| match e {
+                            SendError::TooLarge => {
+                                StreamError::Internal("dead-letter pointer too large".into())
+                            }
+                            SendError::Other(e) => e,
+                        })?);
+                    }
+                    Err(SendError::Other(e)) => return Err(e),
+                }
+            }
+            if self.mode == Mode::AtLeastOnce {
+                self.await_all(pending).await?;
+                pending = Vec::with_capacity(1);
+            }
+            pending.push(self.enqueue(&position).await.map_err(|e| match e {
+                SendError::TooLarge => StreamError::Internal("position record too large".into()),
+                SendError::Other(e) => e,
+            })?);
+            self.await_all(pending).await
+        }
+        .await;
+        match outcome {
+            Ok(()) if self.mode == Mode::ExactlyOnce => self.commit().await,
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.mode == Mode::ExactlyOnce && !matches!(e, StreamError::Fenced(_)) {
+                    self.abort().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        r: &Record,
+    ) -> std::result::Result<rdkafka::producer::DeliveryFuture, SendError> {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        loop {
+            let mut rec = FutureRecord::to(&r.topic).payload(&r.value).headers(headers.clone());
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_bytes());
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            match self.producer.send_result(rec) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Local queue full: librdkafka is still sending; wait.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(SendError::TooLarge)
+                }
+                Err((e, _)) => return Err(SendError::Other(self.kafka(e))),
+            }
+        }
+    }
+
+    async fn await_all(&self, pending: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(self.kafka(e)),
+                Err(_) => return Err(StreamError::Internal("delivery cancelled".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        let res = tokio::task::spawn_blocking(move || p.commit_transaction(timeout))
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = self.kafka(e);
+                if !matches!(err, StreamError::Fenced(_)) {
+                    self.abort().await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(&self) {
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        let res = tokio::task::spawn_blocking(move || p.abort_transaction(timeout)).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(transactional_id = %self.transactional_id, error = %e, "abort failed");
+        }
+    }
+
+    fn kafka(&self, e: KafkaError) -> StreamError {
+        StreamError::from_kafka(e, &self.transactional_id)
+    }
+}
+
+fn build(cfg: &KafkaConfig, transactional_id: Option<&str>) -> Result<FutureProducer> {
+    let mut c = super::client_config(cfg);
+    c.set("message.max.bytes", cfg.message_max_bytes.to_string())
+        .set("compression.type", &cfg.compression)
+        // Same partitioner as the Java client, so a key lands where Kafka
+        // Connect would have put it.
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        // Bounds the memory of in-flight records (64 MiB).
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+    if let Some(tid) = transactional_id {
+        c.set("transactional.id", tid);
+    }
+    c.create().map_err(StreamError::Kafka)
+}
+
+/// Whether `init_transactions` failed because the broker cannot do them.
+fn unsupported(e: &KafkaError) -> bool {
+    let code = match e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        other => other.rdkafka_error_code(),
+    };
+    // A broker that is merely starting answers CoordinatorNotAvailable:
+    // that is retried, not taken as "no transactions".
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature)
+    )
+}

@@ -1,0 +1,95 @@
+//! Topic administration: create missing topics (the positions topic always
+//! compacted) and read each topic's `max.message.bytes`, the broker-side
+//! record limit that the size check must respect.
+
+use crate::config::{KafkaConfig, TopicsConfig};
+use crate::error::{Result, StreamError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// An admin client.
+pub struct Topics {
+    admin: AdminClient<DefaultClientContext>,
+    opts: AdminOptions,
+}
+
+impl Topics {
+    /// Creates the client (no I/O yet).
+    pub fn new(cfg: &KafkaConfig) -> Result<Self> {
+        let admin = super::client_config(cfg).create().map_err(StreamError::Kafka)?;
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)))
+            .request_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)));
+        Ok(Self { admin, opts })
+    }
+
+    /// Creates the event topics, the dead-letter topic and the compacted
+    /// positions topic when missing (existing topics are left unchanged).
+    pub async fn ensure(&self, topics: &TopicsConfig, event_topics: &[String]) -> Result<()> {
+        if !topics.create {
+            return Ok(());
+        }
+        let positions = topics.offsets_topic();
+        let dlq = topics.dlq_topic();
+        let rf = || TopicReplication::Fixed(topics.replication_factor);
+        let mut new: Vec<NewTopic<'_>> = event_topics
+            .iter()
+            .map(|t| NewTopic::new(t, topics.partitions, rf()))
+            .collect();
+        new.push(NewTopic::new(&dlq, 1, rf()));
+        new.push(
+            NewTopic::new(&positions, 1, rf())
+                .set("cleanup.policy", "compact")
+                // Small segments so compaction keeps the topic tiny.
+                .set("segment.ms", "3600000")
+                .set("min.cleanable.dirty.ratio", "0.1"),
+        );
+        let results = self.admin.create_topics(new.iter(), &self.opts).await?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    tracing::error!(topic = %name, ?code, "cannot create topic");
+                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(code)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic's `max.message.bytes`, if the broker tells.
+    pub async fn max_message_bytes(&self, topic: &str) -> Result<Option<usize>> {
+        let res = self.admin.describe_configs([&ResourceSpecifier::Topic(topic)], &self.opts).await?;
+        for r in res {
+            match r {
+                Ok(resource) => {
+                    if let Some(entry) = resource.get("max.message.bytes") {
+                        return Ok(entry.value.as_deref().and_then(|v| v.parse().ok()));
+                    }
+                }
+                Err(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
+                        RDKafkaErrorCode::UnknownTopicOrPartition,
+                    )))
+                }
+                Err(code) => {
+                    tracing::warn!(topic, ?code, "cannot read max.message.bytes");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of partitions of `topic`.
+    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>> {
+        let md = self.admin.inner().fetch_metadata(Some(topic), timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+}

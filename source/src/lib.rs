@@ -1,0 +1,143 @@
+//! `mongo-source`: MongoDB change streams into Kafka.
+//!
+//! [`run`] starts one [`stream`] per configured collection, each with its own
+//! transactional producer, plus the admin HTTP server; it returns when the
+//! shutdown token fires and every stream has committed its batch in flight.
+//!
+//! Delivery guarantee: exactly once into Kafka for read_committed consumers
+//! when the broker supports transactions (the resume position is written in
+//! the same transaction as the events it covers), at least once otherwise.
+
+pub mod admin;
+pub mod change;
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod metrics;
+pub mod status;
+pub mod stream;
+
+use anyhow::Context as _;
+use config::SourceConfig;
+use shared::shutdown::{CancellationToken, TaskTracker};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long shutdown waits for streams to commit their batch in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs until `shutdown` fires. The config must have passed `validate()`.
+pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&mut registry));
+    let specs = cfg.streams();
+    let board = Arc::new(status::StatusBoard {
+        streams: specs
+            .iter()
+            .map(|s| Arc::new(status::StreamStatus::new(&s.name, &s.topic, metrics.clone())))
+            .collect(),
+        mongo_connected: Default::default(),
+    });
+
+    let token = cfg.admin.resolve_token()?;
+    let listener = shared::admin::bind(cfg.admin.listen).await?;
+    tracing::info!(listen = %cfg.admin.listen, "admin server listening");
+    let router = shared::admin::router(
+        board.clone(),
+        Arc::new(registry),
+        shared::admin::protected(admin::routes(board.clone()), token),
+    );
+    let tasks = TaskTracker::new();
+    let admin_cancel = CancellationToken::new();
+    tasks.spawn(shared::admin::serve(listener, router, admin_cancel.clone()));
+
+    let mongo_opts = mongo_options(&cfg).await?;
+    let mongo = mongodb::Client::with_options(mongo_opts).context("mongodb client")?;
+    let topics = Arc::new(kafka::topics::Topics::new(&cfg.kafka).context("kafka admin client")?);
+
+    // Topics and MongoDB: retried until they answer (or shutdown), so the
+    // binary can start before its dependencies.
+    let event_topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+    let ready = shared::retry::retry(
+        &cfg.retry,
+        &shutdown,
+        |e: &error::StreamError, delay| tracing::warn!(error = %e, ?delay, "waiting for MongoDB and Kafka"),
+        || async {
+            mongo
+                .database(&cfg.mongodb.database)
+                .run_command(mongodb::bson::doc! {"ping": 1})
+                .await
+                .map_err(error::StreamError::from_mongo)?;
+            board.mongo_connected.store(true, Ordering::Relaxed);
+            topics.ensure(&cfg.topics, &event_topics).await
+        },
+    )
+    .await;
+    match ready {
+        Ok(()) => {}
+        Err(shared::retry::RetryError::Cancelled) => {
+            admin_cancel.cancel();
+            tasks.close();
+            tasks.wait().await;
+            return Ok(());
+        }
+        Err(shared::retry::RetryError::Failed(e)) => {
+            return Err(anyhow::anyhow!(e)).context("cannot start: MongoDB or Kafka refused");
+        }
+    }
+
+    for (spec, status) in specs.into_iter().zip(board.streams.iter().cloned()) {
+        let ctx = stream::StreamCtx {
+            spec,
+            cfg: cfg.clone(),
+            mongo: mongo.clone(),
+            topics: topics.clone(),
+            status,
+            metrics: metrics.clone(),
+            cancel: shutdown.clone(),
+        };
+        tasks.spawn(stream::supervise(ctx));
+    }
+    let gauges = board.clone();
+    let gauge_cancel = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => gauges.streams.iter().for_each(|s| s.refresh_gauges()),
+                () = gauge_cancel.cancelled() => return,
+            }
+        }
+    });
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: committing batches in flight");
+    tasks.close();
+    // The admin server stays up until the streams are done, then stops.
+    let streams_done = async {
+        while tasks.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, streams_done).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time");
+    }
+    admin_cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::ClientOptions> {
+    let redacted = shared::config::redact_uri(cfg.mongodb.uri.expose());
+    let mut opts = mongodb::options::ClientOptions::parse(cfg.mongodb.uri.expose())
+        .await
+        .map_err(|e| anyhow::anyhow!("mongodb.uri {redacted}: {}", e.kind))?;
+    opts.app_name.get_or_insert_with(|| "mongo-source".into());
+    opts.server_selection_timeout =
+        Some(Duration::from_millis(cfg.mongodb.server_selection_timeout_ms));
+    tracing::info!(uri = %redacted, "mongodb");
+    Ok(opts)
+}

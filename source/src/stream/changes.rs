@@ -1,0 +1,210 @@
+//! Following the change stream: read events, cut them into batches by
+//! count, bytes and deadline ([`crate::config::BatchConfig`]), and commit
+//! each batch with the resume token that covers it.
+//!
+//! The token stored with a batch is the change stream's resume token right
+//! after the batch's last event (the event's own token, or the server's
+//! post-batch token once the cursor batch is drained). A quiet stream keeps
+//! committing its advancing post-batch token every `idle_commit_ms`, so its
+//! stored position never falls off the oplog.
+
+use super::writer::Batch;
+use super::{now_iso, Pos, Start, StreamCtx, Writer};
+use crate::change::{decode, marker, Decoded};
+use crate::error::{Result, StreamError};
+use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use shared::ejson::json_to_bson;
+use shared::event::{ClusterTime, Operation, SnapshotInfo};
+use shared::state::StreamState;
+use shared::version::Version;
+use std::time::{Duration, Instant};
+
+/// Follows the change stream from `start` until shutdown.
+pub async fn follow(ctx: &StreamCtx, writer: &Writer, start: Start, position: Option<Pos>) -> Result<()> {
+    let mut position = position.unwrap_or_else(|| Pos {
+        stream: ctx.spec.name.clone(),
+        token: None,
+        cluster_time: None,
+        start_at: None,
+        after_invalidate: false,
+        snapshot: None,
+        events: 0,
+        committed_at: now_iso(),
+    });
+    let mut start = start;
+    loop {
+        let mut stream = open(ctx, &start).await?;
+        ctx.status.set_state(StreamState::Running);
+        match drain(ctx, writer, &mut stream, &mut position).await? {
+            Drained::Shutdown => return Ok(()),
+            Drained::Invalidated => {
+                tracing::warn!(stream = %ctx.spec.name, "change stream invalidated; reopening after it");
+                start = match &position.token {
+                    Some(t) => Start::Token { token: t.clone(), after_invalidate: true },
+                    None => Start::Now,
+                };
+            }
+        }
+    }
+}
+
+enum Drained {
+    Shutdown,
+    Invalidated,
+}
+
+async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> {
+    let cfg = &ctx.cfg;
+    let mut pipeline = Vec::with_capacity(ctx.spec.pipeline.len());
+    for (i, stage) in ctx.spec.pipeline.iter().enumerate() {
+        let json = serde_json::to_value(stage).map_err(|e| StreamError::BadEvent(e.to_string()))?;
+        match json_to_bson(&json) {
+            Ok(Bson::Document(d)) => pipeline.push(d),
+            _ => {
+                return Err(StreamError::BadEvent(format!("collections pipeline stage {i} is not a document")))
+            }
+        }
+    }
+    let coll = ctx.collection();
+    let watch = coll
+        .watch()
+        .pipeline(pipeline)
+        .full_document(FullDocumentType::UpdateLookup)
+        .max_await_time(Duration::from_millis(cfg.batch.max_wait_ms))
+        .batch_size(u32::try_from(cfg.batch.max_events).unwrap_or(u32::MAX));
+    let watch = match start {
+        Start::Token { token, after_invalidate } => {
+            let bson = json_to_bson(token).map_err(|e| StreamError::BadPosition {
+                stream: ctx.spec.name.clone(),
+                message: format!("resume token: {e}"),
+            })?;
+            let token: ResumeToken =
+                mongodb::bson::from_bson(bson).map_err(|e| StreamError::BadPosition {
+                    stream: ctx.spec.name.clone(),
+                    message: format!("resume token: {e}"),
+                })?;
+            if *after_invalidate {
+                watch.start_after(token)
+            } else {
+                watch.resume_after(token)
+            }
+        }
+        Start::At(ct) => watch.start_at_operation_time(Timestamp { time: ct.t, increment: ct.i }),
+        Start::Now => watch,
+    };
+    let stream = watch.await.map_err(StreamError::from_mongo)?;
+    tracing::info!(stream = %ctx.spec.name, start = ?start, "change stream open");
+    Ok(stream.with_type::<Document>())
+}
+
+fn token_json(stream: &ChangeStream<Document>) -> Option<serde_json::Value> {
+    let token = stream.resume_token()?;
+    let bson = mongodb::bson::to_bson(&token).ok()?;
+    Some(bson.into_canonical_extjson())
+}
+
+async fn drain(
+    ctx: &StreamCtx,
+    writer: &Writer,
+    stream: &mut ChangeStream<Document>,
+    position: &mut Pos,
+) -> Result<Drained> {
+    let limits = &ctx.cfg.batch;
+    let max_wait = Duration::from_millis(limits.max_wait_ms);
+    let idle_every = Duration::from_millis(limits.idle_commit_ms);
+    let mut last_commit = Instant::now();
+    loop {
+        let mut batch = Batch::default();
+        let mut invalidated = false;
+        // Collect one batch.
+        loop {
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            let next = tokio::select! {
+                r = stream.next_if_any() => r.map_err(StreamError::from_mongo)?,
+                () = ctx.cancel.cancelled() => break,
+            };
+            match next {
+                Some(raw) => match decode(&raw, &ctx.spec.ns)? {
+                    Decoded::Change { key, event } => {
+                        writer.add(ctx, &mut batch, None, Some(key), &event)?;
+                    }
+                    Decoded::CollectionGone { op, cluster_time } => {
+                        collection_gone(ctx, writer, &mut batch, &op, cluster_time)?;
+                    }
+                    Decoded::Invalidate => {
+                        invalidated = true;
+                        break;
+                    }
+                    Decoded::Ignored(op) => {
+                        tracing::debug!(stream = %ctx.spec.name, op, "event ignored");
+                    }
+                },
+                None => {
+                    if batch.is_empty() {
+                        ctx.status.caught_up();
+                        if last_commit.elapsed() >= idle_every {
+                            break;
+                        }
+                        continue;
+                    }
+                    break;
+                }
+            }
+            if batch.len() >= limits.max_events
+                || batch.bytes >= limits.max_bytes
+                || batch.started.is_some_and(|s| s.elapsed() >= max_wait)
+            {
+                break;
+            }
+        }
+        let token = token_json(stream);
+        let token_moved = token.is_some() && token != position.token;
+        if !batch.is_empty() || token_moved || invalidated {
+            let mut next = position.clone();
+            next.token = token.or(next.token);
+            next.after_invalidate = invalidated;
+            next.cluster_time = batch.last.or(next.cluster_time);
+            next.events += batch.ops.values().sum::<u64>() + batch.dead_lettered;
+            next.committed_at = now_iso();
+            writer.commit(ctx, batch, &next).await?;
+            *position = next;
+            last_commit = Instant::now();
+        }
+        if invalidated {
+            return Ok(Drained::Invalidated);
+        }
+        if ctx.cancel.is_cancelled() {
+            return Ok(Drained::Shutdown);
+        }
+    }
+}
+
+/// A dropped or renamed collection: every document is gone as of
+/// `cluster_time`. Announced as an empty snapshot (start and end markers
+/// on every partition, versioned at the drop), so the sink removes every
+/// document older than it.
+fn collection_gone(
+    ctx: &StreamCtx,
+    writer: &Writer,
+    batch: &mut Batch,
+    op: &str,
+    ts: Timestamp,
+) -> Result<()> {
+    let version = Version::from_cluster_time(ts.time, ts.increment)
+        .map_err(|e| StreamError::BadEvent(e.to_string()))?;
+    tracing::warn!(stream = %ctx.spec.name, op, "collection gone: announcing an empty snapshot");
+    let snap = SnapshotInfo { id: format!("{op}-{}-{}", ts.time, ts.increment), version: version.as_u64() };
+    for op in [Operation::SnapshotStart, Operation::SnapshotEnd] {
+        let ev = marker(op, &ctx.spec.ns, &snap);
+        for p in &writer.partitions {
+            writer.add(ctx, batch, Some(*p), None, &ev)?;
+        }
+    }
+    batch.last = Some(ClusterTime { t: ts.time, i: ts.increment });
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The initial (or re-) snapshot: copy every existing document, then let the
+//! change stream go on from the cluster time read *before* the copy began.
+//!
+//! Nothing between copy and stream is missed: every write after that time
+//! is in the change stream, and every write before it is in the copy.
+//! Every snapshot record carries the snapshot version (that cluster time),
+//! lower than the version of any change the stream delivers afterwards, so
+//! a copy never overwrites a newer change downstream. The copy is written
+//! in transactions of `start.snapshot_batch` documents with its progress
+//! (last `_id`) as the stream's position: a crash resumes the copy after
+//! the last committed document. Start and end markers go to every
+//! partition of the topic; after the end marker a partition's consumer
+//! knows that any document of that partition older than the snapshot
+//! version was deleted meanwhile.
+
+use super::writer::Batch;
+use super::{current_cluster_time, now_iso, Pos, StreamCtx, Writer};
+use crate::change::{marker, snapshot_record};
+use crate::error::{Result, StreamError};
+use crate::kafka::positions::SnapshotProgress;
+use crate::metrics::StreamLabel;
+use futures::TryStreamExt as _;
+use mongodb::bson::{doc, Bson};
+use shared::ejson::{bson_to_json, json_to_bson};
+use shared::event::{ClusterTime, Operation, SnapshotInfo};
+use shared::state::StreamState;
+use shared::version::Version;
+
+/// Runs (or resumes, given the stored position) a snapshot and returns the
+/// position from which the change stream starts.
+pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Result<Pos> {
+    ctx.status.set_state(StreamState::Snapshotting);
+    let mut pos = match resume {
+        Some(p) if p.snapshot.is_some() => p,
+        previous => {
+            let ts = current_cluster_time(ctx).await?;
+            let version = Version::from_cluster_time(ts.time, ts.increment)
+                .map_err(|e| StreamError::Internal(e.to_string()))?;
+            Pos {
+                stream: ctx.spec.name.clone(),
+                token: None,
+                cluster_time: previous.as_ref().and_then(|p| p.cluster_time),
+                start_at: Some(ClusterTime { t: ts.time, i: ts.increment }),
+                after_invalidate: false,
+                snapshot: Some(SnapshotProgress {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    version: version.as_u64(),
+                    last_id: None,
+                    copied: 0,
+                    started: false,
+                }),
+                events: previous.map_or(0, |p| p.events),
+                committed_at: now_iso(),
+            }
+        }
+    };
+    let Some(progress) = pos.snapshot.clone() else {
+        return Err(StreamError::Internal("snapshot without progress".into()));
+    };
+    let info = SnapshotInfo { id: progress.id.clone(), version: progress.version };
+    tracing::info!(
+        stream = %ctx.spec.name, snapshot = %info.id, version = info.version,
+        resumed_after = ?progress.last_id, "snapshot"
+    );
+    if !progress.started {
+        let mut batch = Batch::default();
+        add_markers(ctx, writer, &mut batch, Operation::SnapshotStart, &info)?;
+        if let Some(s) = pos.snapshot.as_mut() {
+            s.started = true;
+        }
+        pos.committed_at = now_iso();
+        writer.commit(ctx, batch, &pos).await?;
+    }
+
+    let filter = match &progress.last_id {
+        Some(id) => {
+            let id = json_to_bson(id).map_err(|e| StreamError::BadPosition {
+                stream: ctx.spec.name.clone(),
+                message: format!("snapshot last_id: {e}"),
+            })?;
+            doc! { "_id": { "$gt": id } }
+        }
+        None => doc! {},
+    };
+    let mut cursor = ctx
+        .collection()
+        .find(filter)
+        .sort(doc! { "_id": 1 })
+        .batch_size(u32::try_from(ctx.cfg.start.snapshot_batch).unwrap_or(1000))
+        .await?;
+    let label = StreamLabel { stream: ctx.spec.name.clone() };
+    let mut batch = Batch::default();
+    let mut last_id: Option<Bson> = None;
+    loop {
+        let next = tokio::select! {
+            r = cursor.try_next() => r?,
+            () = ctx.cancel.cancelled() => None,
+        };
+        let done = next.is_none();
+        if let Some(doc) = next {
+            let (key, ev) = snapshot_record(&doc, &ctx.spec.ns, &info)?;
+            writer.add(ctx, &mut batch, None, Some(key), &ev)?;
+            last_id = doc.get("_id").cloned();
+        }
+        let full = batch.len() >= ctx.cfg.start.snapshot_batch || batch.bytes >= ctx.cfg.batch.max_bytes;
+        if (full || done) && !batch.is_empty() {
+            let n = batch.len() as u64;
+            if let Some(s) = pos.snapshot.as_mut() {
+                s.copied += n;
+                s.last_id = last_id.as_ref().map(bson_to_json);
+            }
+            pos.events += n;
+            pos.committed_at = now_iso();
+            writer.commit(ctx, std::mem::take(&mut batch), &pos).await?;
+            ctx.metrics.snapshot_documents.get_or_create(&label).inc_by(n);
+            if let Some(s) = &pos.snapshot {
+                ctx.status.snapshot_progress(&s.id, s.copied);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        return Err(StreamError::Internal("shutdown during snapshot (progress committed)".into()));
+    }
+    let mut batch = Batch::default();
+    add_markers(ctx, writer, &mut batch, Operation::SnapshotEnd, &info)?;
+    let copied = pos.snapshot.as_ref().map_or(0, |s| s.copied);
+    pos.snapshot = None;
+    pos.committed_at = now_iso();
+    writer.commit(ctx, batch, &pos).await?;
+    tracing::info!(stream = %ctx.spec.name, snapshot = %info.id, copied, "snapshot complete");
+    Ok(pos)
+}
+
+fn add_markers(
+    ctx: &StreamCtx,
+    writer: &Writer,
+    batch: &mut Batch,
+    op: Operation,
+    info: &SnapshotInfo,
+) -> Result<()> {
+    let ev = marker(op, &ctx.spec.ns, info);
+    for p in &writer.partitions {
+        writer.add(ctx, batch, Some(*p), None, &ev)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Turns events into records, checks each against the size limit (sending
+//! a dead-letter pointer instead of an oversized record, or failing, by
+//! policy), and commits a batch plus the new position through the [`Sink`].
+
+use super::StreamCtx;
+use crate::config::OversizedPolicy;
+use crate::error::{Result, StreamError};
+use crate::kafka::positions::Position;
+use crate::kafka::record::{oversized_pointer, Record};
+use crate::kafka::sink::{Mode, Sink};
+use crate::metrics::{StreamLabel, StreamOp, StreamReason};
+use shared::event::{ChangeEvent, ClusterTime};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The records of one transaction, with what the metrics need.
+#[derive(Default)]
+pub struct Batch {
+    /// Records in order.
+    pub records: Vec<Record>,
+    /// Bytes of those records.
+    pub bytes: usize,
+    /// Events per operation.
+    pub ops: BTreeMap<&'static str, u64>,
+    /// Pointers sent to the DLQ instead of records.
+    pub dead_lettered: u64,
+    /// Cluster time of the last change event.
+    pub last: Option<ClusterTime>,
+    /// When the first record was added.
+    pub started: Option<Instant>,
+}
+
+impl Batch {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// A stream's writer.
+pub struct Writer {
+    sink: Sink,
+    /// Largest record that fits, in bytes.
+    pub limit: usize,
+    limit_source: String,
+    /// Partitions of the event topic.
+    pub partitions: Vec<i32>,
+}
+
+impl Writer {
+    /// Connects the sink and reads the topic's limit and partitions.
+    pub async fn connect(ctx: &StreamCtx) -> Result<Self> {
+        let sink = Sink::connect(&ctx.cfg.kafka, &ctx.spec.transactional_id).await?;
+        let producer_limit = ctx.cfg.kafka.message_max_bytes;
+        let topic_limit = ctx.topics.max_message_bytes(&ctx.spec.topic).await?;
+        let (limit, limit_source) = match topic_limit {
+            Some(t) if t < producer_limit => {
+                (t, format!("topic {} max.message.bytes = {t}", ctx.spec.topic))
+            }
+            _ => (producer_limit, format!("kafka.message_max_bytes = {producer_limit}")),
+        };
+        let topics = ctx.topics.clone();
+        let topic = ctx.spec.topic.clone();
+        let timeout = Duration::from_millis(ctx.cfg.kafka.operation_timeout_ms);
+        let partitions = tokio::task::spawn_blocking(move || topics.partitions(&topic, timeout))
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))??;
+        if partitions.is_empty() {
+            return Err(StreamError::Kafka(rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )));
+        }
+        ctx.status.set_mode(sink.mode(), limit);
+        if sink.mode() == Mode::AtLeastOnce {
+            tracing::warn!(stream = %ctx.spec.name, "delivery is at-least-once (no Kafka transactions)");
+        }
+        Ok(Self { sink, limit, limit_source, partitions })
+    }
+
+    /// Adds an event to `batch`: its record, or a dead-letter pointer when
+    /// the record is over the limit (policy `dlq`), or an error (`fail`).
+    pub fn add(
+        &self,
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        partition: Option<i32>,
+        key: Option<String>,
+        ev: &ChangeEvent,
+    ) -> Result<()> {
+        let record = Record::event(&ctx.spec.topic, partition, key, ev);
+        let record = if record.wire_size() > self.limit {
+            self.oversized(ctx, &record)?
+        } else {
+            record
+        };
+        if record.topic != ctx.spec.topic {
+            batch.dead_lettered += 1;
+        } else if !ev.op.is_marker() {
+            *batch.ops.entry(ev.op.as_str()).or_default() += 1;
+        }
+        if !ev.op.is_marker() {
+            batch.last = Some(ev.cluster_time);
+        }
+        batch.bytes += record.wire_size();
+        batch.started.get_or_insert_with(Instant::now);
+        batch.records.push(record);
+        Ok(())
+    }
+
+    fn oversized(&self, ctx: &StreamCtx, record: &Record) -> Result<Record> {
+        let size = record.wire_size();
+        ctx.metrics.oversized.get_or_create(&StreamLabel { stream: ctx.spec.name.clone() }).inc();
+        tracing::error!(
+            stream = %ctx.spec.name,
+            key = record.key.as_deref().unwrap_or(""),
+            size,
+            limit = self.limit,
+            over_by = size.saturating_sub(self.limit),
+            limit_source = %self.limit_source,
+            policy = ?ctx.cfg.oversized.policy,
+            "record over the Kafka size limit"
+        );
+        if ctx.cfg.oversized.policy == OversizedPolicy::Fail {
+            return Err(StreamError::Oversized(format!(
+                "record for key {} is {size} bytes, over the limit of {} ({})",
+                record.key.as_deref().unwrap_or(""),
+                self.limit,
+                self.limit_source
+            )));
+        }
+        ctx.metrics
+            .dead_lettered
+            .get_or_create(&StreamReason {
+                stream: ctx.spec.name.clone(),
+                reason: "record_too_large".into(),
+            })
+            .inc();
+        Ok(oversized_pointer(
+            &ctx.cfg.topics.dlq_topic(),
+            record,
+            &ctx.spec.ns,
+            self.limit,
+            &self.limit_source,
+        ))
+    }
+
+    /// Writes `batch` and `position` as one transaction and updates status
+    /// and metrics.
+    pub async fn commit(&self, ctx: &StreamCtx, batch: Batch, position: &Position) -> Result<()> {
+        let started = Instant::now();
+        let pos_record = position.to_record(&ctx.cfg.topics.offsets_topic());
+        let mut late_dlq = 0;
+        self.sink
+            .write(&batch.records, pos_record, |r| {
+                late_dlq += 1;
+                self.oversized(ctx, r)
+            })
+            .await?;
+        let label = StreamLabel { stream: ctx.spec.name.clone() };
+        ctx.metrics.produce_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        if !batch.is_empty() {
+            ctx.metrics.batch_events.get_or_create(&label).observe(batch.len() as f64);
+        }
+        for (op, n) in &batch.ops {
+            ctx.metrics
+                .events
+                .get_or_create(&StreamOp { stream: ctx.spec.name.clone(), op: (*op).into() })
+                .inc_by(*n);
+        }
+        let events: u64 = batch.ops.values().sum();
+        ctx.status.committed(events, batch.dead_lettered + late_dlq, batch.last);
+        ctx.status.refresh_gauges();
+        Ok(())
+    }
+}
