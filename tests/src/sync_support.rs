@@ -250,7 +250,17 @@ pub async fn es_call(method: Method, path: &str, body: Option<Value>) -> (u16, V
 
 /// `(version, _source)` of a document, `None` if absent.
 pub async fn get_doc(index: &str, id: &str) -> Option<(u64, Value)> {
-    let (status, body) = es_call(Method::Get, &format!("/{index}/_doc/{id}"), None).await;
+    let mut tries = 0;
+    let (status, body) = loop {
+        let (status, body) = es_call(Method::Get, &format!("/{index}/_doc/{id}"), None).await;
+        // A shard still recovering right after index creation answers 503.
+        if status == 503 && tries < 150 {
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        break (status, body);
+    };
     if status == 404 || body["found"] == json!(false) {
         return None;
     }
@@ -267,6 +277,9 @@ pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
         Some(json!({"size": 10000, "version": true, "query": {"match_all": {}}})),
     )
     .await;
+    if status == 404 {
+        return BTreeMap::new();
+    }
     assert_eq!(status, 200, "{body}");
     body["hits"]["hits"]
         .as_array()
@@ -369,4 +382,50 @@ pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRec
         }
     }
     out
+}
+
+/// Records of `topic` not yet committed by `group` (summed over
+/// partitions); `None` while the group has no committed offset everywhere.
+pub fn group_lag(group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let t = Duration::from_secs(5);
+    let md = c.fetch_metadata(Some(topic), t).ok()?;
+    let parts: Vec<i32> = md.topics().first()?.partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(tpl, t).ok()?;
+    let mut lag = 0;
+    for p in parts {
+        let (_, high) = c.fetch_watermarks(topic, p, t).ok()?;
+        match committed.find_partition(topic, p)?.offset() {
+            Offset::Offset(o) => lag += high - o,
+            _ if high == 0 => {}
+            _ => return None,
+        }
+    }
+    Some(lag)
+}
+
+/// Waits until `group` committed everything `topic` holds.
+pub async fn wait_caught_up(group: &str, topic: &str, timeout: Duration) {
+    let (g, t) = (group.to_string(), topic.to_string());
+    eventually(timeout, &format!("group {group} caught up on {topic}"), || {
+        let (g, t) = (g.clone(), t.clone());
+        async move {
+            tokio::task::spawn_blocking(move || group_lag(&g, &t))
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| *l == 0)
+        }
+    })
+    .await;
 }

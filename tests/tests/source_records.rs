@@ -1,0 +1,186 @@
+//! mongo-source against real MongoDB and Kafka: the records each kind of
+//! change produces, the oversized-record dead letter, a quiet stream's
+//! fresh token, and configuration errors.
+
+use e2e_tests::kafka::{read_all, Rec};
+use e2e_tests::source::SourceFixture;
+use e2e_tests::{eventually, metric_value, mongo};
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn changes(recs: &[Rec]) -> Vec<&Rec> {
+    recs.iter().filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot")).collect()
+}
+
+/// Waits until the snapshot end markers (one per partition) are on `topic`.
+async fn wait_snapshot_done(topic: &str) {
+    eventually("snapshot end markers", WAIT, || async {
+        let recs = read_all(topic).await;
+        (recs.iter().filter(|r| r.value["op"] == "snapshot_end").count() == 3).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_operation_becomes_the_expected_record() {
+    let fx = SourceFixture::new(&["card", "reply"]);
+    let (stop, handle) = fx.spawn();
+    wait_snapshot_done(&fx.topic("card")).await;
+    wait_snapshot_done(&fx.topic("reply")).await;
+
+    let db = mongo().await.database(&fx.db);
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    let oid = ObjectId::new();
+    cards.insert_one(doc! { "_id": oid, "title": "북한산 야간 산행", "likes": 1_i32 }).await.unwrap();
+    cards.update_one(doc! { "_id": oid }, doc! { "$set": { "likes": 2_i32 }, "$unset": { "x": "" } }).await.unwrap();
+    cards.replace_one(doc! { "_id": oid }, doc! { "title": "replaced", "likes": 9_i32 }).await.unwrap();
+    cards.delete_one(doc! { "_id": oid }).await.unwrap();
+    replies.insert_one(doc! { "_id": "r1", "card_id": oid, "body": "좋아요" }).await.unwrap();
+    replies.delete_one(doc! { "_id": "r1" }).await.unwrap();
+
+    let card_recs = eventually("4 card changes", WAIT, || async {
+        let recs = read_all(&fx.topic("card")).await;
+        (changes(&recs).len() >= 4).then_some(recs)
+    })
+    .await;
+    let card = changes(&card_recs);
+    assert_eq!(card.len(), 4, "exactly the four changes: {card:#?}");
+    let ops: Vec<&str> = card.iter().map(|r| r.value["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["insert", "update", "replace", "delete"]);
+    let key = format!(r#"{{"$oid":"{}"}}"#, oid.to_hex());
+    let mut last_version = 0;
+    for r in &card {
+        assert_eq!(r.key.as_deref(), Some(key.as_str()), "key is the canonical _id");
+        assert_eq!(r.partition, card[0].partition, "one document, one partition");
+        let v = r.value["version"].as_u64().unwrap();
+        assert!(v > last_version, "versions strictly increase");
+        last_version = v;
+        assert_eq!(r.headers["version"], v.to_string());
+        assert_eq!(r.headers["op"], r.value["op"].as_str().unwrap());
+        assert_eq!(r.value["schema"], "mongo-source.change.v1");
+        assert_eq!(r.value["ns"], json!({"db": fx.db, "coll": "card"}));
+        assert_eq!(r.value["key"], json!({"_id": {"$oid": oid.to_hex()}}));
+        let ct = &r.value["cluster_time"];
+        let expect = (ct["t"].as_u64().unwrap() << 30) | ct["i"].as_u64().unwrap();
+        assert_eq!(v, expect, "version derives from the cluster time");
+    }
+    assert_eq!(card[0].value["doc"]["title"], "북한산 야간 산행");
+    assert_eq!(card[1].value["update"]["updated_fields"], json!({"likes": 2}));
+    assert_eq!(card[1].value["doc"]["likes"], 2);
+    assert_eq!(card[2].value["doc"], json!({"_id": {"$oid": oid.to_hex()}, "title": "replaced", "likes": 9}));
+    assert!(card[3].value.get("doc").is_none(), "a delete carries no document");
+
+    let reply_recs = eventually("2 reply changes", WAIT, || async {
+        let recs = read_all(&fx.topic("reply")).await;
+        (changes(&recs).len() >= 2).then_some(recs)
+    })
+    .await;
+    let reply = changes(&reply_recs);
+    assert_eq!(reply.len(), 2);
+    assert_eq!(reply[0].key.as_deref(), Some(r#""r1""#));
+    assert_eq!(reply[0].value["doc"]["card_id"], json!({"$oid": oid.to_hex()}));
+    assert_eq!(reply[1].value["op"], "delete");
+
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
+    let fx = SourceFixture::new(&["card"]);
+    let (stop, handle) = fx.spawn();
+    wait_snapshot_done(&fx.topic("card")).await;
+    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
+    // The production incident: a record just over 1 MiB.
+    let body = "가".repeat(1_100_000 / 3 + 1000);
+    cards.insert_one(doc! { "_id": "big", "body": body }).await.unwrap();
+    cards.insert_one(doc! { "_id": "after", "title": "still flowing" }).await.unwrap();
+
+    let recs = eventually("the change after the big one", WAIT, || async {
+        let recs = read_all(&fx.topic("card")).await;
+        changes(&recs).iter().any(|r| r.key.as_deref() == Some(r#""after""#)).then_some(recs)
+    })
+    .await;
+    assert!(
+        changes(&recs).iter().all(|r| r.key.as_deref() != Some(r#""big""#)),
+        "the oversized record is not on the event topic"
+    );
+    let dlq = read_all(&fx.dlq()).await;
+    assert_eq!(dlq.len(), 1, "one pointer: {dlq:#?}");
+    let p = &dlq[0].value;
+    assert_eq!(p["reason"], "record_too_large");
+    assert_eq!(p["key"], r#""big""#);
+    assert_eq!(p["topic"], fx.topic("card"));
+    assert_eq!(p["op"], "insert");
+    assert!(p["size"].as_u64().unwrap() > 1_100_000, "{p}");
+    assert_eq!(p["limit"], 1_048_576);
+    assert!(p["message"].as_str().unwrap().contains("exceeds the limit"), "{p}");
+
+    let stream = format!("{}.card", fx.db);
+    let metrics = fx.admin_get("/metrics").await.expect("metrics");
+    let label = format!("mongo_source_oversized_records_total{{stream=\"{stream}\"}}");
+    assert_eq!(metric_value(&metrics, &label), Some(1.0), "{metrics}");
+    let status: Value = serde_json::from_str(&fx.admin_get("/status").await.unwrap()).unwrap();
+    assert_eq!(status["streams"][0]["dead_lettered"], 1, "{status}");
+    assert_eq!(status["streams"][0]["state"], "RUNNING", "{status}");
+
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_quiet_collection_keeps_a_fresh_token() {
+    let mut fx = SourceFixture::new(&["card", "reply"]);
+    fx.batch = "idle_commit_ms = 300".into();
+    let (stop, handle) = fx.spawn();
+    wait_snapshot_done(&fx.topic("reply")).await;
+    let quiet = format!("{}.reply", fx.db);
+    let tokens = |recs: &[Rec]| -> Vec<Value> {
+        recs.iter()
+            .filter(|r| r.key.as_deref() == Some(quiet.as_str()))
+            .filter_map(|r| r.value.get("token").cloned())
+            .filter(|t| !t.is_null())
+            .collect()
+    };
+    let before = tokens(&read_all(&fx.positions()).await);
+    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
+    for i in 0..30 {
+        cards.insert_one(doc! { "n": i }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = eventually("the quiet stream's token to advance", WAIT, || async {
+        let t = tokens(&read_all(&fx.positions()).await);
+        let distinct: std::collections::HashSet<String> = t.iter().map(Value::to_string).collect();
+        (distinct.len() >= 2 && t.len() > before.len()).then_some(t)
+    })
+    .await;
+    assert_ne!(after.first(), after.last(), "the stored token moved while the collection was quiet");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[test]
+fn bad_config_value_exits_non_zero_naming_the_key() {
+    let fx = SourceFixture::new(&["card"]);
+    let path = fx.write();
+    let out = std::process::Command::new(e2e_tests::process::binary("mongo-source"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("MONGO_SOURCE__BATCH__MAX_WAIT_MS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch.max_wait_ms"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = std::process::Command::new(e2e_tests::process::binary("mongo-source"))
+        .args(["--config", "/nonexistent/mongo-source.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mongo-source.toml"));
+}
