@@ -14,8 +14,8 @@
 //!   no server approaches that, and a larger one is refused, not wrapped.
 //!
 //! Snapshot records carry the version of the cluster time read *before* the
-//! copy began, so any change streamed after it has a higher version and a
-//! snapshot record can never overwrite it.
+//! copy began, so any change streamed after it has a version at least as
+//! high and a snapshot record can never overwrite it.
 
 use serde::{Deserialize, Serialize};
 

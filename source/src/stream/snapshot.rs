@@ -4,8 +4,10 @@
 //! Nothing between copy and stream is missed: every write after that time
 //! is in the change stream, and every write before it is in the copy.
 //! Every snapshot record carries the snapshot version (that cluster time),
-//! lower than the version of any change the stream delivers afterwards, so
-//! a copy never overwrites a newer change downstream. The copy is written
+//! and the stream starts at that time inclusive: every change it delivers
+//! has a version >= the snapshot version (equal only for the one change at
+//! exactly that time, whose result the copy already holds), so a copy never
+//! overwrites a newer change downstream. The copy is written
 //! in transactions of `start.snapshot_batch` documents with its progress
 //! (last `_id`) as the stream's position: a crash resumes the copy after
 //! the last committed document. Start and end markers go to every
