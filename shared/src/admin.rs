@@ -40,13 +40,20 @@ pub struct AdminConfig {
 impl AdminConfig {
     /// Default for a binary listening on `port`.
     pub fn on_port(port: u16) -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], port)), token: None, token_file: None }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            token: None,
+            token_file: None,
+        }
     }
 
     /// Checks the section (no I/O).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.token.is_some() && self.token_file.is_some() {
-            return Err(ConfigError::invalid("admin.token_file", "set either token or token_file"));
+            return Err(ConfigError::invalid(
+                "admin.token_file",
+                "set either token or token_file",
+            ));
         }
         if matches!(&self.token, Some(t) if t.is_empty()) {
             return Err(ConfigError::invalid("admin.token", "must not be empty"));
@@ -96,8 +103,16 @@ pub fn router(state: Arc<dyn AdminState>, registry: Arc<Registry>, extra: Router
 
 async fn readyz(State(s): State<Shared>) -> Response {
     let (ready, detail) = s.state.readiness();
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(serde_json::json!({ "ready": ready, "detail": detail }))).into_response()
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ready": ready, "detail": detail })),
+    )
+        .into_response()
 }
 
 async fn status(State(s): State<Shared>) -> Json<serde_json::Value> {
@@ -108,7 +123,10 @@ async fn metrics(State(s): State<Shared>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         )
             .into_response(),
@@ -119,28 +137,32 @@ async fn metrics(State(s): State<Shared>) -> Response {
 /// Wraps mutating routes: bearer token required, off without a token.
 pub fn protected(routes: Router, token: Option<Secret>) -> Router {
     let token = Arc::new(token);
-    routes.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let token = token.clone();
-        async move {
-            let Some(expected) = token.as_ref() else {
-                return (
-                    StatusCode::FORBIDDEN,
-                    "mutating admin endpoints are off: set admin.token to enable them\n",
-                )
-                    .into_response();
-            };
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.expose().as_bytes())) {
-                next.run(req).await
-            } else {
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response()
+    routes.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                let Some(expected) = token.as_ref() else {
+                    return (
+                        StatusCode::FORBIDDEN,
+                        "mutating admin endpoints are off: set admin.token to enable them\n",
+                    )
+                        .into_response();
+                };
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if given
+                    .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.expose().as_bytes()))
+                {
+                    next.run(req).await
+                } else {
+                    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response()
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -160,7 +182,9 @@ pub async fn serve(
     router: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned()).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
 }
 
 #[cfg(test)]
@@ -179,6 +203,10 @@ mod tests {
         let mut cfg = AdminConfig::on_port(1);
         cfg.token = Some(Secret::new("t"));
         cfg.token_file = Some("/x".into());
-        assert!(cfg.validate().unwrap_err().to_string().contains("admin.token_file"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token_file"));
     }
 }

@@ -62,15 +62,20 @@ pub enum ConfigError {
 impl ConfigError {
     /// An invalid-value error for `key`.
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { key: key.into(), message: message.into() }
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Reads `path`, applies the overrides from the process environment and
 /// deserialises the result.
 pub fn load<T: DeserializeOwned>(path: &Path, env_prefix: &str) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(&text, path, env_prefix, std::env::vars())
 }
 
@@ -83,24 +88,37 @@ pub fn load_str<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut root: Value = toml::from_str::<toml::Table>(text)
         .map(Value::Table)
-        .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let marker = format!("{env_prefix}__");
-    let mut overrides: Vec<(String, String)> =
-        env.into_iter().filter(|(k, _)| k.starts_with(&marker)).collect();
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&marker))
+        .collect();
     // Sorted so that `..__0__..` is applied before `..__1__..`.
     overrides.sort();
     for (var, value) in overrides {
-        let path: Vec<String> =
-            var[marker.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
-        apply_override(&mut root, &path, &value)
-            .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        let path: Vec<String> = var[marker.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        apply_override(&mut root, &path, &value).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
     }
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(root, &mut track);
     T::deserialize(de).map_err(|e| {
         let key = track.path().to_string();
         ConfigError::Invalid {
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             message: e.to_string(),
         }
     })
@@ -116,11 +134,16 @@ fn apply_override(root: &mut Value, path: &[String], raw: &str) -> Result<(), St
     let mut node = root;
     for seg in parents {
         node = match node {
-            Value::Table(t) => t.entry(seg.clone()).or_insert_with(|| Value::Table(Default::default())),
+            Value::Table(t) => t
+                .entry(seg.clone())
+                .or_insert_with(|| Value::Table(Default::default())),
             Value::Array(a) => {
-                let idx: usize = seg.parse().map_err(|_| format!("`{seg}` is not an array index"))?;
+                let idx: usize = seg
+                    .parse()
+                    .map_err(|_| format!("`{seg}` is not an array index"))?;
                 let len = a.len();
-                a.get_mut(idx).ok_or_else(|| format!("index {idx} out of range (array has {len})"))?
+                a.get_mut(idx)
+                    .ok_or_else(|| format!("index {idx} out of range (array has {len})"))?
             }
             _ => return Err(format!("`{seg}` is inside a value that is not a table")),
         };
@@ -132,9 +155,12 @@ fn apply_override(root: &mut Value, path: &[String], raw: &str) -> Result<(), St
             return Ok(());
         }
         Value::Array(a) => {
-            let idx: usize = last.parse().map_err(|_| format!("`{last}` is not an array index"))?;
+            let idx: usize = last
+                .parse()
+                .map_err(|_| format!("`{last}` is not an array index"))?;
             let len = a.len();
-            a.get_mut(idx).ok_or_else(|| format!("index {idx} out of range (array has {len})"))?
+            a.get_mut(idx)
+                .ok_or_else(|| format!("index {idx} out of range (array has {len})"))?
         }
         _ => return Err(format!("`{last}` is inside a value that is not a table")),
     };
@@ -156,12 +182,16 @@ fn parse_value(raw: &str, keep_string: bool) -> Value {
 /// Replaces the password of a connection string (`scheme://user:pass@host`)
 /// with `***`, for logs, errors and status pages.
 pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://") else { return uri.to_string() };
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
     let rest_start = scheme_end + 3;
     let rest = &uri[rest_start..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return uri.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_string();
+    };
     let userinfo = &authority[..at];
     let user = userinfo.split(':').next().unwrap_or("");
     format!("{}{}:***{}", &uri[..rest_start], user, &rest[at..])
@@ -231,7 +261,10 @@ topic = "t1"
 "#;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -258,15 +291,22 @@ topic = "t1"
 
     #[test]
     fn errors_name_the_key() {
-        let err =
-            load_str::<Cfg>(TEXT, Path::new("t.toml"), "APP", env(&[("APP__PORT", "\"high\"")]))
-                .unwrap_err();
+        let err = load_str::<Cfg>(
+            TEXT,
+            Path::new("t.toml"),
+            "APP",
+            env(&[("APP__PORT", "\"high\"")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("config key `port`"), "{err}");
 
         let bad = format!("{TEXT}\n[[items]]\ntopic = \"t2\"\npartitons = 3\n");
         let err = load_str::<Cfg>(&bad, Path::new("t.toml"), "APP", env(&[])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("items[2]") && msg.contains("partitons"), "{msg}");
+        assert!(
+            msg.contains("items[2]") && msg.contains("partitons"),
+            "{msg}"
+        );
 
         let err = load_str::<Cfg>("name = \"a\"", Path::new("t.toml"), "APP", env(&[]))
             .unwrap_err()
@@ -277,10 +317,17 @@ topic = "t1"
     #[test]
     fn syntax_and_env_errors_are_clear() {
         let err = load_str::<Cfg>("name = ", Path::new("x.toml"), "APP", env(&[])).unwrap_err();
-        assert!(err.to_string().contains("x.toml is not valid TOML"), "{err}");
-        let err =
-            load_str::<Cfg>(TEXT, Path::new("t.toml"), "APP", env(&[("APP__ITEMS__9__TOPIC", "z")]))
-                .unwrap_err();
+        assert!(
+            err.to_string().contains("x.toml is not valid TOML"),
+            "{err}"
+        );
+        let err = load_str::<Cfg>(
+            TEXT,
+            Path::new("t.toml"),
+            "APP",
+            env(&[("APP__ITEMS__9__TOPIC", "z")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("APP__ITEMS__9__TOPIC"), "{err}");
         assert!(err.to_string().contains("out of range"), "{err}");
     }

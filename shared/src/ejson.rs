@@ -93,7 +93,9 @@ pub fn document_to_json(doc: &Document) -> Value {
 }
 
 fn document_to_map(doc: &Document) -> Map<String, Value> {
-    doc.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()
+    doc.iter()
+        .map(|(k, v)| (k.clone(), bson_to_json(v)))
+        .collect()
 }
 
 /// `2024-01-02T03:04:05.678Z` always with milliseconds, so strings sort.
@@ -122,7 +124,11 @@ pub fn to_search_json(value: &Value) -> Value {
             if let Some(v) = wrapper_value(map) {
                 return v;
             }
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), to_search_json(v))).collect())
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), to_search_json(v)))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(to_search_json).collect()),
         other => other.clone(),
@@ -211,8 +217,14 @@ mod tests {
         assert_eq!(j["oid"], json!({"$oid": "65a1b2c3d4e5f60718293a4b"}));
         assert_eq!(j["date"], json!({"$date": "2024-01-02T03:04:05.678Z"}));
         assert_eq!(j["old"], json!({"$date": {"$numberLong": "-1000"}}));
-        assert_eq!(j["bin"], json!({"$binary": {"base64": "AQID", "subType": "00"}}));
-        assert_eq!(j["ts"], json!({"$timestamp": {"t": 1_700_000_000u32, "i": 9}}));
+        assert_eq!(
+            j["bin"],
+            json!({"$binary": {"base64": "AQID", "subType": "00"}})
+        );
+        assert_eq!(
+            j["ts"],
+            json!({"$timestamp": {"t": 1_700_000_000u32, "i": 9}})
+        );
     }
 
     #[test]
@@ -240,10 +252,16 @@ mod tests {
     #[test]
     fn canonical_key_is_stable_and_typed() {
         let oid = ObjectId::from_str("65a1b2c3d4e5f60718293a4b").unwrap();
-        assert_eq!(canonical_key(&Bson::ObjectId(oid)), r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#);
+        assert_eq!(
+            canonical_key(&Bson::ObjectId(oid)),
+            r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#
+        );
         assert_eq!(canonical_key(&Bson::String("a".into())), r#""a""#);
         assert_eq!(canonical_key(&Bson::Int32(5)), r#"{"$numberInt":"5"}"#);
-        assert_ne!(canonical_key(&Bson::Int32(5)), canonical_key(&Bson::Int64(5)));
+        assert_ne!(
+            canonical_key(&Bson::Int32(5)),
+            canonical_key(&Bson::Int64(5))
+        );
     }
 
     #[test]

@@ -188,7 +188,10 @@ mod tests {
         let ev = ChangeEvent {
             schema: SCHEMA.into(),
             op: Operation::Update,
-            ns: Namespace { db: "mountain".into(), coll: "card".into() },
+            ns: Namespace {
+                db: "mountain".into(),
+                coll: "card".into(),
+            },
             key: json!({"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}}),
             doc: Some(json!({"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}, "title": "한라산"})),
             update: Some(UpdateDescription {
@@ -196,7 +199,10 @@ mod tests {
                 removed_fields: vec!["old".into()],
                 truncated_arrays: vec![],
             }),
-            cluster_time: ClusterTime { t: 1_700_000_000, i: 3 },
+            cluster_time: ClusterTime {
+                t: 1_700_000_000,
+                i: 3,
+            },
             wall_time: Some("2023-11-14T22:13:20.000Z".into()),
             version: 1_825_361_100_800_000_003,
             txn: None,
@@ -207,7 +213,10 @@ mod tests {
         assert!(!text.contains("txn"));
         let back: ChangeEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back, ev);
-        assert_eq!(back.id(), Some(&json!({"$oid": "65a1b2c3d4e5f60718293a4b"})));
+        assert_eq!(
+            back.id(),
+            Some(&json!({"$oid": "65a1b2c3d4e5f60718293a4b"}))
+        );
     }
 
     #[test]
@@ -219,7 +228,10 @@ mod tests {
 
     #[test]
     fn topic_follows_prefix_db_collection() {
-        let ns = Namespace { db: "mountain".into(), coll: "card".into() };
+        let ns = Namespace {
+            db: "mountain".into(),
+            coll: "card".into(),
+        };
         assert_eq!(default_topic("live", &ns), "live.mountain.card");
     }
 }

@@ -43,7 +43,13 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         // 100 ms doubles to 30 s: quick on a blip, gentle on a long outage.
-        Self { initial_ms: 100, max_ms: 30_000, multiplier: 2.0, randomization: 0.3, max_elapsed_ms: 0 }
+        Self {
+            initial_ms: 100,
+            max_ms: 30_000,
+            multiplier: 2.0,
+            randomization: 0.3,
+            max_elapsed_ms: 0,
+        }
     }
 }
 
@@ -52,13 +58,22 @@ impl RetryConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), crate::config::ConfigError> {
         use crate::config::ConfigError;
         if self.initial_ms == 0 {
-            return Err(ConfigError::invalid(format!("{prefix}.initial_ms"), "must be > 0"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.initial_ms"),
+                "must be > 0",
+            ));
         }
         if self.max_ms < self.initial_ms {
-            return Err(ConfigError::invalid(format!("{prefix}.max_ms"), "must be >= initial_ms"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_ms"),
+                "must be >= initial_ms",
+            ));
         }
         if self.multiplier.is_nan() || self.multiplier < 1.0 {
-            return Err(ConfigError::invalid(format!("{prefix}.multiplier"), "must be >= 1.0"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.multiplier"),
+                "must be >= 1.0",
+            ));
         }
         if !(0.0..1.0).contains(&self.randomization) {
             return Err(ConfigError::invalid(
@@ -140,20 +155,29 @@ mod tests {
     }
 
     fn fast() -> RetryConfig {
-        RetryConfig { initial_ms: 1, max_ms: 2, ..RetryConfig::default() }
+        RetryConfig {
+            initial_ms: 1,
+            max_ms: 2,
+            ..RetryConfig::default()
+        }
     }
 
     #[tokio::test]
     async fn retries_retryable_until_success() {
         let calls = AtomicU32::new(0);
         let mut seen = 0;
-        let out = retry(&fast(), &CancellationToken::new(), |_, _| seen += 1, || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                Err(E(ErrorClass::Retryable))
-            } else {
-                Ok(7)
-            }
-        })
+        let out = retry(
+            &fast(),
+            &CancellationToken::new(),
+            |_, _| seen += 1,
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(E(ErrorClass::Retryable))
+                } else {
+                    Ok(7)
+                }
+            },
+        )
         .await;
         assert!(matches!(out, Ok(7)));
         assert_eq!(seen, 3);
@@ -162,10 +186,15 @@ mod tests {
     #[tokio::test]
     async fn fatal_is_not_retried() {
         let calls = AtomicU32::new(0);
-        let out: Result<(), _> = retry(&fast(), &CancellationToken::new(), |_, _| {}, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(E(ErrorClass::Fatal))
-        })
+        let out: Result<(), _> = retry(
+            &fast(),
+            &CancellationToken::new(),
+            |_, _| {},
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(E(ErrorClass::Fatal))
+            },
+        )
         .await;
         assert!(matches!(out, Err(RetryError::Failed(E(ErrorClass::Fatal)))));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -175,15 +204,32 @@ mod tests {
     async fn cancellation_stops_waiting() {
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let slow = RetryConfig { initial_ms: 60_000, max_ms: 60_000, ..RetryConfig::default() };
-        let out: Result<(), _> =
-            retry(&slow, &cancel, |_, _| {}, || async { Err(E(ErrorClass::Retryable)) }).await;
+        let slow = RetryConfig {
+            initial_ms: 60_000,
+            max_ms: 60_000,
+            ..RetryConfig::default()
+        };
+        let out: Result<(), _> = retry(
+            &slow,
+            &cancel,
+            |_, _| {},
+            || async { Err(E(ErrorClass::Retryable)) },
+        )
+        .await;
         assert!(matches!(out, Err(RetryError::Cancelled)));
     }
 
     #[test]
     fn validation_names_the_key() {
-        let bad = RetryConfig { max_ms: 1, initial_ms: 5, ..RetryConfig::default() };
-        assert!(bad.validate("retry").unwrap_err().to_string().contains("retry.max_ms"));
+        let bad = RetryConfig {
+            max_ms: 1,
+            initial_ms: 5,
+            ..RetryConfig::default()
+        };
+        assert!(bad
+            .validate("retry")
+            .unwrap_err()
+            .to_string()
+            .contains("retry.max_ms"));
     }
 }

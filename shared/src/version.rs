@@ -41,7 +41,9 @@ impl Version {
         if increment >= 1 << INCREMENT_BITS {
             return Err(VersionError { increment });
         }
-        Ok(Self((u64::from(seconds) << INCREMENT_BITS) | u64::from(increment)))
+        Ok(Self(
+            (u64::from(seconds) << INCREMENT_BITS) | u64::from(increment),
+        ))
     }
 
     /// A version from its number (as read back from an event or an index).
@@ -56,7 +58,10 @@ impl Version {
 
     /// The cluster time this version was made from.
     pub const fn cluster_time(self) -> (u32, u32) {
-        ((self.0 >> INCREMENT_BITS) as u32, (self.0 & ((1 << INCREMENT_BITS) - 1)) as u32)
+        (
+            (self.0 >> INCREMENT_BITS) as u32,
+            (self.0 & ((1 << INCREMENT_BITS) - 1)) as u32,
+        )
     }
 }
 
@@ -93,7 +98,9 @@ mod tests {
     fn oversized_increment_is_refused() {
         assert_eq!(
             Version::from_cluster_time(1, 1 << INCREMENT_BITS),
-            Err(VersionError { increment: 1 << INCREMENT_BITS })
+            Err(VersionError {
+                increment: 1 << INCREMENT_BITS
+            })
         );
     }
 }

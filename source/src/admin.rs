@@ -10,14 +10,22 @@ use std::sync::Arc;
 
 /// The routes.
 pub fn routes(board: Arc<StatusBoard>) -> Router {
-    Router::new().route("/streams/{name}/restart", post(restart)).with_state(board)
+    Router::new()
+        .route("/streams/{name}/restart", post(restart))
+        .with_state(board)
 }
 
-async fn restart(State(board): State<Arc<StatusBoard>>, Path(name): Path<String>) -> (StatusCode, String) {
+async fn restart(
+    State(board): State<Arc<StatusBoard>>,
+    Path(name): Path<String>,
+) -> (StatusCode, String) {
     match board.get(&name) {
         Some(s) => {
             s.restart.notify_one();
-            (StatusCode::ACCEPTED, format!("restart of {name} requested\n"))
+            (
+                StatusCode::ACCEPTED,
+                format!("restart of {name} requested\n"),
+            )
         }
         None => (StatusCode::NOT_FOUND, format!("no stream named {name}\n")),
     }

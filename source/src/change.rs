@@ -46,7 +46,10 @@ pub fn decode(raw: &Document, ns: &Namespace) -> Result<Decoded, StreamError> {
         "delete" => Operation::Delete,
         "drop" | "rename" | "dropDatabase" => {
             let cluster_time = cluster_time_of(raw)?;
-            return Ok(Decoded::CollectionGone { op: op_type.to_string(), cluster_time });
+            return Ok(Decoded::CollectionGone {
+                op: op_type.to_string(),
+                cluster_time,
+            });
         }
         "invalidate" => return Ok(Decoded::Invalidate),
         other => return Ok(Decoded::Ignored(other.to_string())),
@@ -99,7 +102,10 @@ pub fn decode(raw: &Document, ns: &Namespace) -> Result<Decoded, StreamError> {
             key: document_to_json(key_doc),
             doc,
             update,
-            cluster_time: ClusterTime { t: ts.time, i: ts.increment },
+            cluster_time: ClusterTime {
+                t: ts.time,
+                i: ts.increment,
+            },
             wall_time,
             version: version.as_u64(),
             txn,
@@ -115,18 +121,28 @@ fn cluster_time_of(raw: &Document) -> Result<Timestamp, StreamError> {
 
 fn update_description(u: &Document) -> UpdateDescription {
     let updated_fields = match u.get_document("updatedFields") {
-        Ok(d) => d.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect(),
+        Ok(d) => d
+            .iter()
+            .map(|(k, v)| (k.clone(), bson_to_json(v)))
+            .collect(),
         Err(_) => Default::default(),
     };
     let removed_fields = match u.get_array("removedFields") {
-        Ok(a) => a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect(),
+        Ok(a) => a
+            .iter()
+            .filter_map(|b| b.as_str().map(str::to_string))
+            .collect(),
         Err(_) => vec![],
     };
     let truncated_arrays = match u.get_array("truncatedArrays") {
         Ok(a) => a.iter().map(bson_to_json).collect(),
         Err(_) => vec![],
     };
-    UpdateDescription { updated_fields, removed_fields, truncated_arrays }
+    UpdateDescription {
+        updated_fields,
+        removed_fields,
+        truncated_arrays,
+    }
 }
 
 /// A snapshot copy of an existing document.
@@ -135,7 +151,9 @@ pub fn snapshot_record(
     ns: &Namespace,
     snapshot: &SnapshotInfo,
 ) -> Result<(String, ChangeEvent), StreamError> {
-    let id = doc.get("_id").ok_or_else(|| StreamError::BadEvent("document without _id".into()))?;
+    let id = doc
+        .get("_id")
+        .ok_or_else(|| StreamError::BadEvent("document without _id".into()))?;
     let (t, i) = Version::from_u64(snapshot.version).cluster_time();
     Ok((
         canonical_key(id),
@@ -179,11 +197,17 @@ mod tests {
     use mongodb::bson::{doc, oid::ObjectId};
 
     fn ns() -> Namespace {
-        Namespace { db: "mountain".into(), coll: "card".into() }
+        Namespace {
+            db: "mountain".into(),
+            coll: "card".into(),
+        }
     }
 
     fn ts(t: u32, i: u32) -> Timestamp {
-        Timestamp { time: t, increment: i }
+        Timestamp {
+            time: t,
+            increment: i,
+        }
     }
 
     #[test]
@@ -198,10 +222,17 @@ mod tests {
             "documentKey": { "_id": oid },
             "fullDocument": { "_id": oid, "title": "설악산 단풍", "likes": 3_i32 },
         };
-        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
+            panic!()
+        };
         assert_eq!(key, r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#);
         assert_eq!(event.op, Operation::Insert);
-        assert_eq!(event.version, Version::from_cluster_time(1_700_000_000, 7).unwrap().as_u64());
+        assert_eq!(
+            event.version,
+            Version::from_cluster_time(1_700_000_000, 7)
+                .unwrap()
+                .as_u64()
+        );
         assert_eq!(event.doc.as_ref().unwrap()["title"], "설악산 단풍");
         assert_eq!(event.wall_time.as_deref(), Some("2023-11-14T22:13:20.123Z"));
         assert!(event.txn.is_none());
@@ -223,7 +254,9 @@ mod tests {
             "lsid": { "id": "session" },
             "txnNumber": 5_i64,
         };
-        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
+            panic!()
+        };
         assert_eq!(key, r#""c1""#);
         let u = event.update.unwrap();
         assert_eq!(u.updated_fields["tags.1"], "x");
@@ -238,7 +271,9 @@ mod tests {
             "_id": { "_data": "t" }, "operationType": "delete",
             "clusterTime": ts(5, 1), "documentKey": { "_id": 9_i64 },
         };
-        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else { panic!() };
+        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
+            panic!()
+        };
         assert_eq!(key, r#"{"$numberLong":"9"}"#);
         assert_eq!(event.op, Operation::Delete);
         assert!(event.doc.is_none());
@@ -247,7 +282,10 @@ mod tests {
     #[test]
     fn drop_and_invalidate_and_ddl() {
         let drop = doc! { "_id": {}, "operationType": "drop", "clusterTime": ts(9, 2) };
-        assert!(matches!(decode(&drop, &ns()).unwrap(), Decoded::CollectionGone { .. }));
+        assert!(matches!(
+            decode(&drop, &ns()).unwrap(),
+            Decoded::CollectionGone { .. }
+        ));
         let inv = doc! { "_id": {}, "operationType": "invalidate", "clusterTime": ts(9, 3) };
         assert!(matches!(decode(&inv, &ns()).unwrap(), Decoded::Invalidate));
         let ddl = doc! { "_id": {}, "operationType": "createIndexes", "clusterTime": ts(9, 4) };
@@ -257,15 +295,24 @@ mod tests {
     #[test]
     fn malformed_events_are_errors_not_panics() {
         let no_key = doc! { "operationType": "insert", "clusterTime": ts(1, 1) };
-        assert!(decode(&no_key, &ns()).unwrap_err().to_string().contains("documentKey"));
+        assert!(decode(&no_key, &ns())
+            .unwrap_err()
+            .to_string()
+            .contains("documentKey"));
         let no_time = doc! { "operationType": "insert", "documentKey": { "_id": 1_i32 } };
-        assert!(decode(&no_time, &ns()).unwrap_err().to_string().contains("clusterTime"));
+        assert!(decode(&no_time, &ns())
+            .unwrap_err()
+            .to_string()
+            .contains("clusterTime"));
         assert!(decode(&doc! {}, &ns()).is_err());
     }
 
     #[test]
     fn snapshot_record_carries_snapshot_version() {
-        let snap = SnapshotInfo { id: "s1".into(), version: 42 << 30 | 3 };
+        let snap = SnapshotInfo {
+            id: "s1".into(),
+            version: 42 << 30 | 3,
+        };
         let (key, ev) = snapshot_record(&doc! { "_id": "a", "x": 1_i32 }, &ns(), &snap).unwrap();
         assert_eq!(key, r#""a""#);
         assert_eq!(ev.version, snap.version);

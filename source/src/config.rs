@@ -168,11 +168,15 @@ impl Default for TopicsConfig {
 impl TopicsConfig {
     /// The offsets topic name.
     pub fn offsets_topic(&self) -> String {
-        self.offsets.clone().unwrap_or_else(|| format!("{}.mongo-source.offsets", self.prefix))
+        self.offsets
+            .clone()
+            .unwrap_or_else(|| format!("{}.mongo-source.offsets", self.prefix))
     }
     /// The dead-letter topic name.
     pub fn dlq_topic(&self) -> String {
-        self.dlq.clone().unwrap_or_else(|| format!("{}.dlq", self.prefix))
+        self.dlq
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.prefix))
     }
 }
 
@@ -260,7 +264,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_events: 1000, max_bytes: 8 << 20, max_wait_ms: 100, idle_commit_ms: 10_000 }
+        Self {
+            max_events: 1000,
+            max_bytes: 8 << 20,
+            max_wait_ms: 100,
+            idle_commit_ms: 10_000,
+        }
     }
 }
 
@@ -275,7 +284,9 @@ pub struct OversizedConfig {
 
 impl Default for OversizedConfig {
     fn default() -> Self {
-        Self { policy: OversizedPolicy::Dlq }
+        Self {
+            policy: OversizedPolicy::Dlq,
+        }
     }
 }
 
@@ -304,12 +315,19 @@ impl SourceConfig {
         }
         require_name("mongodb.database", &self.mongodb.database)?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid("kafka.bootstrap_servers", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "kafka.bootstrap_servers",
+                "must not be empty",
+            ));
         }
         if !COMPRESSIONS.contains(&self.kafka.compression.as_str()) {
             return Err(ConfigError::invalid(
                 "kafka.compression",
-                format!("`{}` is not one of {}", self.kafka.compression, COMPRESSIONS.join(", ")),
+                format!(
+                    "`{}` is not one of {}",
+                    self.kafka.compression,
+                    COMPRESSIONS.join(", ")
+                ),
             ));
         }
         if !(1024..=1_000_000_000).contains(&self.kafka.message_max_bytes) {
@@ -318,16 +336,25 @@ impl SourceConfig {
                 "must be between 1024 and 1000000000",
             ));
         }
-        require_name("kafka.transactional_id_prefix", &self.kafka.transactional_id_prefix)?;
+        require_name(
+            "kafka.transactional_id_prefix",
+            &self.kafka.transactional_id_prefix,
+        )?;
         require_name("topics.prefix", &self.topics.prefix)?;
         if self.topics.partitions < 1 {
             return Err(ConfigError::invalid("topics.partitions", "must be >= 1"));
         }
         if self.topics.replication_factor < 1 {
-            return Err(ConfigError::invalid("topics.replication_factor", "must be >= 1"));
+            return Err(ConfigError::invalid(
+                "topics.replication_factor",
+                "must be >= 1",
+            ));
         }
         if self.collections.is_empty() {
-            return Err(ConfigError::invalid("collections", "at least one collection is needed"));
+            return Err(ConfigError::invalid(
+                "collections",
+                "at least one collection is needed",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.collections.iter().enumerate() {
@@ -347,7 +374,10 @@ impl SourceConfig {
                 if !ALLOWED_STAGES.contains(&name) {
                     return Err(ConfigError::invalid(
                         key,
-                        format!("stage `{name}` is not allowed; use {}", ALLOWED_STAGES.join(", ")),
+                        format!(
+                            "stage `{name}` is not allowed; use {}",
+                            ALLOWED_STAGES.join(", ")
+                        ),
                     ));
                 }
             }
@@ -390,10 +420,16 @@ impl SourceConfig {
         self.collections
             .iter()
             .map(|c| {
-                let ns = Namespace { db: self.mongodb.database.clone(), coll: c.name.clone() };
+                let ns = Namespace {
+                    db: self.mongodb.database.clone(),
+                    coll: c.name.clone(),
+                };
                 StreamSpec {
                     name: ns.to_string(),
-                    topic: c.topic.clone().unwrap_or_else(|| default_topic(&self.topics.prefix, &ns)),
+                    topic: c
+                        .topic
+                        .clone()
+                        .unwrap_or_else(|| default_topic(&self.topics.prefix, &ns)),
                     transactional_id: format!("{}.{}", self.kafka.transactional_id_prefix, ns),
                     ns,
                     pipeline: c.pipeline.clone(),
@@ -422,8 +458,14 @@ fn require_name(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() {
         return Err(ConfigError::invalid(key, "must not be empty"));
     }
-    if value.chars().any(|c| c.is_whitespace() || c == '$' || c == '\0') {
-        return Err(ConfigError::invalid(key, format!("`{value}` contains a space, `$` or NUL")));
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c == '$' || c == '\0')
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` contains a space, `$` or NUL"),
+        ));
     }
     Ok(())
 }
@@ -437,7 +479,8 @@ mod tests {
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<SourceConfig, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let cfg: SourceConfig = shared::config::load_str(text, Path::new("t.toml"), ENV_PREFIX, env)?;
+        let cfg: SourceConfig =
+            shared::config::load_str(text, Path::new("t.toml"), ENV_PREFIX, env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -456,12 +499,30 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("MONGO_SOURCE__MONGODB__URI", "http://x")], "mongodb.uri"),
-            (&[("MONGO_SOURCE__KAFKA__COMPRESSION", "brotli")], "kafka.compression"),
-            (&[("MONGO_SOURCE__BATCH__MAX_EVENTS", "0")], "batch.max_events"),
-            (&[("MONGO_SOURCE__BATCH__MAX_EVENTS", "many")], "batch.max_events"),
-            (&[("MONGO_SOURCE__START__MODE", "timestamp")], "start.timestamp"),
-            (&[("MONGO_SOURCE__COLLECTIONS__1__NAME", "card")], "collections[1].name"),
-            (&[("MONGO_SOURCE__LOG__LEVEL", "mongo_source=verbose")], "log.level"),
+            (
+                &[("MONGO_SOURCE__KAFKA__COMPRESSION", "brotli")],
+                "kafka.compression",
+            ),
+            (
+                &[("MONGO_SOURCE__BATCH__MAX_EVENTS", "0")],
+                "batch.max_events",
+            ),
+            (
+                &[("MONGO_SOURCE__BATCH__MAX_EVENTS", "many")],
+                "batch.max_events",
+            ),
+            (
+                &[("MONGO_SOURCE__START__MODE", "timestamp")],
+                "start.timestamp",
+            ),
+            (
+                &[("MONGO_SOURCE__COLLECTIONS__1__NAME", "card")],
+                "collections[1].name",
+            ),
+            (
+                &[("MONGO_SOURCE__LOG__LEVEL", "mongo_source=verbose")],
+                "log.level",
+            ),
         ];
         for (env, key) in cases {
             let err = load(SHIPPED, env).unwrap_err().to_string();
@@ -475,7 +536,10 @@ mod tests {
             "{SHIPPED}\n[[collections]]\nname = \"x\"\npipeline = [{{ \"$out\" = \"y\" }}]\n"
         );
         let err = load(&text, &[]).unwrap_err().to_string();
-        assert!(err.contains("collections[2].pipeline[0]") && err.contains("$out"), "{err}");
+        assert!(
+            err.contains("collections[2].pipeline[0]") && err.contains("$out"),
+            "{err}"
+        );
     }
 
     #[test]

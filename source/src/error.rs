@@ -122,12 +122,21 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(StreamError::Fenced("x".into()).class(), ErrorClass::Fatal);
-        assert_eq!(StreamError::Internal("x".into()).class(), ErrorClass::Retryable);
+        assert_eq!(
+            StreamError::Internal("x".into()).class(),
+            ErrorClass::Retryable
+        );
         let queue_full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
-        assert_eq!(StreamError::Kafka(queue_full).class(), ErrorClass::Retryable);
+        assert_eq!(
+            StreamError::Kafka(queue_full).class(),
+            ErrorClass::Retryable
+        );
         let auth = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
         assert_eq!(StreamError::Kafka(auth).class(), ErrorClass::Fatal);
         let down = KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown);
-        assert_eq!(StreamError::from_kafka(down, "t").class(), ErrorClass::Retryable);
+        assert_eq!(
+            StreamError::from_kafka(down, "t").class(),
+            ErrorClass::Retryable
+        );
     }
 }

@@ -36,7 +36,13 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let board = Arc::new(status::StatusBoard {
         streams: specs
             .iter()
-            .map(|s| Arc::new(status::StreamStatus::new(&s.name, &s.topic, metrics.clone())))
+            .map(|s| {
+                Arc::new(status::StreamStatus::new(
+                    &s.name,
+                    &s.topic,
+                    metrics.clone(),
+                ))
+            })
             .collect(),
         mongo_connected: Default::default(),
     });
@@ -121,7 +127,10 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    if tokio::time::timeout(SHUTDOWN_GRACE, streams_done).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, streams_done)
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time");
     }
     admin_cancel.cancel();
@@ -136,8 +145,9 @@ async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::C
         .await
         .map_err(|e| anyhow::anyhow!("mongodb.uri {redacted}: {}", e.kind))?;
     opts.app_name.get_or_insert_with(|| "mongo-source".into());
-    opts.server_selection_timeout =
-        Some(Duration::from_millis(cfg.mongodb.server_selection_timeout_ms));
+    opts.server_selection_timeout = Some(Duration::from_millis(
+        cfg.mongodb.server_selection_timeout_ms,
+    ));
     tracing::info!(uri = %redacted, "mongodb");
     Ok(opts)
 }

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     shared::telemetry::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mongo-source: cannot start the runtime: {e}");

@@ -98,8 +98,16 @@ impl Metrics {
             exactly_once: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("mongo_source");
-        r.register("events", "Change events committed to Kafka", m.events.clone());
-        r.register("batch_events", "Events per committed Kafka transaction", m.batch_events.clone());
+        r.register(
+            "events",
+            "Change events committed to Kafka",
+            m.events.clone(),
+        );
+        r.register(
+            "batch_events",
+            "Events per committed Kafka transaction",
+            m.batch_events.clone(),
+        );
         r.register_with_unit(
             "produce",
             "Time to write and commit one batch",
@@ -118,17 +126,37 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             m.token_age_seconds.clone(),
         );
-        r.register("dead_lettered", "Records sent to the dead-letter topic", m.dead_lettered.clone());
-        r.register("oversized_records", "Records over the Kafka size limit", m.oversized.clone());
-        r.register("stream_restarts", "Stream restarts after a failure", m.restarts.clone());
-        r.register("history_lost", "Resume points lost from the oplog", m.history_lost.clone());
+        r.register(
+            "dead_lettered",
+            "Records sent to the dead-letter topic",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "oversized_records",
+            "Records over the Kafka size limit",
+            m.oversized.clone(),
+        );
+        r.register(
+            "stream_restarts",
+            "Stream restarts after a failure",
+            m.restarts.clone(),
+        );
+        r.register(
+            "history_lost",
+            "Resume points lost from the oplog",
+            m.history_lost.clone(),
+        );
         r.register(
             "snapshot_documents",
             "Documents copied by snapshots",
             m.snapshot_documents.clone(),
         );
         r.register("errors", "Stream errors by class", m.errors.clone());
-        r.register("stream_state", "1 for the current state of each stream", m.stream_state.clone());
+        r.register(
+            "stream_state",
+            "1 for the current state of each stream",
+            m.stream_state.clone(),
+        );
         r.register(
             "exactly_once",
             "1 when the stream writes with Kafka transactions",
@@ -141,7 +169,10 @@ impl Metrics {
     pub fn set_state(&self, stream: &str, state: StreamState) {
         for s in StreamState::ALL {
             self.stream_state
-                .get_or_create(&StreamStateLabel { stream: stream.into(), state: s.as_str().into() })
+                .get_or_create(&StreamStateLabel {
+                    stream: stream.into(),
+                    state: s.as_str().into(),
+                })
                 .set(i64::from(s == state));
         }
     }

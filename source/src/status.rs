@@ -39,7 +39,10 @@ struct Inner {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl StreamStatus {
@@ -57,11 +60,15 @@ impl StreamStatus {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn label(&self) -> StreamLabel {
-        StreamLabel { stream: self.name.clone() }
+        StreamLabel {
+            stream: self.name.clone(),
+        }
     }
 
     /// Current state.
@@ -95,7 +102,10 @@ impl StreamStatus {
         let mut i = self.lock();
         i.mode = Some(mode);
         i.limit = Some(limit);
-        self.metrics.exactly_once.get_or_create(&self.label()).set(i64::from(mode == Mode::ExactlyOnce));
+        self.metrics
+            .exactly_once
+            .get_or_create(&self.label())
+            .set(i64::from(mode == Mode::ExactlyOnce));
     }
 
     /// Counts a restart.
@@ -133,16 +143,23 @@ impl StreamStatus {
         if i.caught_up {
             return Some(0.0);
         }
-        i.cluster_time.map(|ct| (now_secs() - f64::from(ct.t)).max(0.0))
+        i.cluster_time
+            .map(|ct| (now_secs() - f64::from(ct.t)).max(0.0))
     }
 
     /// Refreshes the time-based gauges.
     pub fn refresh_gauges(&self) {
         if let Some(lag) = self.lag_seconds() {
-            self.metrics.lag_seconds.get_or_create(&self.label()).set(lag);
+            self.metrics
+                .lag_seconds
+                .get_or_create(&self.label())
+                .set(lag);
         }
         if let Some(at) = self.lock().committed_at {
-            self.metrics.token_age_seconds.get_or_create(&self.label()).set(now_secs() - at);
+            self.metrics
+                .token_age_seconds
+                .get_or_create(&self.label())
+                .set(now_secs() - at);
         }
     }
 
@@ -189,14 +206,19 @@ impl StatusBoard {
 
 impl shared::admin::AdminState for StatusBoard {
     fn readiness(&self) -> (bool, Value) {
-        let mongo = self.mongo_connected.load(std::sync::atomic::Ordering::Relaxed);
+        let mongo = self
+            .mongo_connected
+            .load(std::sync::atomic::Ordering::Relaxed);
         let states: Vec<Value> = self
             .streams
             .iter()
             .map(|s| json!({"stream": s.name, "state": s.state().as_str()}))
             .collect();
         let ready = mongo && self.streams.iter().all(|s| s.state().is_ready());
-        (ready, json!({ "mongodb_connected": mongo, "streams": states }))
+        (
+            ready,
+            json!({ "mongodb_connected": mongo, "streams": states }),
+        )
     }
 
     fn status(&self) -> Value {

@@ -33,7 +33,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// A MongoDB client for the bench.
 pub async fn mongo() -> mongodb::Client {
-    mongodb::Client::with_uri_str(mongodb_uri()).await.expect("mongodb client")
+    mongodb::Client::with_uri_str(mongodb_uri())
+        .await
+        .expect("mongodb client")
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -47,7 +49,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -68,25 +73,51 @@ pub mod source;
 /// A plain HTTP/1.1 GET on 127.0.0.1:`port`; the body, or None if the
 /// server is not there.
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    http_request(port, "GET", path, None)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// A plain HTTP/1.1 request with an optional bearer token; the status code
+/// and body, or None if the server is not there.
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Some(dechunk(body));
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some((code, dechunk(body)));
     }
-    Some(body.to_string())
+    Some((code, body.to_string()))
 }
 
 fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }

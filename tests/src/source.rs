@@ -21,6 +21,14 @@ pub struct SourceFixture {
     pub batch: String,
     /// Overrides of `[kafka]` keys, as TOML lines.
     pub kafka: String,
+    /// Overrides of `[topics]` keys, as TOML lines.
+    pub topics: String,
+    /// Overrides of `[admin]` keys, as TOML lines.
+    pub admin: String,
+    /// The `[retry]` section's lines.
+    pub retry: String,
+    /// Extra TOML lines per collection (`topic = ...`, `pipeline = ...`).
+    pub collection_extra: std::collections::HashMap<String, String>,
 }
 
 impl SourceFixture {
@@ -35,6 +43,10 @@ impl SourceFixture {
             collections: collections.iter().map(|s| s.to_string()).collect(),
             batch: String::new(),
             kafka: String::new(),
+            topics: String::new(),
+            admin: String::new(),
+            collection_extra: Default::default(),
+            retry: "initial_ms = 100\nmax_ms = 2000".into(),
         }
     }
 
@@ -69,16 +81,17 @@ transactional_id_prefix = "{prefix}"
 [topics]
 prefix = "{prefix}"
 partitions = 3
+{topics}
 
 [batch]
 {batch}
 
 [retry]
-initial_ms = 100
-max_ms = 2000
+{retry}
 
 [admin]
 listen = "127.0.0.1:{port}"
+{admin}
 "#,
             uri = crate::mongodb_uri(),
             db = self.db,
@@ -87,9 +100,16 @@ listen = "127.0.0.1:{port}"
             kafka_extra = self.kafka,
             batch = self.batch,
             port = self.admin_port,
+            topics = self.topics,
+            admin = self.admin,
+            retry = self.retry,
         );
         for c in &self.collections {
             s.push_str(&format!("\n[[collections]]\nname = \"{c}\"\n"));
+            if let Some(extra) = self.collection_extra.get(c) {
+                s.push_str(extra);
+                s.push('\n');
+            }
         }
         s.push_str(&self.extra);
         s
@@ -116,10 +136,23 @@ listen = "127.0.0.1:{port}"
     }
 
     /// Runs the source in this process until the returned token is cancelled.
-    pub fn spawn(&self) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    pub fn spawn(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let token = CancellationToken::new();
         let handle = tokio::spawn(mongo_source::run(self.config(), token.clone()));
         (token, handle)
+    }
+
+    /// The `/status` document (Null while the server is not up).
+    pub async fn status(&self) -> serde_json::Value {
+        match self.admin_get("/status").await {
+            Some(body) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            None => serde_json::Value::Null,
+        }
     }
 
     /// GET a path of the admin server, as text.

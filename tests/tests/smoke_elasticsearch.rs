@@ -30,7 +30,11 @@ async fn bulk_with_external_versions_rejects_older_and_searches() {
         .send()
         .await
         .expect("create");
-    assert!(created.status_code().is_success(), "{:?}", created.text().await);
+    assert!(
+        created.status_code().is_success(),
+        "{:?}",
+        created.text().await
+    );
 
     let body: Vec<JsonBody<Value>> = vec![
         json!({"index": {"_id": "1", "version": 5, "version_type": "external"}}).into(),
@@ -38,7 +42,12 @@ async fn bulk_with_external_versions_rejects_older_and_searches() {
         json!({"index": {"_id": "2", "version": 1, "version_type": "external"}}).into(),
         json!({"title": "hiking 한라산", "likes": 1}).into(),
     ];
-    let r = es.bulk(BulkParts::Index(&index)).body(body).send().await.expect("bulk");
+    let r = es
+        .bulk(BulkParts::Index(&index))
+        .body(body)
+        .send()
+        .await
+        .expect("bulk");
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["errors"], false, "{v}");
 
@@ -46,12 +55,24 @@ async fn bulk_with_external_versions_rejects_older_and_searches() {
         json!({"index": {"_id": "1", "version": 4, "version_type": "external"}}).into(),
         json!({"title": "older", "likes": 0}).into(),
     ];
-    let r = es.bulk(BulkParts::Index(&index)).body(older).send().await.expect("bulk");
+    let r = es
+        .bulk(BulkParts::Index(&index))
+        .body(older)
+        .send()
+        .await
+        .expect("bulk");
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["items"][0]["index"]["status"], 409, "{v}");
-    assert_eq!(v["items"][0]["index"]["error"]["type"], "version_conflict_engine_exception");
+    assert_eq!(
+        v["items"][0]["index"]["error"]["type"],
+        "version_conflict_engine_exception"
+    );
 
-    es.indices().refresh(IndicesRefreshParts::Index(&[&index])).send().await.expect("refresh");
+    es.indices()
+        .refresh(IndicesRefreshParts::Index(&[&index]))
+        .send()
+        .await
+        .expect("refresh");
     let r = es
         .search(SearchParts::Index(&[&index]))
         .body(json!({"query": {"match": {"title": "설악산"}}}))
@@ -61,5 +82,8 @@ async fn bulk_with_external_versions_rejects_older_and_searches() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["hits"]["total"]["value"], 1, "{v}");
     assert_eq!(v["hits"]["hits"][0]["_id"], "1");
-    assert_eq!(v["hits"]["hits"][0]["_source"]["likes"], 2, "newer version kept");
+    assert_eq!(
+        v["hits"]["hits"][0]["_source"]["likes"], 2,
+        "newer version kept"
+    );
 }

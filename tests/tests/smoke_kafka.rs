@@ -11,9 +11,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &str) {
-    p.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
-        .await
-        .expect("delivery");
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("delivery");
 }
 
 fn consumer(group: &str, topic: &str) -> StreamConsumer {
@@ -48,7 +51,10 @@ async fn keyed_produce_group_consume_commit_and_resume() {
         produce(&producer, &topic, &format!("k{}", i % 4), &format!("v{i}")).await;
     }
     let partitions: HashSet<i32> = read_all(&topic).await.iter().map(|r| r.partition).collect();
-    assert!(partitions.len() > 1, "keys spread over partitions: {partitions:?}");
+    assert!(
+        partitions.len() > 1,
+        "keys spread over partitions: {partitions:?}"
+    );
 
     let group = unique("group-");
     let c = consumer(&group, &topic);
@@ -62,7 +68,11 @@ async fn keyed_produce_group_consume_commit_and_resume() {
     }
     let c = consumer(&group, &topic);
     let resumed = take(&c, 3).await;
-    assert_eq!(resumed, vec!["v10", "v11", "v12"], "resumed at the committed offset");
+    assert_eq!(
+        resumed,
+        vec!["v10", "v11", "v12"],
+        "resumed at the committed offset"
+    );
 }
 
 #[tokio::test]
@@ -73,15 +83,21 @@ async fn transactional_produce_is_visible_to_read_committed_only_when_committed(
         .set("transactional.id", unique("tid-"))
         .create()
         .expect("producer");
-    producer.init_transactions(Duration::from_secs(30)).expect("init_transactions");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
 
     producer.begin_transaction().expect("begin");
     produce(&producer, &topic, "a", "aborted").await;
-    producer.abort_transaction(Duration::from_secs(30)).expect("abort");
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
 
     producer.begin_transaction().expect("begin");
     produce(&producer, &topic, "a", "committed").await;
-    producer.commit_transaction(Duration::from_secs(30)).expect("commit");
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
 
     let seen: Vec<String> = read_all(&topic)
         .await

@@ -23,12 +23,19 @@ async fn kill_9_five_times_under_load_loses_and_repeats_nothing() {
     let mut proc = start();
     let topic = fx.topic("card");
     eventually("snapshot end markers", Duration::from_secs(60), || async {
-        let n = read_all(&topic).await.iter().filter(|r| r.value["op"] == "snapshot_end").count();
+        let n = read_all(&topic)
+            .await
+            .iter()
+            .filter(|r| r.value["op"] == "snapshot_end")
+            .count();
         (n == 3).then_some(())
     })
     .await;
 
-    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
     let writes = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -39,14 +46,23 @@ async fn kill_9_five_times_under_load_loses_and_repeats_nothing() {
                 n += 1;
                 let id = n % 200;
                 if n <= 200 {
-                    cards.insert_one(doc! { "_id": id, "seq": n }).await.unwrap();
+                    cards
+                        .insert_one(doc! { "_id": id, "seq": n })
+                        .await
+                        .unwrap();
                 } else if n % 17 == 0 {
                     // delete and re-insert: two changes
                     cards.delete_one(doc! { "_id": id }).await.unwrap();
                     writes.fetch_add(1, Ordering::SeqCst);
-                    cards.insert_one(doc! { "_id": id, "seq": n }).await.unwrap();
+                    cards
+                        .insert_one(doc! { "_id": id, "seq": n })
+                        .await
+                        .unwrap();
                 } else {
-                    cards.update_one(doc! { "_id": id }, doc! { "$set": { "seq": n } }).await.unwrap();
+                    cards
+                        .update_one(doc! { "_id": id }, doc! { "$set": { "seq": n } })
+                        .await
+                        .unwrap();
                 }
                 writes.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -67,19 +83,31 @@ async fn kill_9_five_times_under_load_loses_and_repeats_nothing() {
     load.await.unwrap();
     let total = writes.load(Ordering::SeqCst) as usize;
 
-    let changes = eventually("every change on the topic", Duration::from_secs(120), || async {
-        let recs: Vec<_> = read_all(&topic)
-            .await
-            .into_iter()
-            .filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot"))
-            .collect();
-        (recs.len() >= total).then_some(recs)
-    })
+    let changes = eventually(
+        "every change on the topic",
+        Duration::from_secs(120),
+        || async {
+            let recs: Vec<_> = read_all(&topic)
+                .await
+                .into_iter()
+                .filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot"))
+                .collect();
+            (recs.len() >= total).then_some(recs)
+        },
+    )
     .await;
     let status = proc.terminate();
-    assert!(status.success(), "SIGTERM exits 0: {status:?}\n{}", proc.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM exits 0: {status:?}\n{}",
+        proc.log_text()
+    );
 
-    assert_eq!(changes.len(), total, "every acknowledged write is on the topic exactly once");
+    assert_eq!(
+        changes.len(),
+        total,
+        "every acknowledged write is on the topic exactly once"
+    );
     let mut seen = HashSet::new();
     let mut last: HashMap<String, (i32, i64, u64)> = HashMap::new();
     for r in &changes {

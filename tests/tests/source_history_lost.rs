@@ -66,13 +66,21 @@ async fn lost_history_triggers_an_announced_resnapshot() {
 
     let (stop, handle) = fx.spawn();
     eventually("first snapshot", Duration::from_secs(60), || async {
-        let n = read_all(&topic).await.iter().filter(|r| r.value["op"] == "snapshot_end").count();
+        let n = read_all(&topic)
+            .await
+            .iter()
+            .filter(|r| r.value["op"] == "snapshot_end")
+            .count();
         (n == 3).then_some(())
     })
     .await;
     cards.insert_one(doc! { "_id": 5, "v": 0 }).await.unwrap();
     eventually("a streamed insert", Duration::from_secs(60), || async {
-        read_all(&topic).await.iter().any(|r| r.value["op"] == "insert").then_some(())
+        read_all(&topic)
+            .await
+            .iter()
+            .any(|r| r.value["op"] == "insert")
+            .then_some(())
     })
     .await;
     stop.cancel();
@@ -84,17 +92,29 @@ async fn lost_history_triggers_an_announced_resnapshot() {
     for i in 100..1200 {
         cards.insert_one(doc! { "_id": i }).await.unwrap();
     }
-    cards.delete_many(doc! { "_id": { "$gte": 100 } }).await.unwrap();
+    cards
+        .delete_many(doc! { "_id": { "$gte": 100 } })
+        .await
+        .unwrap();
     let _ = client
         .database("admin")
         .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
         .await;
 
     let (stop, handle) = fx.spawn();
-    let recs = eventually("the re-snapshot's end markers", Duration::from_secs(90), || async {
-        let recs = read_all(&topic).await;
-        (recs.iter().filter(|r| r.value["op"] == "snapshot_end").count() == 6).then_some(recs)
-    })
+    let recs = eventually(
+        "the re-snapshot's end markers",
+        Duration::from_secs(90),
+        || async {
+            let recs = read_all(&topic).await;
+            (recs
+                .iter()
+                .filter(|r| r.value["op"] == "snapshot_end")
+                .count()
+                == 6)
+                .then_some(recs)
+        },
+    )
     .await;
     let ends: Vec<u64> = recs
         .iter()
@@ -106,12 +126,21 @@ async fn lost_history_triggers_an_announced_resnapshot() {
         .iter()
         .filter(|r| r.value["op"] == "snapshot" && r.value["version"].as_u64() == Some(ends[3]))
         .collect();
-    let ids: std::collections::BTreeSet<i64> =
-        second.iter().map(|r| r.value["doc"]["_id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, (1..=5).collect(), "the re-snapshot holds exactly the documents that exist");
+    let ids: std::collections::BTreeSet<i64> = second
+        .iter()
+        .map(|r| r.value["doc"]["_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=5).collect(),
+        "the re-snapshot holds exactly the documents that exist"
+    );
 
     let metrics = fx.admin_get("/metrics").await.unwrap();
-    let label = format!("mongo_source_history_lost_total{{stream=\"{}.card\"}}", fx.db);
+    let label = format!(
+        "mongo_source_history_lost_total{{stream=\"{}.card\"}}",
+        fx.db
+    );
     assert_eq!(metric_value(&metrics, &label), Some(1.0), "{metrics}");
     stop.cancel();
     handle.await.unwrap().unwrap();

@@ -12,14 +12,21 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn changes(recs: &[Rec]) -> Vec<&Rec> {
-    recs.iter().filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot")).collect()
+    recs.iter()
+        .filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot"))
+        .collect()
 }
 
 /// Waits until the snapshot end markers (one per partition) are on `topic`.
 async fn wait_snapshot_done(topic: &str) {
     eventually("snapshot end markers", WAIT, || async {
         let recs = read_all(topic).await;
-        (recs.iter().filter(|r| r.value["op"] == "snapshot_end").count() == 3).then_some(())
+        (recs
+            .iter()
+            .filter(|r| r.value["op"] == "snapshot_end")
+            .count()
+            == 3)
+            .then_some(())
     })
     .await;
 }
@@ -35,11 +42,29 @@ async fn every_operation_becomes_the_expected_record() {
     let cards = db.collection::<Document>("card");
     let replies = db.collection::<Document>("reply");
     let oid = ObjectId::new();
-    cards.insert_one(doc! { "_id": oid, "title": "북한산 야간 산행", "likes": 1_i32 }).await.unwrap();
-    cards.update_one(doc! { "_id": oid }, doc! { "$set": { "likes": 2_i32 }, "$unset": { "x": "" } }).await.unwrap();
-    cards.replace_one(doc! { "_id": oid }, doc! { "title": "replaced", "likes": 9_i32 }).await.unwrap();
+    cards
+        .insert_one(doc! { "_id": oid, "title": "북한산 야간 산행", "likes": 1_i32 })
+        .await
+        .unwrap();
+    cards
+        .update_one(
+            doc! { "_id": oid },
+            doc! { "$set": { "likes": 2_i32 }, "$unset": { "x": "" } },
+        )
+        .await
+        .unwrap();
+    cards
+        .replace_one(
+            doc! { "_id": oid },
+            doc! { "title": "replaced", "likes": 9_i32 },
+        )
+        .await
+        .unwrap();
     cards.delete_one(doc! { "_id": oid }).await.unwrap();
-    replies.insert_one(doc! { "_id": "r1", "card_id": oid, "body": "좋아요" }).await.unwrap();
+    replies
+        .insert_one(doc! { "_id": "r1", "card_id": oid, "body": "좋아요" })
+        .await
+        .unwrap();
     replies.delete_one(doc! { "_id": "r1" }).await.unwrap();
 
     let card_recs = eventually("4 card changes", WAIT, || async {
@@ -49,13 +74,23 @@ async fn every_operation_becomes_the_expected_record() {
     .await;
     let card = changes(&card_recs);
     assert_eq!(card.len(), 4, "exactly the four changes: {card:#?}");
-    let ops: Vec<&str> = card.iter().map(|r| r.value["op"].as_str().unwrap()).collect();
+    let ops: Vec<&str> = card
+        .iter()
+        .map(|r| r.value["op"].as_str().unwrap())
+        .collect();
     assert_eq!(ops, ["insert", "update", "replace", "delete"]);
     let key = format!(r#"{{"$oid":"{}"}}"#, oid.to_hex());
     let mut last_version = 0;
     for r in &card {
-        assert_eq!(r.key.as_deref(), Some(key.as_str()), "key is the canonical _id");
-        assert_eq!(r.partition, card[0].partition, "one document, one partition");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(key.as_str()),
+            "key is the canonical _id"
+        );
+        assert_eq!(
+            r.partition, card[0].partition,
+            "one document, one partition"
+        );
         let v = r.value["version"].as_u64().unwrap();
         assert!(v > last_version, "versions strictly increase");
         last_version = v;
@@ -69,10 +104,19 @@ async fn every_operation_becomes_the_expected_record() {
         assert_eq!(v, expect, "version derives from the cluster time");
     }
     assert_eq!(card[0].value["doc"]["title"], "북한산 야간 산행");
-    assert_eq!(card[1].value["update"]["updated_fields"], json!({"likes": 2}));
+    assert_eq!(
+        card[1].value["update"]["updated_fields"],
+        json!({"likes": 2})
+    );
     assert_eq!(card[1].value["doc"]["likes"], 2);
-    assert_eq!(card[2].value["doc"], json!({"_id": {"$oid": oid.to_hex()}, "title": "replaced", "likes": 9}));
-    assert!(card[3].value.get("doc").is_none(), "a delete carries no document");
+    assert_eq!(
+        card[2].value["doc"],
+        json!({"_id": {"$oid": oid.to_hex()}, "title": "replaced", "likes": 9})
+    );
+    assert!(
+        card[3].value.get("doc").is_none(),
+        "a delete carries no document"
+    );
 
     let reply_recs = eventually("2 reply changes", WAIT, || async {
         let recs = read_all(&fx.topic("reply")).await;
@@ -82,7 +126,10 @@ async fn every_operation_becomes_the_expected_record() {
     let reply = changes(&reply_recs);
     assert_eq!(reply.len(), 2);
     assert_eq!(reply[0].key.as_deref(), Some(r#""r1""#));
-    assert_eq!(reply[0].value["doc"]["card_id"], json!({"$oid": oid.to_hex()}));
+    assert_eq!(
+        reply[0].value["doc"]["card_id"],
+        json!({"$oid": oid.to_hex()})
+    );
     assert_eq!(reply[1].value["op"], "delete");
 
     stop.cancel();
@@ -94,19 +141,33 @@ async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
     let fx = SourceFixture::new(&["card"]);
     let (stop, handle) = fx.spawn();
     wait_snapshot_done(&fx.topic("card")).await;
-    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
     // The production incident: a record just over 1 MiB.
     let body = "가".repeat(1_100_000 / 3 + 1000);
-    cards.insert_one(doc! { "_id": "big", "body": body }).await.unwrap();
-    cards.insert_one(doc! { "_id": "after", "title": "still flowing" }).await.unwrap();
+    cards
+        .insert_one(doc! { "_id": "big", "body": body })
+        .await
+        .unwrap();
+    cards
+        .insert_one(doc! { "_id": "after", "title": "still flowing" })
+        .await
+        .unwrap();
 
     let recs = eventually("the change after the big one", WAIT, || async {
         let recs = read_all(&fx.topic("card")).await;
-        changes(&recs).iter().any(|r| r.key.as_deref() == Some(r#""after""#)).then_some(recs)
+        changes(&recs)
+            .iter()
+            .any(|r| r.key.as_deref() == Some(r#""after""#))
+            .then_some(recs)
     })
     .await;
     assert!(
-        changes(&recs).iter().all(|r| r.key.as_deref() != Some(r#""big""#)),
+        changes(&recs)
+            .iter()
+            .all(|r| r.key.as_deref() != Some(r#""big""#)),
         "the oversized record is not on the event topic"
     );
     let dlq = read_all(&fx.dlq()).await;
@@ -118,7 +179,10 @@ async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
     assert_eq!(p["op"], "insert");
     assert!(p["size"].as_u64().unwrap() > 1_100_000, "{p}");
     assert_eq!(p["limit"], 1_048_576);
-    assert!(p["message"].as_str().unwrap().contains("exceeds the limit"), "{p}");
+    assert!(
+        p["message"].as_str().unwrap().contains("exceeds the limit"),
+        "{p}"
+    );
 
     let stream = format!("{}.card", fx.db);
     let metrics = fx.admin_get("/metrics").await.expect("metrics");
@@ -147,7 +211,10 @@ async fn a_quiet_collection_keeps_a_fresh_token() {
             .collect()
     };
     let before = tokens(&read_all(&fx.positions()).await);
-    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
     for i in 0..30 {
         cards.insert_one(doc! { "n": i }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,7 +225,11 @@ async fn a_quiet_collection_keeps_a_fresh_token() {
         (distinct.len() >= 2 && t.len() > before.len()).then_some(t)
     })
     .await;
-    assert_ne!(after.first(), after.last(), "the stored token moved while the collection was quiet");
+    assert_ne!(
+        after.first(),
+        after.last(),
+        "the stored token moved while the collection was quiet"
+    );
     stop.cancel();
     handle.await.unwrap().unwrap();
 }

@@ -17,9 +17,13 @@ const DOCS: i32 = 10_000;
 async fn snapshot_of_existing_documents_while_writes_continue() {
     let mut fx = SourceFixture::new(&["card"]);
     fx.extra = "\n[start]\nmode = \"snapshot\"\nsnapshot_batch = 500\n".into();
-    let cards = mongo().await.database(&fx.db).collection::<Document>("card");
-    let docs: Vec<Document> =
-        (0..DOCS).map(|i| doc! { "_id": i, "title": format!("card {i}"), "rev": 0_i32 }).collect();
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
+    let docs: Vec<Document> = (0..DOCS)
+        .map(|i| doc! { "_id": i, "title": format!("card {i}"), "rev": 0_i32 })
+        .collect();
     for chunk in docs.chunks(1000) {
         cards.insert_many(chunk.to_vec()).await.unwrap();
     }
@@ -31,9 +35,15 @@ async fn snapshot_of_existing_documents_while_writes_continue() {
         tokio::spawn(async move {
             for n in 1..=300_i32 {
                 let id = (n * 7919) % DOCS;
-                cards.update_one(doc! { "_id": id }, doc! { "$set": { "rev": n } }).await.unwrap();
+                cards
+                    .update_one(doc! { "_id": id }, doc! { "$set": { "rev": n } })
+                    .await
+                    .unwrap();
                 if n % 10 == 0 {
-                    cards.insert_one(doc! { "_id": DOCS + n, "title": "new", "rev": n }).await.unwrap();
+                    cards
+                        .insert_one(doc! { "_id": DOCS + n, "title": "new", "rev": n })
+                        .await
+                        .unwrap();
                 }
                 if n % 25 == 0 {
                     cards.delete_one(doc! { "_id": n }).await.unwrap();
@@ -43,14 +53,23 @@ async fn snapshot_of_existing_documents_while_writes_continue() {
         })
     };
     writer.await.unwrap();
-    let marker = cards.insert_one(doc! { "_id": -1, "title": "last" }).await.unwrap();
+    let marker = cards
+        .insert_one(doc! { "_id": -1, "title": "last" })
+        .await
+        .unwrap();
     let _ = marker;
 
     let topic = fx.topic("card");
-    let recs = eventually("the last write on the topic", Duration::from_secs(180), || async {
-        let recs = read_all(&topic).await;
-        recs.iter().any(|r| r.key.as_deref() == Some(r#"{"$numberInt":"-1"}"#)).then_some(recs)
-    })
+    let recs = eventually(
+        "the last write on the topic",
+        Duration::from_secs(180),
+        || async {
+            let recs = read_all(&topic).await;
+            recs.iter()
+                .any(|r| r.key.as_deref() == Some(r#"{"$numberInt":"-1"}"#))
+                .then_some(recs)
+        },
+    )
     .await;
     stop.cancel();
     handle.await.unwrap().unwrap();
@@ -73,9 +92,16 @@ async fn snapshot_of_existing_documents_while_writes_continue() {
             // The stream starts at the snapshot's cluster time inclusive, so
             // the one change at exactly that time may share its version
             // (same state: a version conflict downstream, harmless).
-            assert!(v >= *sv, "change of {key} after its snapshot record: v{v} < snapshot v{sv}");
+            assert!(
+                v >= *sv,
+                "change of {key} after its snapshot record: v{v} < snapshot v{sv}"
+            );
         }
-        let state = if op == "delete" { Value::Null } else { r.value["doc"].clone() };
+        let state = if op == "delete" {
+            Value::Null
+        } else {
+            r.value["doc"].clone()
+        };
         match latest.get(&key) {
             Some((old, _)) if *old >= v => {}
             _ => {
@@ -83,9 +109,18 @@ async fn snapshot_of_existing_documents_while_writes_continue() {
             }
         }
     }
-    assert!(snapshot_count >= DOCS as usize - 20, "the copy sent the existing documents: {snapshot_count}");
+    assert!(
+        snapshot_count >= DOCS as usize - 20,
+        "the copy sent the existing documents: {snapshot_count}"
+    );
 
-    let in_mongo: Vec<Document> = cards.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let in_mongo: Vec<Document> = cards
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let mut expected: HashMap<String, Value> = HashMap::new();
     for d in &in_mongo {
         let key = shared::ejson::canonical_key(d.get("_id").unwrap());
@@ -103,5 +138,10 @@ async fn snapshot_of_existing_documents_while_writes_continue() {
             wrong.push(format!("{key}: deleted in mongo, alive in topic"));
         }
     }
-    assert!(wrong.is_empty(), "{} documents differ, e.g. {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    assert!(
+        wrong.is_empty(),
+        "{} documents differ, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
 }

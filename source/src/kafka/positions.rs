@@ -83,11 +83,14 @@ impl Position {
 /// Reads the latest committed position of `stream` (None if it has none).
 pub async fn load(cfg: &KafkaConfig, topic: &str, stream: &str) -> Result<Option<Position>> {
     let mut c = super::client_config(cfg);
-    c.set("group.id", format!("mongo-source-positions-{}", uuid_like()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
+    c.set(
+        "group.id",
+        format!("mongo-source-positions-{}", uuid_like()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("isolation.level", "read_committed")
+    .set("enable.partition.eof", "true")
+    .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = c.create().map_err(StreamError::Kafka)?;
     let topic = topic.to_string();
     let stream = stream.to_string();
@@ -103,7 +106,9 @@ fn read_latest(
     stream: &str,
     timeout: Duration,
 ) -> Result<Option<Position>> {
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(StreamError::Kafka)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(StreamError::Kafka)?;
     let partitions: Vec<i32> = md
         .topics()
         .iter()
@@ -115,7 +120,8 @@ fn read_latest(
     }
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).map_err(StreamError::Kafka)?;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(StreamError::Kafka)?;
     }
     consumer.assign(&tpl).map_err(StreamError::Kafka)?;
     let mut remaining: HashSet<i32> = partitions.into_iter().collect();
@@ -144,10 +150,7 @@ fn read_latest(
                         latest = Some(serde_json::from_slice(bytes).map_err(|e| {
                             StreamError::BadPosition {
                                 stream: stream.to_string(),
-                                message: format!(
-                                    "offset {} of {topic}: {e}",
-                                    m.offset()
-                                ),
+                                message: format!("offset {} of {topic}: {e}", m.offset()),
                             }
                         })?)
                     }

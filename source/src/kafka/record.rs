@@ -27,7 +27,12 @@ pub struct Record {
 
 impl Record {
     /// An event record with the standard headers.
-    pub fn event(topic: &str, partition: Option<i32>, key: Option<String>, ev: &ChangeEvent) -> Self {
+    pub fn event(
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<String>,
+        ev: &ChangeEvent,
+    ) -> Self {
         let value = serde_json::to_vec(ev).unwrap_or_default();
         Self {
             topic: topic.to_string(),
@@ -46,7 +51,11 @@ impl Record {
     pub fn wire_size(&self) -> usize {
         self.key.as_ref().map_or(0, String::len)
             + self.value.len()
-            + self.headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 10)
+                .sum::<usize>()
             + RECORD_OVERHEAD
     }
 }
@@ -62,7 +71,12 @@ pub fn oversized_pointer(
 ) -> Record {
     let size = original.wire_size();
     let header = |name: &str| {
-        original.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        original
+            .headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     };
     let op = header(HEADER_OP);
     let version: u64 = header(HEADER_VERSION).parse().unwrap_or(0);
@@ -106,7 +120,10 @@ mod tests {
         ChangeEvent {
             schema: SCHEMA.into(),
             op: Operation::Insert,
-            ns: Namespace { db: "mountain".into(), coll: "card".into() },
+            ns: Namespace {
+                db: "mountain".into(),
+                coll: "card".into(),
+            },
             key: json!({"_id": "a"}),
             doc: Some(json!({"_id": "a", "body": "x".repeat(doc_len)})),
             update: None,

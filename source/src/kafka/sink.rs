@@ -104,7 +104,9 @@ impl Sink {
         mut on_too_large: impl FnMut(&Record) -> Result<Record>,
     ) -> Result<()> {
         if self.mode == Mode::ExactlyOnce {
-            self.producer.begin_transaction().map_err(|e| self.kafka(e))?;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.kafka(e))?;
         }
         let outcome = async {
             let mut pending = Vec::with_capacity(records.len() + 1);
@@ -152,10 +154,15 @@ impl Sink {
     ) -> std::result::Result<rdkafka::producer::DeliveryFuture, SendError> {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (k, v) in &r.headers {
-            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
         loop {
-            let mut rec = FutureRecord::to(&r.topic).payload(&r.value).headers(headers.clone());
+            let mut rec = FutureRecord::to(&r.topic)
+                .payload(&r.value)
+                .headers(headers.clone());
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_bytes());
             }
@@ -214,7 +221,20 @@ impl Sink {
         }
     }
 
+    /// Classifies `e`, looking at the producer's fatal error: once fenced,
+    /// librdkafka fails every later call with a generic "fatal" code.
     fn kafka(&self, e: KafkaError) -> StreamError {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            if matches!(
+                code,
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fenced
+            ) {
+                tracing::warn!(transactional_id = %self.transactional_id, %reason, "producer fenced");
+                return StreamError::Fenced(self.transactional_id.clone());
+            }
+        }
         StreamError::from_kafka(e, &self.transactional_id)
     }
 }
@@ -231,7 +251,10 @@ fn build(cfg: &KafkaConfig, transactional_id: Option<&str>) -> Result<FutureProd
         .set("linger.ms", "5")
         // Bounds the memory of in-flight records (64 MiB).
         .set("queue.buffering.max.kbytes", "65536")
-        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+        .set(
+            "transaction.timeout.ms",
+            cfg.transaction_timeout_ms.to_string(),
+        );
     if let Some(tid) = transactional_id {
         c.set("transactional.id", tid);
     }

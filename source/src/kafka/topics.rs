@@ -18,7 +18,9 @@ pub struct Topics {
 impl Topics {
     /// Creates the client (no I/O yet).
     pub fn new(cfg: &KafkaConfig) -> Result<Self> {
-        let admin = super::client_config(cfg).create().map_err(StreamError::Kafka)?;
+        let admin = super::client_config(cfg)
+            .create()
+            .map_err(StreamError::Kafka)?;
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)))
             .request_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)));
@@ -52,7 +54,9 @@ impl Topics {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     tracing::error!(topic = %name, ?code, "cannot create topic");
-                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(code)));
+                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
+                        code,
+                    )));
                 }
             }
         }
@@ -61,7 +65,10 @@ impl Topics {
 
     /// The topic's `max.message.bytes`, if the broker tells.
     pub async fn max_message_bytes(&self, topic: &str) -> Result<Option<usize>> {
-        let res = self.admin.describe_configs([&ResourceSpecifier::Topic(topic)], &self.opts).await?;
+        let res = self
+            .admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &self.opts)
+            .await?;
         for r in res {
             match r {
                 Ok(resource) => {

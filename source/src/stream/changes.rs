@@ -23,7 +23,12 @@ use shared::version::Version;
 use std::time::{Duration, Instant};
 
 /// Follows the change stream from `start` until shutdown.
-pub async fn follow(ctx: &StreamCtx, writer: &Writer, start: Start, position: Option<Pos>) -> Result<()> {
+pub async fn follow(
+    ctx: &StreamCtx,
+    writer: &Writer,
+    start: Start,
+    position: Option<Pos>,
+) -> Result<()> {
     let mut position = position.unwrap_or_else(|| Pos {
         stream: ctx.spec.name.clone(),
         token: None,
@@ -43,7 +48,10 @@ pub async fn follow(ctx: &StreamCtx, writer: &Writer, start: Start, position: Op
             Drained::Invalidated => {
                 tracing::warn!(stream = %ctx.spec.name, "change stream invalidated; reopening after it");
                 start = match &position.token {
-                    Some(t) => Start::Token { token: t.clone(), after_invalidate: true },
+                    Some(t) => Start::Token {
+                        token: t.clone(),
+                        after_invalidate: true,
+                    },
                     None => Start::Now,
                 };
             }
@@ -64,7 +72,9 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> 
         match json_to_bson(&json) {
             Ok(Bson::Document(d)) => pipeline.push(d),
             _ => {
-                return Err(StreamError::BadEvent(format!("collections pipeline stage {i} is not a document")))
+                return Err(StreamError::BadEvent(format!(
+                    "collections pipeline stage {i} is not a document"
+                )))
             }
         }
     }
@@ -76,7 +86,10 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> 
         .max_await_time(Duration::from_millis(cfg.batch.max_wait_ms))
         .batch_size(u32::try_from(cfg.batch.max_events).unwrap_or(u32::MAX));
     let watch = match start {
-        Start::Token { token, after_invalidate } => {
+        Start::Token {
+            token,
+            after_invalidate,
+        } => {
             let bson = json_to_bson(token).map_err(|e| StreamError::BadPosition {
                 stream: ctx.spec.name.clone(),
                 message: format!("resume token: {e}"),
@@ -92,7 +105,10 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> 
                 watch.resume_after(token)
             }
         }
-        Start::At(ct) => watch.start_at_operation_time(Timestamp { time: ct.t, increment: ct.i }),
+        Start::At(ct) => watch.start_at_operation_time(Timestamp {
+            time: ct.t,
+            increment: ct.i,
+        }),
         Start::Now => watch,
     };
     let stream = watch.await.map_err(StreamError::from_mongo)?;
@@ -198,13 +214,19 @@ fn collection_gone(
     let version = Version::from_cluster_time(ts.time, ts.increment)
         .map_err(|e| StreamError::BadEvent(e.to_string()))?;
     tracing::warn!(stream = %ctx.spec.name, op, "collection gone: announcing an empty snapshot");
-    let snap = SnapshotInfo { id: format!("{op}-{}-{}", ts.time, ts.increment), version: version.as_u64() };
+    let snap = SnapshotInfo {
+        id: format!("{op}-{}-{}", ts.time, ts.increment),
+        version: version.as_u64(),
+    };
     for op in [Operation::SnapshotStart, Operation::SnapshotEnd] {
         let ev = marker(op, &ctx.spec.ns, &snap);
         for p in &writer.partitions {
             writer.add(ctx, batch, Some(*p), None, &ev)?;
         }
     }
-    batch.last = Some(ClusterTime { t: ts.time, i: ts.increment });
+    batch.last = Some(ClusterTime {
+        t: ts.time,
+        i: ts.increment,
+    });
     Ok(())
 }

@@ -49,11 +49,15 @@ pub struct StreamCtx {
 
 impl StreamCtx {
     fn label(&self) -> StreamLabel {
-        StreamLabel { stream: self.spec.name.clone() }
+        StreamLabel {
+            stream: self.spec.name.clone(),
+        }
     }
 
     fn collection(&self) -> mongodb::Collection<mongodb::bson::Document> {
-        self.mongo.database(&self.spec.ns.db).collection(&self.spec.ns.coll)
+        self.mongo
+            .database(&self.spec.ns.db)
+            .collection(&self.spec.ns.coll)
     }
 }
 
@@ -75,10 +79,17 @@ pub async fn supervise(ctx: StreamCtx) {
             return;
         };
         let class = e.class();
-        let class_name = if class == ErrorClass::Fatal { "fatal" } else { "retryable" };
+        let class_name = if class == ErrorClass::Fatal {
+            "fatal"
+        } else {
+            "retryable"
+        };
         ctx.metrics
             .errors
-            .get_or_create(&StreamReason { stream: ctx.spec.name.clone(), reason: class_name.into() })
+            .get_or_create(&StreamReason {
+                stream: ctx.spec.name.clone(),
+                reason: class_name.into(),
+            })
             .inc();
         ctx.status.set_error(&e.to_string());
         let delay = backoff::backoff::Backoff::next_backoff(&mut backoff)
@@ -140,18 +151,20 @@ pub async fn run_once(ctx: &StreamCtx) -> Result<()> {
                     continue;
                 }
                 StartMode::Now => Start::Now,
-                StartMode::Timestamp => {
-                    Start::At(ClusterTime { t: ctx.cfg.start.timestamp.unwrap_or(0), i: 0 })
-                }
+                StartMode::Timestamp => Start::At(ClusterTime {
+                    t: ctx.cfg.start.timestamp.unwrap_or(0),
+                    i: 0,
+                }),
             },
             Some(p) if p.snapshot.is_some() => {
                 position = Some(snapshot::run(ctx, &writer, Some(p.clone())).await?);
                 continue;
             }
             Some(p) => match (&p.token, p.start_at) {
-                (Some(t), _) => {
-                    Start::Token { token: t.clone(), after_invalidate: p.after_invalidate }
-                }
+                (Some(t), _) => Start::Token {
+                    token: t.clone(),
+                    after_invalidate: p.after_invalidate,
+                },
                 (None, Some(at)) => Start::At(at),
                 (None, None) => Start::Now,
             },
@@ -182,11 +195,18 @@ pub async fn run_once(ctx: &StreamCtx) -> Result<()> {
 /// The current cluster time, read through a causally consistent session.
 pub(crate) async fn current_cluster_time(ctx: &StreamCtx) -> Result<Timestamp> {
     let mut session = ctx.mongo.start_session().await?;
-    ctx.collection().find_one(mongodb::bson::doc! {}).session(&mut session).await?;
+    ctx.collection()
+        .find_one(mongodb::bson::doc! {})
+        .session(&mut session)
+        .await?;
     if let Some(t) = session.operation_time() {
         return Ok(t);
     }
-    let reply = ctx.mongo.database(&ctx.spec.ns.db).run_command(mongodb::bson::doc! {"ping": 1}).await?;
+    let reply = ctx
+        .mongo
+        .database(&ctx.spec.ns.db)
+        .run_command(mongodb::bson::doc! {"ping": 1})
+        .await?;
     if let Ok(t) = reply.get_timestamp("operationTime") {
         return Ok(t);
     }
@@ -195,12 +215,16 @@ pub(crate) async fn current_cluster_time(ctx: &StreamCtx) -> Result<Timestamp> {
             return Ok(t);
         }
     }
-    Err(StreamError::Internal("the server reports no cluster time (is it a replica set?)".into()))
+    Err(StreamError::Internal(
+        "the server reports no cluster time (is it a replica set?)".into(),
+    ))
 }
 
 /// A position as of now.
 pub(crate) fn now_iso() -> String {
-    mongodb::bson::DateTime::now().try_to_rfc3339_string().unwrap_or_default()
+    mongodb::bson::DateTime::now()
+        .try_to_rfc3339_string()
+        .unwrap_or_default()
 }
 
 /// Keeps `Position` importable from the stream modules.

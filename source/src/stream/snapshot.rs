@@ -42,7 +42,10 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
                 stream: ctx.spec.name.clone(),
                 token: None,
                 cluster_time: previous.as_ref().and_then(|p| p.cluster_time),
-                start_at: Some(ClusterTime { t: ts.time, i: ts.increment }),
+                start_at: Some(ClusterTime {
+                    t: ts.time,
+                    i: ts.increment,
+                }),
                 after_invalidate: false,
                 snapshot: Some(SnapshotProgress {
                     id: uuid::Uuid::new_v4().to_string(),
@@ -59,7 +62,10 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
     let Some(progress) = pos.snapshot.clone() else {
         return Err(StreamError::Internal("snapshot without progress".into()));
     };
-    let info = SnapshotInfo { id: progress.id.clone(), version: progress.version };
+    let info = SnapshotInfo {
+        id: progress.id.clone(),
+        version: progress.version,
+    };
     tracing::info!(
         stream = %ctx.spec.name, snapshot = %info.id, version = info.version,
         resumed_after = ?progress.last_id, "snapshot"
@@ -90,7 +96,9 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         .sort(doc! { "_id": 1 })
         .batch_size(u32::try_from(ctx.cfg.start.snapshot_batch).unwrap_or(1000))
         .await?;
-    let label = StreamLabel { stream: ctx.spec.name.clone() };
+    let label = StreamLabel {
+        stream: ctx.spec.name.clone(),
+    };
     let mut batch = Batch::default();
     let mut last_id: Option<Bson> = None;
     loop {
@@ -104,7 +112,8 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
             writer.add(ctx, &mut batch, None, Some(key), &ev)?;
             last_id = doc.get("_id").cloned();
         }
-        let full = batch.len() >= ctx.cfg.start.snapshot_batch || batch.bytes >= ctx.cfg.batch.max_bytes;
+        let full =
+            batch.len() >= ctx.cfg.start.snapshot_batch || batch.bytes >= ctx.cfg.batch.max_bytes;
         if (full || done) && !batch.is_empty() {
             let n = batch.len() as u64;
             if let Some(s) = pos.snapshot.as_mut() {
@@ -114,7 +123,10 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
             pos.events += n;
             pos.committed_at = now_iso();
             writer.commit(ctx, std::mem::take(&mut batch), &pos).await?;
-            ctx.metrics.snapshot_documents.get_or_create(&label).inc_by(n);
+            ctx.metrics
+                .snapshot_documents
+                .get_or_create(&label)
+                .inc_by(n);
             if let Some(s) = &pos.snapshot {
                 ctx.status.snapshot_progress(&s.id, s.copied);
             }
@@ -124,7 +136,9 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         }
     }
     if ctx.cancel.is_cancelled() {
-        return Err(StreamError::Internal("shutdown during snapshot (progress committed)".into()));
+        return Err(StreamError::Internal(
+            "shutdown during snapshot (progress committed)".into(),
+        ));
     }
     let mut batch = Batch::default();
     add_markers(ctx, writer, &mut batch, Operation::SnapshotEnd, &info)?;

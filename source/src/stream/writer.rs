@@ -59,10 +59,14 @@ impl Writer {
         let producer_limit = ctx.cfg.kafka.message_max_bytes;
         let topic_limit = ctx.topics.max_message_bytes(&ctx.spec.topic).await?;
         let (limit, limit_source) = match topic_limit {
-            Some(t) if t < producer_limit => {
-                (t, format!("topic {} max.message.bytes = {t}", ctx.spec.topic))
-            }
-            _ => (producer_limit, format!("kafka.message_max_bytes = {producer_limit}")),
+            Some(t) if t < producer_limit => (
+                t,
+                format!("topic {} max.message.bytes = {t}", ctx.spec.topic),
+            ),
+            _ => (
+                producer_limit,
+                format!("kafka.message_max_bytes = {producer_limit}"),
+            ),
         };
         let topics = ctx.topics.clone();
         let topic = ctx.spec.topic.clone();
@@ -71,15 +75,22 @@ impl Writer {
             .await
             .map_err(|e| StreamError::Internal(e.to_string()))??;
         if partitions.is_empty() {
-            return Err(StreamError::Kafka(rdkafka::error::KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-            )));
+            return Err(StreamError::Kafka(
+                rdkafka::error::KafkaError::MetadataFetch(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                ),
+            ));
         }
         ctx.status.set_mode(sink.mode(), limit);
         if sink.mode() == Mode::AtLeastOnce {
             tracing::warn!(stream = %ctx.spec.name, "delivery is at-least-once (no Kafka transactions)");
         }
-        Ok(Self { sink, limit, limit_source, partitions })
+        Ok(Self {
+            sink,
+            limit,
+            limit_source,
+            partitions,
+        })
     }
 
     /// Adds an event to `batch`: its record, or a dead-letter pointer when
@@ -114,7 +125,12 @@ impl Writer {
 
     fn oversized(&self, ctx: &StreamCtx, record: &Record) -> Result<Record> {
         let size = record.wire_size();
-        ctx.metrics.oversized.get_or_create(&StreamLabel { stream: ctx.spec.name.clone() }).inc();
+        ctx.metrics
+            .oversized
+            .get_or_create(&StreamLabel {
+                stream: ctx.spec.name.clone(),
+            })
+            .inc();
         tracing::error!(
             stream = %ctx.spec.name,
             key = record.key.as_deref().unwrap_or(""),
@@ -161,19 +177,31 @@ impl Writer {
                 self.oversized(ctx, r)
             })
             .await?;
-        let label = StreamLabel { stream: ctx.spec.name.clone() };
-        ctx.metrics.produce_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        let label = StreamLabel {
+            stream: ctx.spec.name.clone(),
+        };
+        ctx.metrics
+            .produce_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
         if !batch.is_empty() {
-            ctx.metrics.batch_events.get_or_create(&label).observe(batch.len() as f64);
+            ctx.metrics
+                .batch_events
+                .get_or_create(&label)
+                .observe(batch.len() as f64);
         }
         for (op, n) in &batch.ops {
             ctx.metrics
                 .events
-                .get_or_create(&StreamOp { stream: ctx.spec.name.clone(), op: (*op).into() })
+                .get_or_create(&StreamOp {
+                    stream: ctx.spec.name.clone(),
+                    op: (*op).into(),
+                })
                 .inc_by(*n);
         }
         let events: u64 = batch.ops.values().sum();
-        ctx.status.committed(events, batch.dead_lettered + late_dlq, batch.last);
+        ctx.status
+            .committed(events, batch.dead_lettered + late_dlq, batch.last);
         ctx.status.refresh_gauges();
         Ok(())
     }
