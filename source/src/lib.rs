@@ -50,10 +50,14 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let token = cfg.admin.resolve_token()?;
     let listener = shared::admin::bind(cfg.admin.listen).await?;
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
+    let worker_id = cfg.admin.listen.to_string();
     let router = shared::admin::router(
         board.clone(),
         Arc::new(registry),
-        shared::admin::protected(admin::routes(board.clone()), token),
+        admin::public_routes(board.clone(), worker_id).merge(shared::admin::protected(
+            admin::routes(board.clone()),
+            token,
+        )),
     );
     let tasks = TaskTracker::new();
     let admin_cancel = CancellationToken::new();

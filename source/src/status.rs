@@ -90,6 +90,11 @@ impl StreamStatus {
         self.metrics.set_state(&self.name, state);
     }
 
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
     /// Records an error (shown until the next success).
     pub fn set_error(&self, error: &str) {
         let mut i = self.lock();

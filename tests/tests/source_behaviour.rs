@@ -146,10 +146,32 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
         .unwrap();
     assert_eq!(code, 503, "not ready while a stream failed");
 
+    // The Kafka Connect REST shapes the runbooks use.
+    let stream = format!("{}.card", fx.db);
+    let list: Value = serde_json::from_str(&fx.admin_get("/connectors").await.unwrap()).unwrap();
+    assert_eq!(list, serde_json::json!([stream]));
+    let cs: Value = serde_json::from_str(
+        &fx.admin_get(&format!("/connectors/{stream}/status")).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cs["name"], stream.as_str());
+    assert_eq!(cs["type"], "source");
+    assert_eq!(cs["connector"]["state"], "FAILED");
+    assert_eq!(cs["tasks"][0]["id"], 0);
+    assert_eq!(cs["tasks"][0]["state"], "FAILED");
+    assert!(cs["tasks"][0]["trace"].as_str().unwrap().to_lowercase().contains("unknown topic"));
+    let ts: Value = serde_json::from_str(
+        &fx.admin_get(&format!("/connectors/{stream}/tasks/0/status")).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ts["state"], "FAILED");
+    let (code, _) =
+        http_request(fx.admin_port, "GET", "/connectors/nope/status", None).await.unwrap();
+    assert_eq!(code, 404);
+
     create_topic(&fx.topic("card"), 3, &[]).await;
     create_topic(&fx.positions(), 1, &[("cleanup.policy", "compact")]).await;
     create_topic(&fx.dlq(), 1, &[]).await;
-    let stream = format!("{}.card", fx.db);
     let path = format!("/streams/{stream}/restart");
     let (code, _) = http_request(fx.admin_port, "POST", &path, None)
         .await
@@ -161,6 +183,10 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
     assert_eq!(code, 202);
     let status = wait_state(&fx, 0, "RUNNING").await;
     assert_eq!(status["streams"][0]["restarts"], 1);
+    let connect_restart = format!("/connectors/{stream}/restart");
+    let (code, _) =
+        http_request(fx.admin_port, "POST", &connect_restart, Some("s3cret")).await.unwrap();
+    assert_eq!(code, 204, "Connect's restart answers 204");
     let (code, _) = http_request(fx.admin_port, "GET", "/readyz", None)
         .await
         .unwrap();
