@@ -1,0 +1,41 @@
+//! Loads the sample data set (seeded cards and replies) into MongoDB.
+//!
+//! `sample-data --uri URI --db mountain --cards 300 --replies 600 [--seed 42]`
+
+use e2e_tests::workload::Workload;
+use mongodb::bson::Document;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("sample-data --uri URI --db DB --cards N --replies N --seed S");
+        return Ok(());
+    }
+    let uri = arg(&args, "--uri", &e2e_tests::mongodb_uri());
+    let db = arg(&args, "--db", "mountain");
+    let cards: usize = arg(&args, "--cards", "300").parse()?;
+    let replies: usize = arg(&args, "--replies", "600").parse()?;
+    let seed: u64 = arg(&args, "--seed", "42").parse()?;
+    let client = mongodb::Client::with_uri_str(&uri).await?;
+    let db = client.database(&db);
+    let mut w = Workload::new(seed);
+    let docs: Vec<Document> = (0..cards).map(|_| w.card()).collect();
+    for chunk in docs.chunks(100) {
+        db.collection::<Document>("card").insert_many(chunk.to_vec()).await?;
+    }
+    let docs: Vec<Document> = (0..replies).filter_map(|_| w.reply()).collect();
+    for chunk in docs.chunks(100) {
+        db.collection::<Document>("reply").insert_many(chunk.to_vec()).await?;
+    }
+    println!("loaded {cards} cards and {replies} replies into {}", db.name());
+    Ok(())
+}
