@@ -68,7 +68,9 @@ pub fn free_port() -> u16 {
 /// Helpers of the es-sync integration tests (`tests/sync_*.rs`).
 pub mod sync_support;
 
+pub mod e2e;
 pub mod source;
+pub mod workload;
 
 /// A plain HTTP/1.1 GET on 127.0.0.1:`port`; the body, or None if the
 /// server is not there.
@@ -133,4 +135,40 @@ pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A tiny JSON-over-HTTP client for Elasticsearch checks in tests.
+pub struct JsonClient(elasticsearch::http::transport::Transport);
+
+/// A [`JsonClient`] for the bench's Elasticsearch.
+pub fn http_json_client() -> JsonClient {
+    JsonClient(
+        elasticsearch::http::transport::Transport::single_node(&elasticsearch_url())
+            .expect("transport"),
+    )
+}
+
+impl JsonClient {
+    /// POST `url` (a full URL of the bench's node) with an optional JSON body.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: Option<serde_json::Value>,
+    ) -> Option<serde_json::Value> {
+        let path = url.strip_prefix(&elasticsearch_url()).unwrap_or(url);
+        let headers = elasticsearch::http::headers::HeaderMap::new();
+        let resp = self
+            .0
+            .send(
+                elasticsearch::http::Method::Post,
+                path,
+                headers,
+                None::<&()>,
+                body.map(elasticsearch::http::request::JsonBody::new),
+                None,
+            )
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
 }

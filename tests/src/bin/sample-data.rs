@@ -17,7 +17,8 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("sample-data --uri URI --db DB --cards N --replies N --seed S");
+        println!("sample-data --uri URI --db DB --cards N --replies N --seed S [--if-empty]");
+        println!("sample-data --uri URI --db DB --count COLLECTION");
         return Ok(());
     }
     let uri = arg(&args, "--uri", &e2e_tests::mongodb_uri());
@@ -27,15 +28,41 @@ async fn main() -> anyhow::Result<()> {
     let seed: u64 = arg(&args, "--seed", "42").parse()?;
     let client = mongodb::Client::with_uri_str(&uri).await?;
     let db = client.database(&db);
+    if let Some(i) = args.iter().position(|a| a == "--count") {
+        let coll = args.get(i + 1).map_or("card", String::as_str);
+        let n = db
+            .collection::<Document>(coll)
+            .count_documents(mongodb::bson::doc! {})
+            .await?;
+        println!("{n}");
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--if-empty")
+        && db
+            .collection::<Document>("card")
+            .estimated_document_count()
+            .await?
+            > 0
+    {
+        println!("{} already holds cards: no sample data loaded", db.name());
+        return Ok(());
+    }
     let mut w = Workload::new(seed);
     let docs: Vec<Document> = (0..cards).map(|_| w.card()).collect();
     for chunk in docs.chunks(100) {
-        db.collection::<Document>("card").insert_many(chunk.to_vec()).await?;
+        db.collection::<Document>("card")
+            .insert_many(chunk.to_vec())
+            .await?;
     }
     let docs: Vec<Document> = (0..replies).filter_map(|_| w.reply()).collect();
     for chunk in docs.chunks(100) {
-        db.collection::<Document>("reply").insert_many(chunk.to_vec()).await?;
+        db.collection::<Document>("reply")
+            .insert_many(chunk.to_vec())
+            .await?;
     }
-    println!("loaded {cards} cards and {replies} replies into {}", db.name());
+    println!(
+        "loaded {cards} cards and {replies} replies into {}",
+        db.name()
+    );
     Ok(())
 }

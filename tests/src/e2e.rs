@@ -1,0 +1,190 @@
+//! The whole pipeline on unique names: a [`SourceFixture`] plus an es-sync
+//! config consuming its topics into unique aliases, and a comparison of
+//! MongoDB with Elasticsearch document by document.
+
+use crate::source::SourceFixture;
+use futures::TryStreamExt as _;
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::{json, Value};
+use shared::shutdown::CancellationToken;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Both binaries' configuration on unique names.
+pub struct Pipeline {
+    /// The source side (database, topic prefix, admin port).
+    pub source: SourceFixture,
+    /// Consumer group of es-sync.
+    pub group: String,
+    /// Admin port of es-sync.
+    pub sync_admin_port: u16,
+    /// Alias of the cards.
+    pub cards: String,
+    /// Alias of the replies.
+    pub replies: String,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline for `card` and `reply`.
+    pub fn new() -> Self {
+        let source = SourceFixture::new(&["card", "reply"]);
+        let tag = source.prefix.clone();
+        Self {
+            group: format!("es-sync-{tag}"),
+            sync_admin_port: crate::free_port(),
+            cards: format!("cards-{tag}"),
+            replies: format!("replies-{tag}"),
+            source,
+        }
+    }
+
+    /// es-sync's config text.
+    pub fn sync_toml(&self) -> String {
+        let indices = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/indices");
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "{kafka}"
+group_id = "{group}"
+auto_offset_reset = "earliest"
+session_timeout_ms = 10000
+
+[elasticsearch]
+url = "{es}"
+
+[dlq]
+prefix = "{prefix}"
+
+[bulk]
+linger_ms = 20
+
+[consumer]
+commit_interval_ms = 200
+
+[retry]
+initial_ms = 50
+max_ms = 1000
+
+[admin]
+listen = "127.0.0.1:{port}"
+
+[[topics]]
+topic = "{card_topic}"
+alias = "{cards}"
+index_file = "{indices}/cards.json"
+
+[[topics]]
+topic = "{reply_topic}"
+alias = "{replies}"
+index_file = "{indices}/replies.json"
+"#,
+            kafka = crate::kafka_bootstrap(),
+            group = self.group,
+            es = crate::elasticsearch_url(),
+            prefix = self.source.prefix,
+            port = self.sync_admin_port,
+            card_topic = self.source.topic("card"),
+            reply_topic = self.source.topic("reply"),
+            cards = self.cards,
+            replies = self.replies,
+            indices = indices.display(),
+        )
+    }
+
+    /// Writes es-sync's config to a temp file.
+    pub fn write_sync(&self) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("{}.toml", crate::unique("es-sync-")));
+        std::fs::write(&path, self.sync_toml()).expect("write config");
+        path
+    }
+
+    /// Runs es-sync in this process.
+    pub fn spawn_sync(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let cfg = es_sync::config::SyncConfig::load(&self.write_sync()).expect("es-sync config");
+        let token = CancellationToken::new();
+        (token.clone(), tokio::spawn(es_sync::run(cfg, token)))
+    }
+
+    /// The sync's dead-letter topic.
+    pub fn sync_dlq(&self) -> String {
+        format!("{}.dlq.sync", self.source.prefix)
+    }
+}
+
+/// The Elasticsearch id of a MongoDB `_id` (as es-sync derives it).
+pub fn es_id(id: &Bson) -> String {
+    match id {
+        Bson::ObjectId(o) => o.to_hex(),
+        Bson::String(s) => s.clone(),
+        Bson::Int32(n) => n.to_string(),
+        Bson::Int64(n) => n.to_string(),
+        other => shared::ejson::canonical_key(other),
+    }
+}
+
+/// Every document of `alias`, by id (refreshes first).
+pub async fn es_documents(alias: &str) -> BTreeMap<String, Value> {
+    let url = crate::elasticsearch_url();
+    let client = crate::http_json_client();
+    let _ = client.post(&format!("{url}/{alias}/_refresh"), None).await;
+    let body = json!({"size": 10000, "query": {"match_all": {}}});
+    let Some(v) = client
+        .post(&format!("{url}/{alias}/_search"), Some(body))
+        .await
+    else {
+        return BTreeMap::new();
+    };
+    v["hits"]["hits"]
+        .as_array()
+        .map(|hits| {
+            hits.iter()
+                .filter_map(|h| Some((h["_id"].as_str()?.to_string(), h["_source"].clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Compares a MongoDB collection with an alias: returns the differences
+/// (missing, extra, different content) as text lines; empty when equal.
+pub async fn compare(coll: &mongodb::Collection<Document>, alias: &str) -> Vec<String> {
+    let docs: Vec<Document> = match coll.find(doc! {}).await {
+        Ok(c) => c.try_collect().await.unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    let mut es = es_documents(alias).await;
+    let mut diffs = vec![];
+    for d in docs {
+        let Some(id) = d.get("_id") else { continue };
+        let id = es_id(id);
+        let Some(source) = es.remove(&id) else {
+            diffs.push(format!("missing {id}"));
+            continue;
+        };
+        let plain = shared::ejson::to_search_json(&shared::ejson::document_to_json(&d));
+        for (k, v) in plain.as_object().into_iter().flatten() {
+            if k == "_id" {
+                continue;
+            }
+            if source.get(k) != Some(v) {
+                diffs.push(format!(
+                    "stale {id}: {k} = {:?} in es, {v} in mongo",
+                    source.get(k)
+                ));
+                break;
+            }
+        }
+    }
+    diffs.extend(es.keys().map(|id| format!("extra {id}")));
+    diffs
+}

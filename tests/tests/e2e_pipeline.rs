@@ -1,0 +1,237 @@
+//! End to end: MongoDB -> mongo-source -> Kafka -> es-sync -> Elasticsearch
+//! on real servers. Writes of every kind show up in the index; the 1.1 MB
+//! card of the production incident is dead-lettered while the rest flows;
+//! kill -9 of either binary under write load ends with Elasticsearch equal
+//! to MongoDB, document by document.
+
+use e2e_tests::e2e::{compare, es_documents, Pipeline};
+use e2e_tests::kafka::read_all;
+use e2e_tests::process::Proc;
+use e2e_tests::{eventually, metric_value, mongo};
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_every_kind_reach_the_index() {
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    // One card before the start: it arrives through the snapshot.
+    let early = ObjectId::new();
+    cards
+        .insert_one(doc! { "_id": early, "title": "지리산 종주 후기", "likes": 1_i32 })
+        .await
+        .unwrap();
+    let (stop_source, source) = p.source.spawn();
+    let (stop_sync, sync) = p.spawn_sync();
+
+    let a = ObjectId::new();
+    let b = ObjectId::new();
+    cards
+        .insert_one(
+            doc! { "_id": a, "title": "설악산 단풍 산행", "tags": ["설악산"], "likes": 2_i32 },
+        )
+        .await
+        .unwrap();
+    cards
+        .insert_one(doc! { "_id": b, "title": "to be deleted" })
+        .await
+        .unwrap();
+    cards
+        .update_one(doc! { "_id": a }, doc! { "$set": { "likes": 5_i32 } })
+        .await
+        .unwrap();
+    cards
+        .replace_one(
+            doc! { "_id": early },
+            doc! { "title": "replaced 한라산", "likes": 0_i32 },
+        )
+        .await
+        .unwrap();
+    cards.delete_one(doc! { "_id": b }).await.unwrap();
+    replies
+        .insert_one(doc! { "_id": "r1", "card_id": a, "body": "멋진 사진이네요" })
+        .await
+        .unwrap();
+    replies
+        .insert_one(doc! { "_id": "r2", "card_id": a, "body": "gone" })
+        .await
+        .unwrap();
+    replies.delete_one(doc! { "_id": "r2" }).await.unwrap();
+
+    let diffs = eventually("cards and replies equal to MongoDB", WAIT, || async {
+        let d = [
+            compare(&cards, &p.cards).await,
+            compare(&replies, &p.replies).await,
+        ]
+        .concat();
+        d.is_empty().then_some(d)
+    })
+    .await;
+    assert!(diffs.is_empty());
+    let es = es_documents(&p.cards).await;
+    assert_eq!(es.len(), 2, "the deleted card is gone: {es:?}");
+    assert_eq!(es[&a.to_hex()]["likes"], 5);
+    assert_eq!(es[&early.to_hex()]["title"], "replaced 한라산");
+    assert!(
+        es[&a.to_hex()]["_sync"]["version"].as_u64().is_some(),
+        "version stored"
+    );
+
+    stop_source.cancel();
+    stop_sync.cancel();
+    source.await.unwrap().unwrap();
+    sync.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_card_is_dead_lettered_and_the_pipeline_keeps_flowing() {
+    let p = Pipeline::new();
+    let cards = mongo()
+        .await
+        .database(&p.source.db)
+        .collection::<Document>("card");
+    let (stop_source, source) = p.source.spawn();
+    let (stop_sync, sync) = p.spawn_sync();
+    // 1.1 MB: over the 1,048,576-byte producer limit, like the record that
+    // killed the Kafka Connect task.
+    cards
+        .insert_one(doc! { "_id": "incident", "body": "x".repeat(1_100_000) })
+        .await
+        .unwrap();
+    cards
+        .insert_one(doc! { "_id": "next", "title": "after the incident" })
+        .await
+        .unwrap();
+    eventually("the next card searchable", WAIT, || async {
+        es_documents(&p.cards)
+            .await
+            .contains_key("next")
+            .then_some(())
+    })
+    .await;
+    assert!(!es_documents(&p.cards).await.contains_key("incident"));
+    let dlq = read_all(&p.source.dlq()).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].value["reason"], "record_too_large");
+    assert_eq!(dlq[0].value["key"], r#""incident""#);
+
+    let stream = format!("{}.card", p.source.db);
+    let metrics = p.source.admin_get("/metrics").await.unwrap();
+    let dl = format!(
+        "mongo_source_dead_lettered_total{{stream=\"{stream}\",reason=\"record_too_large\"}}"
+    );
+    assert_eq!(metric_value(&metrics, &dl), Some(1.0), "{metrics}");
+    let status: Value = eventually("the card stream running", WAIT, || async {
+        let s = p.source.status().await;
+        (s["streams"][0]["state"] == "RUNNING").then_some(s)
+    })
+    .await;
+    assert_eq!(status["streams"][0]["dead_lettered"], 1);
+
+    stop_source.cancel();
+    stop_sync.cancel();
+    source.await.unwrap().unwrap();
+    sync.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_either_binary_under_load_ends_equal() {
+    let p = Pipeline::new();
+    let source_cfg = p.source.write();
+    let sync_cfg = p.write_sync();
+    let (source_cfg, sync_cfg) = (
+        source_cfg.to_str().unwrap().to_string(),
+        sync_cfg.to_str().unwrap().to_string(),
+    );
+    let start_source = || Proc::start("mongo-source", &["--config", &source_cfg], &[]);
+    let start_sync = || Proc::start("es-sync", &["--config", &sync_cfg], &[]);
+    let mut source = start_source();
+    let mut sync = start_sync();
+
+    let db = mongo().await.database(&p.source.db);
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (cards, replies, stop) = (cards.clone(), replies.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut w = e2e_tests::workload::Workload::new(7);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match n % 10 {
+                    0..=3 => {
+                        cards.insert_one(w.card()).await.unwrap();
+                    }
+                    4..=6 => {
+                        if let Some((f, u)) = w.card_update() {
+                            cards.update_one(f, u).await.unwrap();
+                        }
+                    }
+                    7 | 8 => {
+                        if let Some(r) = w.reply() {
+                            replies.insert_one(r).await.unwrap();
+                        }
+                    }
+                    _ => {
+                        if let Some(id) = w.card_to_delete() {
+                            cards.delete_one(doc! { "_id": id }).await.unwrap();
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
+        source.kill9();
+        source = start_source();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        sync.kill9();
+        sync = start_sync();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.await.unwrap();
+    assert!(writes > 200, "load ran: {writes} writes");
+
+    let diffs = eventually(
+        "Elasticsearch equal to MongoDB",
+        Duration::from_secs(180),
+        || async {
+            let d = [
+                compare(&cards, &p.cards).await,
+                compare(&replies, &p.replies).await,
+            ]
+            .concat();
+            if d.is_empty() {
+                Some(d)
+            } else {
+                eprintln!("{} differences, e.g. {:?}", d.len(), &d[..d.len().min(3)]);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        },
+    )
+    .await;
+    assert!(diffs.is_empty());
+    assert!(
+        source.terminate().success(),
+        "mongo-source exits 0 on SIGTERM\n{}",
+        source.log_text()
+    );
+    assert!(
+        sync.terminate().success(),
+        "es-sync exits 0 on SIGTERM\n{}",
+        sync.log_text()
+    );
+}
