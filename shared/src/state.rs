@@ -19,19 +19,22 @@ pub enum StreamState {
     Failed,
     /// Paused by an operator.
     Paused,
+    /// Owned by another instance of the cluster; this one stands by.
+    Standby,
     /// Stopped (shutdown).
     Stopped,
 }
 
 impl StreamState {
     /// All states, for the state gauge (one series per state, 1 for the current one).
-    pub const ALL: [StreamState; 7] = [
+    pub const ALL: [StreamState; 8] = [
         Self::Starting,
         Self::Snapshotting,
         Self::Running,
         Self::Retrying,
         Self::Failed,
         Self::Paused,
+        Self::Standby,
         Self::Stopped,
     ];
 
@@ -44,12 +47,16 @@ impl StreamState {
             Self::Retrying => "RETRYING",
             Self::Failed => "FAILED",
             Self::Paused => "PAUSED",
+            Self::Standby => "STANDBY",
             Self::Stopped => "STOPPED",
         }
     }
 
     /// Whether the stream counts as healthy for `/readyz`.
     pub fn is_ready(self) -> bool {
-        matches!(self, Self::Running | Self::Snapshotting | Self::Paused)
+        matches!(
+            self,
+            Self::Running | Self::Snapshotting | Self::Paused | Self::Standby
+        )
     }
 }

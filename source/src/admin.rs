@@ -43,7 +43,7 @@ pub fn connect_state(state: StreamState) -> &'static str {
         StreamState::Retrying => "RESTARTING",
         StreamState::Failed => "FAILED",
         StreamState::Paused => "PAUSED",
-        StreamState::Stopped => "UNASSIGNED",
+        StreamState::Stopped | StreamState::Standby => "UNASSIGNED",
     }
 }
 

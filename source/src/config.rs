@@ -36,6 +36,9 @@ pub struct SourceConfig {
     /// What to do with records over the size limits.
     #[serde(default)]
     pub oversized: OversizedConfig,
+    /// Running several instances: stream ownership by leases.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Backoff for retryable failures and stream restarts.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -273,6 +276,46 @@ impl Default for BatchConfig {
     }
 }
 
+/// `[cluster]`: instances with the same config form a cluster; each stream
+/// is owned by exactly one of them, by a lease that is a partition of the
+/// leases topic assigned by a Kafka consumer group (see `docs/operations.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Consumer group of the leases; default `mongo-source.{prefix}.{db}`.
+    pub group_id: Option<String>,
+    /// Leases topic (one partition per stream); default
+    /// `{prefix}.mongo-source.leases`.
+    pub leases_topic: Option<String>,
+    /// Topic where instances publish their state for the cluster-wide
+    /// `/status`; default `{prefix}.mongo-source.cluster`.
+    pub members_topic: Option<String>,
+    /// How long a silent instance keeps its leases, in ms (Kafka
+    /// `session.timeout.ms`; the broker's minimum is 6000). Failover takes
+    /// about this long plus the new owner's start.
+    pub session_timeout_ms: u64,
+    /// Heartbeat interval, in ms (below a third of the session timeout).
+    pub heartbeat_interval_ms: u64,
+    /// How often each instance publishes its state, in ms.
+    pub publish_interval_ms: u64,
+    /// This instance's name in the cluster; default `{host}-{pid}`.
+    pub instance_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            group_id: None,
+            leases_topic: None,
+            members_topic: None,
+            session_timeout_ms: 6000,
+            heartbeat_interval_ms: 1000,
+            publish_interval_ms: 2000,
+            instance_id: None,
+        }
+    }
+}
+
 /// `[oversized]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -409,10 +452,54 @@ impl SourceConfig {
                 "must be below kafka.transaction_timeout_ms",
             ));
         }
+        if self.cluster.session_timeout_ms < 1000 {
+            return Err(ConfigError::invalid(
+                "cluster.session_timeout_ms",
+                "must be >= 1000",
+            ));
+        }
+        if self.cluster.heartbeat_interval_ms * 3 > self.cluster.session_timeout_ms {
+            return Err(ConfigError::invalid(
+                "cluster.heartbeat_interval_ms",
+                "must be at most a third of cluster.session_timeout_ms",
+            ));
+        }
+        if self.cluster.publish_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.publish_interval_ms",
+                "must be >= 1",
+            ));
+        }
         self.retry.validate("retry")?;
         self.log.validate()?;
         self.admin.validate()?;
         Ok(())
+    }
+
+    /// Consumer group of the leases.
+    pub fn lease_group(&self) -> String {
+        self.cluster.group_id.clone().unwrap_or_else(|| {
+            format!(
+                "mongo-source.{}.{}",
+                self.topics.prefix, self.mongodb.database
+            )
+        })
+    }
+
+    /// Leases topic.
+    pub fn leases_topic(&self) -> String {
+        self.cluster
+            .leases_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.mongo-source.leases", self.topics.prefix))
+    }
+
+    /// Members topic.
+    pub fn members_topic(&self) -> String {
+        self.cluster
+            .members_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.mongo-source.cluster", self.topics.prefix))
     }
 
     /// The streams, one per collection, with their resolved topics.

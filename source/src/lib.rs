@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod change;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod kafka;
@@ -32,7 +33,17 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let cfg = Arc::new(cfg);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
-    let specs = cfg.streams();
+    let mut specs = cfg.streams();
+    // Sorted by name: the lease of `specs[p]` is partition `p` everywhere.
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    let instance = cfg
+        .cluster
+        .instance_id
+        .clone()
+        .unwrap_or_else(default_instance_id);
+    let members = Arc::new(cluster::members::Members::new(
+        cfg.cluster.session_timeout_ms * 2,
+    ));
     let board = Arc::new(status::StatusBoard {
         streams: specs
             .iter()
@@ -45,6 +56,8 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             })
             .collect(),
         mongo_connected: Default::default(),
+        instance: instance.clone(),
+        members: members.clone(),
     });
 
     let token = cfg.admin.resolve_token()?;
@@ -81,7 +94,8 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
                 .await
                 .map_err(error::StreamError::from_mongo)?;
             board.mongo_connected.store(true, Ordering::Relaxed);
-            topics.ensure(&cfg.topics, &event_topics).await
+            topics.ensure(&cfg.topics, &event_topics).await?;
+            topics.ensure_cluster(&cfg, event_topics.len()).await
         },
     )
     .await;
@@ -98,18 +112,50 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
 
-    for (spec, status) in specs.into_iter().zip(board.streams.iter().cloned()) {
-        let ctx = stream::StreamCtx {
-            spec,
-            cfg: cfg.clone(),
-            mongo: mongo.clone(),
-            topics: topics.clone(),
-            status,
-            metrics: metrics.clone(),
-            cancel: shutdown.clone(),
-        };
-        tasks.spawn(stream::supervise(ctx));
-    }
+    let make: cluster::MakeCtx = {
+        let (cfg, mongo, topics, metrics, board) = (
+            cfg.clone(),
+            mongo.clone(),
+            topics.clone(),
+            metrics.clone(),
+            board.clone(),
+        );
+        Box::new(move |spec, cancel| {
+            let status = board.get(&spec.name).cloned().unwrap_or_else(|| {
+                Arc::new(status::StreamStatus::new(
+                    &spec.name,
+                    &spec.topic,
+                    metrics.clone(),
+                ))
+            });
+            stream::StreamCtx {
+                spec,
+                cfg: cfg.clone(),
+                mongo: mongo.clone(),
+                topics: topics.clone(),
+                status,
+                metrics: metrics.clone(),
+                cancel,
+            }
+        })
+    };
+    let members_cancel = CancellationToken::new();
+    let reader =
+        cluster::members::read(&cfg, members, members_cancel.clone()).context("members reader")?;
+    tasks.spawn(cluster::members::publish(
+        cfg.clone(),
+        instance.clone(),
+        board.clone(),
+        members_cancel.clone(),
+    ));
+    let coordinator = tokio::spawn(cluster::coordinate(
+        cfg.clone(),
+        instance,
+        specs,
+        board.clone(),
+        make,
+        shutdown.clone(),
+    ));
     let gauges = board.clone();
     let gauge_cancel = shutdown.clone();
     tasks.spawn(async move {
@@ -125,22 +171,30 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     shutdown.cancelled().await;
     tracing::info!("shutting down: committing batches in flight");
     tasks.close();
-    // The admin server stays up until the streams are done, then stops.
-    let streams_done = async {
-        while tasks.len() > 1 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, streams_done)
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time");
+    // The streams stop (batch committed) inside the coordinator, which then
+    // gives the leases back; the admin server stays up until then.
+    match tokio::time::timeout(SHUTDOWN_GRACE, coordinator).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "coordinator"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time"),
     }
+    members_cancel.cancel();
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     admin_cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `{host}-{pid}`: unique per process on a host, readable on /status.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mongo-source".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::ClientOptions> {

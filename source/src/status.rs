@@ -168,6 +168,19 @@ impl StreamStatus {
         }
     }
 
+    /// The short form shared with the other instances.
+    pub fn summary(&self) -> Value {
+        let lag = self.lag_seconds();
+        let i = self.lock();
+        json!({
+            "stream": self.name,
+            "state": i.state.unwrap_or(StreamState::Starting).as_str(),
+            "lag_seconds": lag,
+            "events": i.events,
+            "last_error": i.last_error,
+        })
+    }
+
     /// The JSON shown on `/status`.
     pub fn to_json(&self) -> Value {
         let lag = self.lag_seconds();
@@ -196,10 +209,14 @@ impl StreamStatus {
 
 /// All streams of this process.
 pub struct StatusBoard {
-    /// Streams in config order.
+    /// Streams, sorted by name (index = lease partition).
     pub streams: Vec<Arc<StreamStatus>>,
     /// Whether MongoDB answered at start-up.
     pub mongo_connected: std::sync::atomic::AtomicBool,
+    /// This instance's name in the cluster.
+    pub instance: String,
+    /// What the other instances report.
+    pub members: Arc<crate::cluster::members::Members>,
 }
 
 impl StatusBoard {
@@ -230,7 +247,9 @@ impl shared::admin::AdminState for StatusBoard {
         json!({
             "service": "mongo-source",
             "version": env!("CARGO_PKG_VERSION"),
+            "instance": self.instance,
             "streams": self.streams.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "cluster": self.members.to_json(),
         })
     }
 }

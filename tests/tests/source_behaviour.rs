@@ -151,7 +151,9 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
     let list: Value = serde_json::from_str(&fx.admin_get("/connectors").await.unwrap()).unwrap();
     assert_eq!(list, serde_json::json!([stream]));
     let cs: Value = serde_json::from_str(
-        &fx.admin_get(&format!("/connectors/{stream}/status")).await.unwrap(),
+        &fx.admin_get(&format!("/connectors/{stream}/status"))
+            .await
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(cs["name"], stream.as_str());
@@ -159,14 +161,21 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
     assert_eq!(cs["connector"]["state"], "FAILED");
     assert_eq!(cs["tasks"][0]["id"], 0);
     assert_eq!(cs["tasks"][0]["state"], "FAILED");
-    assert!(cs["tasks"][0]["trace"].as_str().unwrap().to_lowercase().contains("unknown topic"));
+    assert!(cs["tasks"][0]["trace"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("unknown topic"));
     let ts: Value = serde_json::from_str(
-        &fx.admin_get(&format!("/connectors/{stream}/tasks/0/status")).await.unwrap(),
+        &fx.admin_get(&format!("/connectors/{stream}/tasks/0/status"))
+            .await
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(ts["state"], "FAILED");
-    let (code, _) =
-        http_request(fx.admin_port, "GET", "/connectors/nope/status", None).await.unwrap();
+    let (code, _) = http_request(fx.admin_port, "GET", "/connectors/nope/status", None)
+        .await
+        .unwrap();
     assert_eq!(code, 404);
 
     create_topic(&fx.topic("card"), 3, &[]).await;
@@ -184,8 +193,9 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
     let status = wait_state(&fx, 0, "RUNNING").await;
     assert_eq!(status["streams"][0]["restarts"], 1);
     let connect_restart = format!("/connectors/{stream}/restart");
-    let (code, _) =
-        http_request(fx.admin_port, "POST", &connect_restart, Some("s3cret")).await.unwrap();
+    let (code, _) = http_request(fx.admin_port, "POST", &connect_restart, Some("s3cret"))
+        .await
+        .unwrap();
     assert_eq!(code, 204, "Connect's restart answers 204");
     let (code, _) = http_request(fx.admin_port, "GET", "/readyz", None)
         .await
@@ -198,14 +208,18 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
     handle.await.unwrap().unwrap();
 }
 
+/// Two instances that are *not* one cluster (different lease groups, a
+/// misconfiguration) but stream the same collection: the per-stream
+/// transactional.id still keeps every change once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_instance_fences_the_first() {
+async fn a_second_instance_outside_the_cluster_fences_the_first() {
     let fx = SourceFixture::new(&["card"]);
     let (stop_a, handle_a) = fx.spawn();
     wait_state(&fx, 0, "RUNNING").await;
     let mut fx_b = SourceFixture::new(&["card"]);
     fx_b.db = fx.db.clone();
     fx_b.prefix = fx.prefix.clone();
+    fx_b.extra = "\n[cluster]\ngroup_id = \"another-group\"\n".into();
     let (stop_b, handle_b) = fx_b.spawn();
     wait_state(&fx_b, 0, "RUNNING").await;
 

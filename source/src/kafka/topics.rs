@@ -2,9 +2,11 @@
 //! compacted) and read each topic's `max.message.bytes`, the broker-side
 //! record limit that the size check must respect.
 
-use crate::config::{KafkaConfig, TopicsConfig};
+use crate::config::{KafkaConfig, SourceConfig, TopicsConfig};
 use crate::error::{Result, StreamError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 pub struct Topics {
     admin: AdminClient<DefaultClientContext>,
     opts: AdminOptions,
+    opts_timeout: Duration,
 }
 
 impl Topics {
@@ -24,7 +27,67 @@ impl Topics {
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)))
             .request_timeout(Some(Duration::from_millis(cfg.operation_timeout_ms)));
-        Ok(Self { admin, opts })
+        Ok(Self {
+            admin,
+            opts,
+            opts_timeout: Duration::from_millis(cfg.operation_timeout_ms),
+        })
+    }
+
+    /// Creates the cluster's coordination topics when missing: the leases
+    /// topic (one partition per stream, grown when streams were added) and
+    /// the members topic. Always done, whatever `topics.create` says: they
+    /// are this binary's own.
+    pub async fn ensure_cluster(
+        self: &std::sync::Arc<Self>,
+        cfg: &SourceConfig,
+        streams: usize,
+    ) -> Result<()> {
+        let leases = cfg.leases_topic();
+        let members = cfg.members_topic();
+        let rf = || TopicReplication::Fixed(cfg.topics.replication_factor);
+        let wanted = i32::try_from(streams).unwrap_or(i32::MAX).max(1);
+        let new = [
+            NewTopic::new(&leases, wanted, rf()),
+            NewTopic::new(&members, 1, rf())
+                .set("retention.ms", "600000")
+                .set("segment.ms", "60000"),
+        ];
+        for r in self.admin.create_topics(new.iter(), &self.opts).await? {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    tracing::error!(topic = %name, ?code, "cannot create topic");
+                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
+                        code,
+                    )));
+                }
+            }
+        }
+        let me = self.clone();
+        let topic = leases.clone();
+        let timeout = self.opts_timeout;
+        let have = tokio::task::spawn_blocking(move || me.partitions(&topic, timeout))
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))??
+            .len();
+        if have < streams {
+            tracing::info!(topic = %leases, from = have, to = streams, "adding lease partitions");
+            let grow = [NewPartitions::new(&leases, streams)];
+            for r in self
+                .admin
+                .create_partitions(grow.iter(), &self.opts)
+                .await?
+            {
+                if let Err((name, code)) = r {
+                    tracing::error!(topic = %name, ?code, "cannot add partitions");
+                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
+                        code,
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates the event topics, the dead-letter topic and the compacted

@@ -29,6 +29,9 @@ use std::time::Duration;
 
 pub use writer::Writer;
 
+/// A stream life longer than this counts as healthy (backoff resets).
+const HEALTHY_LIFE: Duration = Duration::from_secs(60);
+
 /// What a stream needs.
 pub struct StreamCtx {
     /// The stream.
@@ -69,7 +72,12 @@ impl StreamCtx {
 pub async fn supervise(ctx: StreamCtx) {
     let mut backoff = ctx.cfg.retry.backoff();
     loop {
+        let began = std::time::Instant::now();
         let outcome = run_once(&ctx).await;
+        // A life that lasted resets the backoff: the next failure is new.
+        if began.elapsed() > HEALTHY_LIFE {
+            backoff = ctx.cfg.retry.backoff();
+        }
         if ctx.cancel.is_cancelled() {
             ctx.status.set_state(StreamState::Stopped);
             return;
