@@ -197,6 +197,25 @@ pub fn redact_uri(uri: &str) -> String {
     format!("{}{}:***{}", &uri[..rest_start], user, &rest[at..])
 }
 
+/// Removes the password of connection string `uri` (and the whole `uri`)
+/// from `text`, for error messages that may quote it.
+pub fn scrub(text: &str, uri: &str) -> String {
+    let mut out = text.replace(uri, &redact_uri(uri));
+    if let Some(pw) = uri_password(uri) {
+        if !pw.is_empty() {
+            out = out.replace(pw, "***");
+        }
+    }
+    out
+}
+
+fn uri_password(uri: &str) -> Option<&str> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
 /// A secret string from config: printed as `***` by `Debug` and `Display`.
 #[derive(Clone, Default, serde::Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -341,5 +360,10 @@ topic = "t1"
         assert_eq!(redact_uri("mongodb://h1:27017/"), "mongodb://h1:27017/");
         assert_eq!(redact_uri("http://u:p@es:9200"), "http://u:***@es:9200");
         assert_eq!(format!("{:?}", Secret::new("pw")), "***");
+        let uri = "mongodb://app:s3cr3t@h1/";
+        assert_eq!(
+            scrub("bad uri mongodb://app:s3cr3t@h1/ (s3cr3t)", uri),
+            "bad uri mongodb://app:***@h1/ (***)"
+        );
     }
 }

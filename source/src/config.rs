@@ -66,6 +66,19 @@ pub struct MongoConfig {
     /// Time to find a usable server before an operation fails, in ms.
     #[serde(default = "default_server_selection_ms")]
     pub server_selection_timeout_ms: u64,
+    /// User name (instead of putting it in the URI).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (instead of the URI); prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File holding the password (e.g. a docker secret), trailing newline
+    /// ignored.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// CA certificate file for TLS (the same as `tlsCAFile` in the URI).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_server_selection_ms() -> u64 {
@@ -102,9 +115,13 @@ pub struct KafkaConfig {
     #[serde(default = "default_op_timeout_ms")]
     pub operation_timeout_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`,
-    /// `sasl.mechanism`), passed through unchanged.
+    /// `sasl.mechanism`, `ssl.ca.location`), passed through unchanged.
     #[serde(default)]
     pub properties: BTreeMap<String, Secret>,
+    /// librdkafka properties read from files, e.g.
+    /// `{ "sasl.password" = "/run/secrets/kafka_password" }`.
+    #[serde(default)]
+    pub property_files: BTreeMap<String, std::path::PathBuf>,
 }
 
 fn default_txn_prefix() -> String {
@@ -357,6 +374,12 @@ impl SourceConfig {
             ));
         }
         require_name("mongodb.database", &self.mongodb.database)?;
+        if self.mongodb.password.is_some() && self.mongodb.password_file.is_some() {
+            return Err(ConfigError::invalid(
+                "mongodb.password_file",
+                "set either mongodb.password or mongodb.password_file",
+            ));
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "kafka.bootstrap_servers",

@@ -61,6 +61,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     });
 
     let token = cfg.admin.resolve_token()?;
+    kafka::read_property_files(&cfg.kafka)?;
     let listener = shared::admin::bind(cfg.admin.listen).await?;
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
     let worker_id = cfg.admin.listen.to_string();
@@ -198,11 +199,40 @@ fn default_instance_id() -> String {
 }
 
 async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::ClientOptions> {
-    let redacted = shared::config::redact_uri(cfg.mongodb.uri.expose());
-    let mut opts = mongodb::options::ClientOptions::parse(cfg.mongodb.uri.expose())
+    let uri = cfg.mongodb.uri.expose();
+    let redacted = shared::config::redact_uri(uri);
+    let mut opts = mongodb::options::ClientOptions::parse(uri)
         .await
-        .map_err(|e| anyhow::anyhow!("mongodb.uri {redacted}: {}", e.kind))?;
+        .map_err(|e| {
+            let msg = shared::config::scrub(&e.kind.to_string(), uri);
+            anyhow::anyhow!("mongodb.uri {redacted}: {msg}")
+        })?;
     opts.app_name.get_or_insert_with(|| "mongo-source".into());
+    let password = match (&cfg.mongodb.password, &cfg.mongodb.password_file) {
+        (Some(p), _) => Some(p.expose().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("mongodb.password_file {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if cfg.mongodb.username.is_some() || password.is_some() {
+        let cred = opts.credential.get_or_insert_with(Default::default);
+        if let Some(u) = &cfg.mongodb.username {
+            cred.username = Some(u.clone());
+        }
+        if password.is_some() {
+            cred.password = password;
+        }
+    }
+    if let Some(ca) = &cfg.mongodb.tls_ca_file {
+        let tls = mongodb::options::TlsOptions::builder()
+            .ca_file_path(ca.clone())
+            .build();
+        opts.tls = Some(mongodb::options::Tls::Enabled(tls));
+    }
     opts.server_selection_timeout = Some(Duration::from_millis(
         cfg.mongodb.server_selection_timeout_ms,
     ));

@@ -40,7 +40,10 @@ pub async fn create_topic(topic: &str, partitions: i32, configs: &[(&str, &str)]
     for (k, v) in configs {
         t = t.set(k, v);
     }
-    let res = admin.create_topics([&t], &AdminOptions::new()).await.expect("create_topics");
+    let res = admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("create_topics");
     for r in res {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -53,7 +56,9 @@ pub async fn create_topic(topic: &str, partitions: i32, configs: &[(&str, &str)]
 /// Returns an empty list if the topic does not exist.
 pub async fn read_all(topic: &str) -> Vec<Rec> {
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || read_all_blocking(&topic)).await.expect("join")
+    tokio::task::spawn_blocking(move || read_all_blocking(&topic))
+        .await
+        .expect("join")
 }
 
 fn read_all_blocking(topic: &str) -> Vec<Rec> {
@@ -64,7 +69,9 @@ fn read_all_blocking(topic: &str) -> Vec<Rec> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let parts: Vec<i32> = md
         .topics()
         .iter()
@@ -76,7 +83,8 @@ fn read_all_blocking(topic: &str) -> Vec<Rec> {
     }
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let mut left: HashSet<i32> = parts.into_iter().collect();
@@ -113,6 +121,9 @@ fn read_all_blocking(topic: &str) -> Vec<Rec> {
             }
         }
     }
-    assert!(left.is_empty(), "reading {topic}: partitions {left:?} not read to the end in 60 s");
+    assert!(
+        left.is_empty(),
+        "reading {topic}: partitions {left:?} not read to the end in 60 s"
+    );
     out
 }

@@ -95,15 +95,27 @@ pub fn config(n: &Names) -> SyncConfig {
             id_field: "_id".into(),
             projection: ProjectionConfig::default(),
         }],
-        dlq: DlqConfig { prefix: "test".into(), topic: Some(n.dlq.clone()) },
-        bulk: BulkConfig { max_actions: 200, max_bytes: 1 << 20, linger_ms: 20, max_in_flight: 4 },
+        dlq: DlqConfig {
+            prefix: "test".into(),
+            topic: Some(n.dlq.clone()),
+        },
+        bulk: BulkConfig {
+            max_actions: 200,
+            max_bytes: 1 << 20,
+            linger_ms: 20,
+            max_in_flight: 4,
+        },
         consumer: ConsumerConfig {
             max_buffered_records: 2_000,
             max_buffered_bytes: 16 << 20,
             commit_interval_ms: 200,
             shutdown_timeout_ms: 10_000,
         },
-        retry: RetryConfig { initial_ms: 50, max_ms: 1_000, ..RetryConfig::default() },
+        retry: RetryConfig {
+            initial_ms: 50,
+            max_ms: 1_000,
+            ..RetryConfig::default()
+        },
         log: Default::default(),
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -120,7 +132,10 @@ pub async fn create_topic(topic: &str, partitions: i32) {
         .create()
         .expect("admin client");
     let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let res = admin.create_topics([&t], &AdminOptions::new()).await.expect("create topics");
+    let res = admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("create topics");
     for r in res {
         if let Err((name, code)) = r {
             assert_eq!(
@@ -144,7 +159,13 @@ pub fn producer() -> FutureProducer {
 }
 
 /// Produces one record (key routes it to a partition, or `partition` forces one).
-pub async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8], partition: Option<i32>) {
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    partition: Option<i32>,
+) {
     let mut r = FutureRecord::to(topic).key(key).payload(value);
     if let Some(part) = partition {
         r = r.partition(part);
@@ -240,7 +261,14 @@ fn url_parse(s: &str) -> elasticsearch::http::Url {
 pub async fn es_call(method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string().into_bytes());
     let r = es()
-        .send(method, path, elasticsearch::http::headers::HeaderMap::new(), None::<&()>, body, None)
+        .send(
+            method,
+            path,
+            elasticsearch::http::headers::HeaderMap::new(),
+            None::<&()>,
+            body,
+            None,
+        )
         .await
         .expect("elasticsearch request");
     let status = r.status_code().as_u16();
@@ -265,7 +293,10 @@ pub async fn get_doc(index: &str, id: &str) -> Option<(u64, Value)> {
         return None;
     }
     assert_eq!(status, 200, "{body}");
-    Some((body["_version"].as_u64().expect("version"), body["_source"].clone()))
+    Some((
+        body["_version"].as_u64().expect("version"),
+        body["_source"].clone(),
+    ))
 }
 
 /// Every document of `index` as id -> (version, source), after a refresh.
@@ -288,7 +319,10 @@ pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
         .map(|h| {
             (
                 h["_id"].as_str().expect("id").to_string(),
-                (h["_version"].as_u64().expect("version"), h["_source"].clone()),
+                (
+                    h["_version"].as_u64().expect("version"),
+                    h["_source"].clone(),
+                ),
             )
         })
         .collect()
@@ -305,7 +339,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -362,14 +399,21 @@ pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRec
     let start = Instant::now();
     while out.len() < n {
         let left = timeout.checked_sub(start.elapsed()).unwrap_or_default();
-        assert!(!left.is_zero(), "read {} of {n} records from {topic}", out.len());
+        assert!(
+            !left.is_zero(),
+            "read {} of {n} records from {topic}",
+            out.len()
+        );
         if let Ok(Ok(m)) = tokio::time::timeout(left, c.recv()).await {
             let headers = m
                 .headers()
                 .map(|h| {
                     h.iter()
                         .map(|x| {
-                            (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or(b"")).to_string())
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or(b"")).to_string(),
+                            )
                         })
                         .collect()
                 })
@@ -396,7 +440,13 @@ pub fn group_lag(group: &str, topic: &str) -> Option<i64> {
         .expect("consumer");
     let t = Duration::from_secs(5);
     let md = c.fetch_metadata(Some(topic), t).ok()?;
-    let parts: Vec<i32> = md.topics().first()?.partitions().iter().map(|p| p.id()).collect();
+    let parts: Vec<i32> = md
+        .topics()
+        .first()?
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
         tpl.add_partition(topic, *p);
@@ -417,15 +467,83 @@ pub fn group_lag(group: &str, topic: &str) -> Option<i64> {
 /// Waits until `group` committed everything `topic` holds.
 pub async fn wait_caught_up(group: &str, topic: &str, timeout: Duration) {
     let (g, t) = (group.to_string(), topic.to_string());
-    eventually(timeout, &format!("group {group} caught up on {topic}"), || {
-        let (g, t) = (g.clone(), t.clone());
-        async move {
-            tokio::task::spawn_blocking(move || group_lag(&g, &t))
-                .await
-                .ok()
-                .flatten()
-                .filter(|l| *l == 0)
-        }
-    })
+    eventually(
+        timeout,
+        &format!("group {group} caught up on {topic}"),
+        || {
+            let (g, t) = (g.clone(), t.clone());
+            async move {
+                tokio::task::spawn_blocking(move || group_lag(&g, &t))
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|l| *l == 0)
+            }
+        },
+    )
     .await;
+}
+
+/// Writes a TOML config file for the binary equivalent to [`config`]
+/// (admin on `admin_port`); returns its path.
+pub fn write_config_file(n: &Names, admin_port: u16) -> PathBuf {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{kafka}"
+group_id = "{group}"
+session_timeout_ms = 10000
+[elasticsearch]
+url = "{es}"
+[dlq]
+topic = "{dlq}"
+[bulk]
+max_actions = 200
+max_bytes = 1048576
+linger_ms = 20
+[consumer]
+max_buffered_records = 2000
+commit_interval_ms = 200
+shutdown_timeout_ms = 10000
+[retry]
+initial_ms = 50
+max_ms = 1000
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[[topics]]
+topic = "{topic}"
+alias = "{alias}"
+index_file = "{file}"
+"#,
+        kafka = kafka(),
+        group = n.group,
+        es = es_url(),
+        dlq = n.dlq,
+        topic = n.topic,
+        alias = n.alias,
+        file = cards_index_file().display(),
+    );
+    let path = std::env::temp_dir().join(format!("es-sync-{}.toml", uid()));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Committed offset of `group` on `topic`/`partition` (`None`: none).
+pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let out = c
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
+    match out.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
 }

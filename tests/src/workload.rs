@@ -8,17 +8,58 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const MOUNTAINS: [&str; 10] =
-    ["설악산", "한라산", "지리산", "북한산", "도봉산", "관악산", "소백산", "덕유산", "오대산", "계룡산"];
+const MOUNTAINS: [&str; 10] = [
+    "설악산",
+    "한라산",
+    "지리산",
+    "북한산",
+    "도봉산",
+    "관악산",
+    "소백산",
+    "덕유산",
+    "오대산",
+    "계룡산",
+];
 const KO: [&str; 24] = [
-    "등산", "산행", "단풍", "정상", "일출", "계곡", "코스", "후기", "초보", "추천", "주차", "날씨",
-    "능선", "대피소", "하산", "입구", "풍경", "사진", "모임", "야간", "눈꽃", "바람", "물", "길",
+    "등산",
+    "산행",
+    "단풍",
+    "정상",
+    "일출",
+    "계곡",
+    "코스",
+    "후기",
+    "초보",
+    "추천",
+    "주차",
+    "날씨",
+    "능선",
+    "대피소",
+    "하산",
+    "입구",
+    "풍경",
+    "사진",
+    "모임",
+    "야간",
+    "눈꽃",
+    "바람",
+    "물",
+    "길",
 ];
 const EN: [&str; 16] = [
     "hiking", "trail", "summit", "sunrise", "autumn", "leaves", "beginner", "course", "parking",
     "weather", "ridge", "shelter", "view", "photo", "group", "night",
 ];
-const NAMES: [&str; 8] = ["김산악", "이등산", "박정상", "최계곡", "정능선", "hiker_kim", "trailrunner", "summit_lee"];
+const NAMES: [&str; 8] = [
+    "김산악",
+    "이등산",
+    "박정상",
+    "최계곡",
+    "정능선",
+    "hiker_kim",
+    "trailrunner",
+    "summit_lee",
+];
 
 /// The workload generator.
 pub struct Workload {
@@ -31,7 +72,11 @@ pub struct Workload {
 impl Workload {
     /// A generator with a seed: the same seed gives the same documents.
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), card_ids: vec![], epoch_ms: 1_735_689_600_000 }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            card_ids: vec![],
+            epoch_ms: 1_735_689_600_000,
+        }
     }
 
     fn word(&mut self) -> &'static str {
@@ -77,7 +122,9 @@ impl Workload {
         let title = format!("{mountain} {} {}", self.word(), self.word());
         let words = self.body_words();
         let body = format!("{mountain} {}", self.text(words));
-        let tags: Vec<String> = (0..self.rng.random_range(1..4)).map(|_| self.word().to_string()).collect();
+        let tags: Vec<String> = (0..self.rng.random_range(1..4))
+            .map(|_| self.word().to_string())
+            .collect();
         let created = self.at();
         doc! {
             "_id": id,
@@ -115,7 +162,10 @@ impl Workload {
         }
         let id = self.card_ids[self.rng.random_range(0..self.card_ids.len())];
         let likes = self.rng.random_range(0..500_i32);
-        Some((doc! { "_id": id }, doc! { "$set": { "likes": likes, "updated_at": DateTime::now() } }))
+        Some((
+            doc! { "_id": id },
+            doc! { "$set": { "likes": likes, "updated_at": DateTime::now() } },
+        ))
     }
 
     /// A random card id to delete (removed from the known ids).
@@ -143,7 +193,9 @@ mod tests {
     #[test]
     fn sizes_have_a_long_tail() {
         let mut w = Workload::new(1);
-        let sizes: Vec<usize> = (0..2000).map(|_| w.card().get_str("body").unwrap().len()).collect();
+        let sizes: Vec<usize> = (0..2000)
+            .map(|_| w.card().get_str("body").unwrap().len())
+            .collect();
         let mut sorted = sizes.clone();
         sorted.sort_unstable();
         let median = sorted[sorted.len() / 2];

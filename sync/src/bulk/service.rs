@@ -1,0 +1,168 @@
+//! Sending bulk requests with the `elasticsearch` crate.
+//!
+//! [`BulkService::execute`] sends a batch, classifies the answer with
+//! [`super::retry::classify`], and sends again only the items classified
+//! retryable, after an exponential backoff with jitter (the `backoff` crate
+//! through [`shared::retry::RetryConfig`]), until every item has a final
+//! outcome: success, conflict, or permanent failure.
+//!
+//! Delivery guarantee: every item gets a final outcome unless `stop` fires
+//! (shutdown grace exhausted, or the partition was revoked): then the
+//! remaining items are returned as [`Final::Abandoned`], their offsets are
+//! not committed, and they are delivered again later. When
+//! `retry.max_elapsed_ms` is set and exhausted, remaining items become
+//! permanent failures (`retries_exhausted`) and go to the dead-letter topic.
+
+use super::request::Item;
+use super::retry::{classify, Outcome};
+use crate::metrics::Metrics;
+use backoff::backoff::Backoff as _;
+use bytes::Bytes;
+use elasticsearch::{BulkParts, Elasticsearch};
+use shared::retry::RetryConfig;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The final outcome of one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Final {
+    /// Applied.
+    Success,
+    /// Version conflict: the index holds this or a newer version.
+    Conflict,
+    /// Will not succeed: dead-letter it.
+    Permanent {
+        /// Error type.
+        error_type: String,
+        /// Reason.
+        reason: String,
+    },
+    /// Given up because of `stop`; redelivered later.
+    Abandoned,
+}
+
+/// Sends bulk requests.
+#[derive(Clone)]
+pub struct BulkService {
+    client: Elasticsearch,
+    retry: RetryConfig,
+    metrics: Metrics,
+}
+
+impl BulkService {
+    /// A service on `client`.
+    pub fn new(client: Elasticsearch, retry: RetryConfig, metrics: Metrics) -> Self {
+        Self {
+            client,
+            retry,
+            metrics,
+        }
+    }
+
+    /// One bulk request: HTTP status and parsed body, `(None, None)` on a
+    /// transport error.
+    async fn send_once(&self, payload: Vec<u8>) -> (Option<u16>, Option<serde_json::Value>) {
+        let size = payload.len();
+        let started = Instant::now();
+        let resp = self
+            .client
+            .bulk(BulkParts::None)
+            .body(vec![Bytes::from(payload)])
+            .send()
+            .await;
+        self.metrics
+            .bulk_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.bulk_bytes.observe(size as f64);
+        match resp {
+            Ok(r) => {
+                let status = r.status_code().as_u16();
+                let json = r.json::<serde_json::Value>().await.ok();
+                (Some(status), json)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = size, "bulk request failed");
+                (None, None)
+            }
+        }
+    }
+
+    /// Sends `items` until each has a final outcome (see the module docs).
+    /// Outcomes are returned in the order of `items`.
+    pub async fn execute<M>(
+        &self,
+        items: Vec<Item<M>>,
+        stop: &CancellationToken,
+    ) -> Vec<(M, Final)> {
+        let mut done: Vec<Option<Final>> = vec![None; items.len()];
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        let mut schedule = self.retry.backoff();
+        while !todo.is_empty() {
+            let sending: Vec<&Item<M>> = todo.iter().map(|&i| &items[i]).collect();
+            let payload = body_of(&sending);
+            let (status, json) = tokio::select! {
+                r = self.send_once(payload) => r,
+                () = stop.cancelled() => break,
+            };
+            let outcomes = classify(status, json.as_ref(), todo.len());
+            let mut again = Vec::new();
+            let mut reasons: Vec<(String, u64)> = Vec::new();
+            for (&i, outcome) in todo.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Success => done[i] = Some(Final::Success),
+                    Outcome::Conflict => done[i] = Some(Final::Conflict),
+                    Outcome::Permanent { error_type, reason } => {
+                        done[i] = Some(Final::Permanent { error_type, reason })
+                    }
+                    Outcome::Retry { reason } => {
+                        match reasons.iter_mut().find(|r| r.0 == reason) {
+                            Some(r) => r.1 += 1,
+                            None => reasons.push((reason, 1)),
+                        }
+                        again.push(i);
+                    }
+                }
+            }
+            todo = again;
+            if todo.is_empty() {
+                break;
+            }
+            for (reason, n) in &reasons {
+                self.metrics.retry(reason, *n);
+            }
+            let Some(delay) = schedule.next_backoff() else {
+                for &i in &todo {
+                    done[i] = Some(Final::Permanent {
+                        error_type: "retries_exhausted".into(),
+                        reason: format!("still failing after retry.max_elapsed_ms ({reasons:?})"),
+                    });
+                }
+                todo.clear();
+                break;
+            };
+            tracing::info!(
+                items = todo.len(),
+                ?reasons,
+                delay_ms = delay.as_millis() as u64,
+                "retrying bulk items"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        items
+            .into_iter()
+            .zip(done)
+            .map(|(item, d)| (item.meta, d.unwrap_or(Final::Abandoned)))
+            .collect()
+    }
+}
+
+fn body_of<M>(items: &[&Item<M>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in items {
+        out.extend_from_slice(&i.lines);
+    }
+    out
+}

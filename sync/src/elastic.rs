@@ -1,0 +1,211 @@
+//! The Elasticsearch client and the few non-bulk calls es-sync makes:
+//! alias and index look-ups, index creation, refresh, delete-by-query and
+//! atomic alias swaps. Errors are [`EsError`], classified retryable or
+//! fatal for [`shared::retry`].
+//!
+//! Delivery guarantee: none by itself (one request, one answer); callers
+//! retry retryable errors.
+
+use crate::config::ElasticsearchConfig;
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::{headers::HeaderMap, Method};
+use elasticsearch::Elasticsearch;
+use serde_json::Value;
+use shared::retry::{Classify, ErrorClass};
+use std::time::Duration;
+
+/// A failed Elasticsearch call.
+#[derive(Debug, thiserror::Error)]
+pub enum EsError {
+    /// No answer (connection refused, timeout).
+    #[error("elasticsearch unreachable: {0}")]
+    Transport(String),
+    /// An HTTP error answer.
+    #[error("elasticsearch answered {status} to {what}: {body}")]
+    Status {
+        /// What was asked.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body (truncated).
+        body: String,
+    },
+    /// A state es-sync refuses to change (e.g. an existing mapping).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Classify for EsError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transport(_) => ErrorClass::Retryable,
+            Self::Status { status, .. } if *status == 429 || *status >= 500 => {
+                ErrorClass::Retryable
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Builds the client (no I/O).
+pub fn client(cfg: &ElasticsearchConfig) -> Result<Elasticsearch, EsError> {
+    let url = url::Url::parse(&cfg.url).map_err(|e| EsError::Refused(e.to_string()))?;
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        .timeout(Duration::from_millis(cfg.request_timeout_ms))
+        .enable_meta_header(false);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        builder = builder.auth(Credentials::Basic(u.clone(), p.expose().to_string()));
+    }
+    let transport = builder
+        .build()
+        .map_err(|e| EsError::Refused(e.to_string()))?;
+    Ok(Elasticsearch::new(transport))
+}
+
+/// Sends one request; returns status and parsed body (`Null` if empty).
+pub async fn call(
+    es: &Elasticsearch,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), EsError> {
+    let body = body.map(|b| b.to_string().into_bytes());
+    let resp = es
+        .send(method, path, HeaderMap::new(), None::<&()>, body, None)
+        .await
+        .map_err(|e| EsError::Transport(e.to_string()))?;
+    let status = resp.status_code().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| EsError::Transport(e.to_string()))?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
+}
+
+/// Like [`call`], but a non-2xx answer is an error.
+pub async fn call_ok(
+    es: &Elasticsearch,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, EsError> {
+    let what = format!("{} {path}", method_name(&method));
+    let (status, value) = call(es, method, path, body).await?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        let mut body = value.to_string();
+        body.truncate(2000);
+        Err(EsError::Status { what, status, body })
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
+    }
+}
+
+/// Whether the cluster answers `GET /`.
+pub async fn ping(es: &Elasticsearch) -> bool {
+    matches!(call(es, Method::Get, "/", None).await, Ok((200, _)))
+}
+
+/// The concrete indices behind `alias` (empty when the alias is missing).
+pub async fn alias_indices(es: &Elasticsearch, alias: &str) -> Result<Vec<String>, EsError> {
+    let (status, body) = call(es, Method::Get, &format!("/_alias/{alias}"), None).await?;
+    match status {
+        404 => Ok(Vec::new()),
+        200 => Ok(body
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()),
+        s => Err(EsError::Status {
+            what: format!("GET /_alias/{alias}"),
+            status: s,
+            body: body.to_string(),
+        }),
+    }
+}
+
+/// Whether a concrete index (or alias) named `name` exists.
+pub async fn index_exists(es: &Elasticsearch, name: &str) -> Result<bool, EsError> {
+    let (status, body) = call(es, Method::Head, &format!("/{name}"), None).await?;
+    match status {
+        200 => Ok(true),
+        404 => Ok(false),
+        s => Err(EsError::Status {
+            what: format!("HEAD /{name}"),
+            status: s,
+            body: body.to_string(),
+        }),
+    }
+}
+
+/// Refreshes `index` so a following query sees every acknowledged write.
+pub async fn refresh(es: &Elasticsearch, index: &str) -> Result<(), EsError> {
+    call_ok(es, Method::Post, &format!("/{index}/_refresh"), None)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes what `query` matches in `index` (conflicts proceed: a document
+/// changed meanwhile is newer and must stay). Returns the number deleted.
+pub async fn delete_by_query(
+    es: &Elasticsearch,
+    index: &str,
+    query: &Value,
+) -> Result<u64, EsError> {
+    let body = serde_json::json!({ "query": query });
+    let out = call_ok(
+        es,
+        Method::Post,
+        &format!("/{index}/_delete_by_query?conflicts=proceed&refresh=true"),
+        Some(&body),
+    )
+    .await?;
+    Ok(out.get("deleted").and_then(Value::as_u64).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_of_errors() {
+        assert_eq!(
+            EsError::Transport("x".into()).class(),
+            ErrorClass::Retryable
+        );
+        let s = |status| EsError::Status {
+            what: "x".into(),
+            status,
+            body: String::new(),
+        };
+        assert_eq!(s(503).class(), ErrorClass::Retryable);
+        assert_eq!(s(429).class(), ErrorClass::Retryable);
+        assert_eq!(s(400).class(), ErrorClass::Fatal);
+        assert_eq!(EsError::Refused("no".into()).class(), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn client_builds_without_io() {
+        let cfg = ElasticsearchConfig {
+            url: "http://127.0.0.1:1".into(),
+            username: Some("u".into()),
+            password: Some(shared::config::Secret::new("p")),
+            request_timeout_ms: 10,
+        };
+        assert!(client(&cfg).is_ok());
+    }
+}

@@ -1,0 +1,130 @@
+//! `es-sync`: consumes the change-event topics of `mongo-source` (or of the
+//! MongoDB Kafka Source Connector) in a consumer group and bulk-indexes
+//! them into Elasticsearch, so that every document ends in its latest
+//! MongoDB state whatever was redelivered, replayed, reordered or retried.
+//!
+//! Stages, each module stating its delivery guarantee:
+//! [`event`] (decode) -> [`action`] (external-versioned index/delete) ->
+//! [`bulk`] (batch, send, classify, retry) -> [`consumer`] (order, offsets,
+//! backpressure, rebalance) with [`dlq`] for what cannot be indexed. The
+//! end-to-end guarantee is at-least-once delivery made idempotent by
+//! Elasticsearch external versions: an older event can never overwrite a
+//! newer state.
+
+pub mod action;
+pub mod bulk;
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod elastic;
+pub mod event;
+pub mod index_bootstrap;
+pub mod metrics;
+pub mod offsets;
+pub mod reindex;
+pub mod replay;
+pub mod status;
+
+pub use config::SyncConfig;
+
+use anyhow::Context as _;
+use shared::admin;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs es-sync until `shutdown` fires: bootstraps the aliases, serves the
+/// admin endpoints and consumes.
+pub async fn run(config: SyncConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let status = Arc::new(status::SyncStatus::new(&config.kafka.group_id));
+    run_with_status(config, shutdown, status).await
+}
+
+/// Like [`run`], with a caller-held status (used by `reindex` to see when
+/// the new index caught up).
+pub async fn run_with_status(
+    config: SyncConfig,
+    shutdown: CancellationToken,
+    status: Arc<status::SyncStatus>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let es = elastic::client(&config.elasticsearch)?;
+
+    for t in &config.topics {
+        let file = index_bootstrap::read_index_file(&t.index_file)?;
+        let result = shared::retry::retry(
+            &config.retry,
+            &shutdown,
+            |e, d| tracing::warn!(alias = %t.alias, error = %e, delay_ms = d.as_millis() as u64, "index bootstrap failed; retrying"),
+            || index_bootstrap::ensure(&es, &t.alias, &file),
+        )
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(shared::retry::RetryError::Cancelled) => return Ok(()),
+            Err(shared::retry::RetryError::Failed(e)) => {
+                return Err(e).with_context(|| format!("bootstrap of alias {}", t.alias))
+            }
+        }
+    }
+    status.set_elasticsearch_ok(true);
+
+    let admin_stop = CancellationToken::new();
+    let token = config.admin.resolve_token()?;
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
+    let wait = std::time::Duration::from_millis(config.consumer.shutdown_timeout_ms + 10_000);
+    let extra = admin::protected(control_routes(control_tx, wait), token);
+    let listener = admin::bind(config.admin.listen).await?;
+    let local = listener.local_addr().ok();
+    tracing::info!(admin = ?local, "admin server listening");
+    let router = admin::router(status.clone(), Arc::new(registry), extra);
+    let admin_task = tokio::spawn(admin::serve(listener, router, admin_stop.clone()));
+
+    let out = consumer::run(config.clone(), es, metrics, status, control_rx, shutdown).await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    out.context("kafka consumer")
+}
+
+/// `POST /group/leave` and `POST /group/rejoin` (token-protected): used by
+/// `es-sync replay --coordinate` to move a running group's offsets.
+fn control_routes(
+    tx: tokio::sync::mpsc::Sender<consumer::Control>,
+    wait: std::time::Duration,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    async fn ask(
+        tx: tokio::sync::mpsc::Sender<consumer::Control>,
+        wait: std::time::Duration,
+        make: fn(consumer::ControlReply) -> consumer::Control,
+    ) -> (StatusCode, String) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(make(reply)).await.is_err() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "consumer not running\n".into(),
+            );
+        }
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(Ok(()))) => (StatusCode::OK, "ok\n".into()),
+            Ok(Ok(Err(e))) => (StatusCode::CONFLICT, format!("{e}\n")),
+            Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "consumer stopped\n".into()),
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "in-flight work did not finish in time\n".into(),
+            ),
+        }
+    }
+    let (tx2, wait2) = (tx.clone(), wait);
+    axum::Router::new()
+        .route(
+            "/group/leave",
+            axum::routing::post(move || ask(tx.clone(), wait, consumer::Control::Leave)),
+        )
+        .route(
+            "/group/rejoin",
+            axum::routing::post(move || ask(tx2.clone(), wait2, consumer::Control::Rejoin)),
+        )
+}

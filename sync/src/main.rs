@@ -1,0 +1,150 @@
+//! The `es-sync` binary: `es-sync --config FILE` runs the sync;
+//! `es-sync replay ...` moves a consumer group; `es-sync reindex ...`
+//! rebuilds an alias into a new index. See `docs/sync.md`.
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Parser, Subcommand};
+use es_sync::replay::{self, Target};
+use std::path::PathBuf;
+
+/// Kafka change-event topics into Elasticsearch, idempotent and replayable.
+#[derive(Debug, Parser)]
+#[command(name = "es-sync", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by an
+    /// `ES_SYNC__{SECTION}__{KEY}` environment variable.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        global = true,
+        default_value = "config/es-sync.toml"
+    )]
+    config: PathBuf,
+    /// What to do; without a command, es-sync runs the sync.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sync (the default): consume the topics, index into Elasticsearch.
+    Run,
+    /// Move the committed offsets of a consumer group, so the next run
+    /// reprocesses from there. Refuses while the group has active members.
+    #[command(group(ArgGroup::new("target").required(true).args(["to_timestamp", "to_earliest", "to_offsets"])))]
+    Replay {
+        /// Consumer group to move (default: kafka.group_id of the config).
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Topic to move (repeatable; default: every topic of the config).
+        #[arg(long, value_name = "TOPIC")]
+        topic: Vec<String>,
+        /// Move to the first offset at or after this time: milliseconds
+        /// since the epoch or YYYY-MM-DDTHH:MM:SS[.fff]Z (UTC).
+        #[arg(long, value_name = "T")]
+        to_timestamp: Option<String>,
+        /// Move to the earliest offset the topics still hold.
+        #[arg(long)]
+        to_earliest: bool,
+        /// Move to explicit offsets: topic:partition:offset,...
+        #[arg(long, value_name = "LIST")]
+        to_offsets: Option<String>,
+        /// Print current and target offsets and the records to reprocess
+        /// per partition; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Admin URLs of every running instance of the group
+        /// (http://host:port,...): they are asked to leave the group, the
+        /// offsets are moved, and they rejoin. Uses admin.token.
+        #[arg(long, value_name = "URLS", value_delimiter = ',')]
+        coordinate: Vec<String>,
+    },
+    /// Rebuild a topic's alias into a new concrete index from the earliest
+    /// offset (separate consumer group), then swap the alias atomically.
+    Reindex {
+        /// Topic to rebuild (one of the config's topics).
+        #[arg(long, value_name = "TOPIC")]
+        topic: String,
+        /// Name of the new concrete index, e.g. cards-000002.
+        #[arg(long, value_name = "NEW_INDEX")]
+        into: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain, without repeating a cause already in the text.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let s = cause.to_string();
+                if !msg.contains(&s) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&s);
+                }
+            }
+            eprintln!("es-sync: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = es_sync::SyncConfig::load(&cli.config)
+        .with_context(|| format!("invalid configuration {}", cli.config.display()))?;
+    shared::telemetry::init(&cfg.log);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let shutdown = shared::shutdown::on_signal();
+                es_sync::run(cfg, shutdown).await
+            })
+        }
+        Command::Replay {
+            group,
+            topic,
+            to_timestamp,
+            to_earliest,
+            to_offsets,
+            dry_run,
+            coordinate,
+        } => {
+            let target = match (to_timestamp, to_earliest, to_offsets) {
+                (Some(t), _, _) => Target::Timestamp(replay::parse_timestamp(&t)?),
+                (_, true, _) => Target::Earliest,
+                (_, _, Some(o)) => Target::Offsets(replay::parse_offsets(&o)?),
+                _ => {
+                    anyhow::bail!("one of --to-timestamp, --to-earliest, --to-offsets is required")
+                }
+            };
+            let request = replay::Request {
+                group,
+                topics: topic,
+                target,
+                dry_run,
+                coordinate,
+            };
+            print!("{}", replay::execute(&cfg, request)?);
+            Ok(())
+        }
+        Command::Reindex { topic, into } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let report = rt.block_on(async {
+                let shutdown = shared::shutdown::on_signal();
+                es_sync::reindex::reindex(cfg, &topic, &into, shutdown).await
+            })?;
+            println!(
+                "alias {} now points at {} (was {:?}); consumer group {} can be deleted; \
+                 the old indices are kept",
+                report.alias, report.index, report.previous, report.group
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Prometheus metrics of es-sync (served on `/metrics` by the admin
+//! server). Every name starts with `es_sync_`.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `es_sync_documents_total` | `index`, `outcome` = indexed, deleted, conflicted, dead_lettered, skipped | final outcome of every record |
+//! | `es_sync_bulk_duration_seconds` | | latency of one bulk HTTP request |
+//! | `es_sync_bulk_bytes` | | NDJSON bytes per bulk request |
+//! | `es_sync_retries_total` | `reason` (429, 5xx, transport, es_rejected_execution_exception, dlq, ...) | items (or DLQ writes) retried |
+//! | `es_sync_consumer_lag_records` | `topic`, `partition` | high watermark minus the committable offset |
+//! | `es_sync_consumer_lag_seconds` | `topic`, `partition` | now minus the event time of the oldest record not yet done (0 when caught up) |
+//! | `es_sync_buffered_records` | | records received and not yet done |
+//! | `es_sync_consumer_paused` | | 1 while consumption is paused for backpressure |
+//! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
+//!
+//! Delivery guarantee: none (observability only).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `es_sync_documents_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DocLabels {
+    /// Target index or alias.
+    pub index: String,
+    /// `indexed`, `deleted`, `conflicted`, `dead_lettered`, `skipped`.
+    pub outcome: String,
+}
+
+/// Labels of the retry counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why it was retried.
+    pub reason: String,
+}
+
+/// Labels of per-partition gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+/// Labels by index.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IndexLabels {
+    /// Target index or alias.
+    pub index: String,
+}
+
+/// All metrics, cheap to clone (shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Final outcome per record.
+    pub documents: Family<DocLabels, Counter>,
+    /// Bulk request latency.
+    pub bulk_duration: Histogram,
+    /// Bulk request size.
+    pub bulk_bytes: Histogram,
+    /// Retries by reason.
+    pub retries: Family<ReasonLabels, Counter>,
+    /// Lag in records.
+    pub lag_records: Family<PartitionLabels, Gauge>,
+    /// Lag in seconds.
+    pub lag_seconds: Family<PartitionLabels, Gauge>,
+    /// Buffered records.
+    pub buffered: Gauge,
+    /// Backpressure pause.
+    pub paused: Gauge,
+    /// Documents removed by snapshot cleanups.
+    pub cleanups: Family<IndexLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            documents: Family::default(),
+            bulk_duration: Histogram::new(exponential_buckets(0.002, 2.0, 14)),
+            bulk_bytes: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            retries: Family::default(),
+            lag_records: Family::default(),
+            lag_seconds: Family::default(),
+            buffered: Gauge::default(),
+            paused: Gauge::default(),
+            cleanups: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// New metrics registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("es_sync");
+        r.register(
+            "documents",
+            "Records by final outcome and target index",
+            m.documents.clone(),
+        );
+        r.register(
+            "bulk_duration_seconds",
+            "Latency of bulk requests",
+            m.bulk_duration.clone(),
+        );
+        r.register(
+            "bulk_bytes",
+            "NDJSON bytes per bulk request",
+            m.bulk_bytes.clone(),
+        );
+        r.register(
+            "retries",
+            "Items or DLQ writes retried, by reason",
+            m.retries.clone(),
+        );
+        r.register(
+            "consumer_lag_records",
+            "High watermark minus committable offset",
+            m.lag_records.clone(),
+        );
+        r.register(
+            "consumer_lag_seconds",
+            "Age (event time) of the oldest record not yet done",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "buffered_records",
+            "Records received and not yet done",
+            m.buffered.clone(),
+        );
+        r.register(
+            "consumer_paused",
+            "1 while consumption is paused (backpressure)",
+            m.paused.clone(),
+        );
+        r.register(
+            "snapshot_cleanups",
+            "Documents removed by re-snapshot cleanups",
+            m.cleanups.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` records of `index` with `outcome`.
+    pub fn count(&self, index: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            self.documents
+                .get_or_create(&DocLabels {
+                    index: index.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts one retry of `n` items for `reason`.
+    pub fn retry(&self, reason: &str, n: u64) {
+        self.retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// The value of a documents counter (for tests and status).
+    pub fn documents_count(&self, index: &str, outcome: &str) -> u64 {
+        self.documents
+            .get_or_create(&DocLabels {
+                index: index.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .get()
+    }
+
+    /// Total retries over all reasons is not tracked; value for `reason`.
+    pub fn retries_count(&self, reason: &str) -> u64 {
+        self.retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_their_labels() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        m.count("cards", "indexed", 3);
+        m.count("cards", "conflicted", 0);
+        m.retry("429", 2);
+        m.bulk_duration.observe(0.01);
+        m.lag_records
+            .get_or_create(&PartitionLabels {
+                topic: "t".into(),
+                partition: 1,
+            })
+            .set(5);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(
+            out.contains(r#"es_sync_documents_total{index="cards",outcome="indexed"} 3"#),
+            "{out}"
+        );
+        assert!(
+            !out.contains("conflicted"),
+            "zero increments create no series"
+        );
+        assert!(
+            out.contains(r#"es_sync_retries_total{reason="429"} 2"#),
+            "{out}"
+        );
+        assert!(
+            out.contains("es_sync_bulk_duration_seconds_count 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"es_sync_consumer_lag_records{topic="t",partition="1"} 5"#),
+            "{out}"
+        );
+        assert_eq!(m.documents_count("cards", "indexed"), 3);
+    }
+}
