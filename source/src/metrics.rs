@@ -165,6 +165,20 @@ impl Metrics {
         m
     }
 
+    /// Creates every series of `stream` at zero, so dashboards and alerts
+    /// (`increase(...)`) see them before the first event of their kind.
+    pub fn init_stream(&self, stream: &str) {
+        let label = StreamLabel { stream: stream.into() };
+        let reason = |r: &str| StreamReason { stream: stream.into(), reason: r.into() };
+        let _ = self.dead_lettered.get_or_create(&reason("record_too_large"));
+        let _ = self.errors.get_or_create(&reason("retryable"));
+        let _ = self.errors.get_or_create(&reason("fatal"));
+        let _ = self.oversized.get_or_create(&label);
+        let _ = self.restarts.get_or_create(&label);
+        let _ = self.history_lost.get_or_create(&label);
+        let _ = self.snapshot_documents.get_or_create(&label);
+    }
+
     /// Sets the state gauge of `stream`.
     pub fn set_state(&self, stream: &str, state: StreamState) {
         for s in StreamState::ALL {

@@ -55,6 +55,7 @@ impl StreamStatus {
             inner: Mutex::new(Inner::default()),
             metrics,
         };
+        s.metrics.init_stream(name);
         s.set_state(StreamState::Starting);
         s
     }

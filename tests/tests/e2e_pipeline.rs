@@ -235,3 +235,112 @@ async fn kill_9_of_either_binary_under_load_ends_equal() {
         sync.log_text()
     );
 }
+
+/// Checks OpenMetrics text: every sample line parses as `name{labels} value`
+/// and every family named in `expected` is there.
+fn check_metrics(text: &str, expected: &[&str]) {
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.insert(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').expect("sample has a value");
+        assert!(value.parse::<f64>().is_ok(), "value of {line:?} parses");
+        let name = name_labels.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name {name:?} is valid"
+        );
+        if name_labels.contains('{') {
+            assert!(name_labels.ends_with('}'), "labels of {line:?} are closed");
+        }
+    }
+    for name in expected {
+        assert!(
+            families.contains(*name),
+            "metric family {name} missing in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_export_the_documented_metrics() {
+    let p = Pipeline::new();
+    let (stop_source, source) = p.source.spawn();
+    let (stop_sync, sync) = p.spawn_sync();
+    let cards = mongo()
+        .await
+        .database(&p.source.db)
+        .collection::<Document>("card");
+    cards
+        .insert_one(doc! { "_id": "m1", "title": "metrics" })
+        .await
+        .unwrap();
+    eventually("the card indexed", WAIT, || async {
+        es_documents(&p.cards)
+            .await
+            .contains_key("m1")
+            .then_some(())
+    })
+    .await;
+    let source_metrics = p.source.admin_get("/metrics").await.unwrap();
+    // Families as documented in docs/source.md (counters without `_total`).
+    check_metrics(
+        &source_metrics,
+        &[
+            "mongo_source_events",
+            "mongo_source_batch_events",
+            "mongo_source_produce_seconds",
+            "mongo_source_lag_seconds",
+            "mongo_source_token_age_seconds",
+            "mongo_source_dead_lettered",
+            "mongo_source_oversized_records",
+            "mongo_source_stream_restarts",
+            "mongo_source_history_lost",
+            "mongo_source_snapshot_documents",
+            "mongo_source_errors",
+            "mongo_source_stream_state",
+            "mongo_source_exactly_once",
+        ],
+    );
+    // Lag gauges are refreshed periodically: wait for the first refresh.
+    let sync_metrics = eventually("es-sync lag metrics", WAIT, || async {
+        let text = e2e_tests::http_get(p.sync_admin_port, "/metrics").await?;
+        text.contains("es_sync_consumer_lag_records{")
+            .then_some(text)
+    })
+    .await;
+    check_metrics(
+        &sync_metrics,
+        &[
+            "es_sync_documents",
+            "es_sync_bulk_duration_seconds",
+            "es_sync_bulk_bytes",
+            "es_sync_consumer_lag_records",
+            "es_sync_consumer_lag_seconds",
+            "es_sync_buffered_records",
+            "es_sync_consumer_paused",
+        ],
+    );
+    let indexed = format!(
+        "es_sync_documents_total{{index=\"{}\",outcome=\"indexed\"}}",
+        p.cards
+    );
+    assert!(
+        metric_value(&sync_metrics, &indexed).unwrap_or(0.0) >= 1.0,
+        "{sync_metrics}"
+    );
+    stop_source.cancel();
+    stop_sync.cancel();
+    source.await.unwrap().unwrap();
+    sync.await.unwrap().unwrap();
+}

@@ -43,8 +43,14 @@ async fn secrets_stay_out_of_logs_and_status() {
     let readyz = http_get(fx.admin_port, "/readyz").await.unwrap_or_default();
     proc.terminate();
     let log = proc.log_text();
-    assert!(log.contains("waiting for MongoDB"), "the failure is logged: {log}");
-    assert!(log.contains("app:***@127.0.0.1:1"), "the URI is logged redacted: {log}");
+    assert!(
+        log.contains("waiting for MongoDB"),
+        "the failure is logged: {log}"
+    );
+    assert!(
+        log.contains("app:***@127.0.0.1:1"),
+        "the URI is logged redacted: {log}"
+    );
     for secret in ["MongoPw-1a2b3c", "KafkaPw-9x8y7z", "AdminTok-5q4w3e"] {
         assert!(!log.contains(secret), "{secret} in the log");
         assert!(!status.contains(secret), "{secret} on /status");
