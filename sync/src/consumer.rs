@@ -118,6 +118,10 @@ pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        // Incremental rebalances: a member joining or leaving moves only
+        // the partitions that must move; the others keep their in-flight
+        // work (the context handles incremental assign/revoke lists).
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "session.timeout.ms",
             cfg.kafka.session_timeout_ms.to_string(),

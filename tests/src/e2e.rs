@@ -188,3 +188,60 @@ pub async fn compare(coll: &mongodb::Collection<Document>, alias: &str) -> Vec<S
     diffs.extend(es.keys().map(|id| format!("extra {id}")));
     diffs
 }
+
+/// A steady mixed write load on `card` and `reply` (inserts, updates,
+/// deletes, replies; seeded) until `stop` is set; returns the writes done.
+pub fn spawn_load(
+    db: &mongodb::Database,
+    seed: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    tokio::spawn(async move {
+        let mut w = crate::workload::Workload::new(seed);
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            let res = match n % 10 {
+                0..=3 => cards.insert_one(w.card()).await.map(|_| ()),
+                4..=6 => match w.card_update() {
+                    Some((f, u)) => cards.update_one(f, u).await.map(|_| ()),
+                    None => Ok(()),
+                },
+                7 | 8 => match w.reply() {
+                    Some(r) => replies.insert_one(r).await.map(|_| ()),
+                    None => Ok(()),
+                },
+                _ => match w.card_to_delete() {
+                    Some(id) => cards.delete_one(doc! { "_id": id }).await.map(|_| ()),
+                    None => Ok(()),
+                },
+            };
+            res.expect("write");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        n
+    })
+}
+
+/// Waits until both aliases equal their collections; panics after `timeout`.
+pub async fn wait_equal(p: &Pipeline, db: &mongodb::Database, timeout: std::time::Duration) {
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    crate::eventually("Elasticsearch equal to MongoDB", timeout, || async {
+        let d = [
+            compare(&cards, &p.cards).await,
+            compare(&replies, &p.replies).await,
+        ]
+        .concat();
+        if d.is_empty() {
+            Some(())
+        } else {
+            eprintln!("{} differences, e.g. {:?}", d.len(), &d[..d.len().min(3)]);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            None
+        }
+    })
+    .await;
+}
