@@ -168,9 +168,16 @@ impl Metrics {
     /// Creates every series of `stream` at zero, so dashboards and alerts
     /// (`increase(...)`) see them before the first event of their kind.
     pub fn init_stream(&self, stream: &str) {
-        let label = StreamLabel { stream: stream.into() };
-        let reason = |r: &str| StreamReason { stream: stream.into(), reason: r.into() };
-        let _ = self.dead_lettered.get_or_create(&reason("record_too_large"));
+        let label = StreamLabel {
+            stream: stream.into(),
+        };
+        let reason = |r: &str| StreamReason {
+            stream: stream.into(),
+            reason: r.into(),
+        };
+        let _ = self
+            .dead_lettered
+            .get_or_create(&reason("record_too_large"));
         let _ = self.errors.get_or_create(&reason("retryable"));
         let _ = self.errors.get_or_create(&reason("fatal"));
         let _ = self.oversized.get_or_create(&label);

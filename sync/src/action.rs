@@ -138,15 +138,7 @@ pub fn build(
                 // An update whose lookup found nothing: a delete follows.
                 return Ok(Action::Skip);
             };
-            if !doc.is_object() {
-                return Err(ActionError::NotAnObject);
-            }
-            let id = find_id(&route.id_field, Some(doc), &ev.key)?;
-            let Value::Object(mut body) = to_search_json(doc) else {
-                return Err(ActionError::NotAnObject);
-            };
-            body.remove("_id");
-            let mut body = project(body, &route.projection);
+            let (id, mut body) = document(doc, &ev.key, route)?;
             body.insert(
                 SYNC_FIELD.to_string(),
                 json!({
@@ -165,6 +157,25 @@ pub fn build(
             })
         }
     }
+}
+
+/// The Elasticsearch id and body (without `_sync`) of a MongoDB document
+/// (Extended JSON) with document key `key`: what an index action of it
+/// writes, so the verifier can compare with what the index holds.
+pub fn document(
+    doc: &Value,
+    key: &Value,
+    route: &TopicConfig,
+) -> Result<(String, Map<String, Value>), ActionError> {
+    if !doc.is_object() {
+        return Err(ActionError::NotAnObject);
+    }
+    let id = find_id(&route.id_field, Some(doc), key)?;
+    let Value::Object(mut body) = to_search_json(doc) else {
+        return Err(ActionError::NotAnObject);
+    };
+    body.remove("_id");
+    Ok((id, project(body, &route.projection)))
 }
 
 /// The `_id` from `field` (dotted path), looked up in the document, then in

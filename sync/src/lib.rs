@@ -24,6 +24,7 @@ pub mod offsets;
 pub mod reindex;
 pub mod replay;
 pub mod status;
+pub mod verify;
 
 pub use config::SyncConfig;
 

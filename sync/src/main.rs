@@ -62,6 +62,33 @@ enum Command {
     },
     /// Rebuild a topic's alias into a new concrete index from the earliest
     /// offset (separate consumer group), then swap the alias atomically.
+    /// Compare a MongoDB collection with its alias document by document:
+    /// missing, extra and stale documents, a JSON summary on stdout, exit
+    /// code 1 when they differ. `--repair` re-emits the differences through
+    /// the topic (versioned like any change).
+    Verify {
+        /// Topic of the config whose alias is compared.
+        #[arg(long, value_name = "TOPIC")]
+        topic: String,
+        /// MongoDB connection string.
+        #[arg(long, env = "MONGODB_URI", value_name = "URI", hide_env_values = true)]
+        mongodb_uri: String,
+        /// `db.collection` (default: from the topic name prefix.db.collection).
+        #[arg(long, value_name = "DB.COLL")]
+        collection: Option<String>,
+        /// Re-emit missing, stale and extra documents through the topic.
+        #[arg(long)]
+        repair: bool,
+        /// Documents per batch (memory is bounded by it).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Ids listed per kind of difference.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     Reindex {
         /// Topic to rebuild (one of the config's topics).
         #[arg(long, value_name = "TOPIC")]
@@ -75,7 +102,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // The cause chain, without repeating a cause already in the text.
             let mut msg = String::new();
@@ -94,7 +121,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let cfg = es_sync::SyncConfig::load(&cli.config)
         .with_context(|| format!("invalid configuration {}", cli.config.display()))?;
     shared::telemetry::init(&cfg.log);
@@ -104,7 +131,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async {
                 let shutdown = shared::shutdown::on_signal();
                 es_sync::run(cfg, shutdown).await
-            })
+            })?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Replay {
             group,
@@ -131,7 +159,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 coordinate,
             };
             print!("{}", replay::execute(&cfg, request)?);
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            topic,
+            mongodb_uri,
+            collection,
+            repair,
+            batch,
+            sample,
+            quiet,
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let request = es_sync::verify::Request {
+                topic,
+                mongodb_uri,
+                collection,
+                repair,
+                batch: batch.max(1),
+                sample,
+                progress: !quiet,
+            };
+            let report = rt.block_on(es_sync::verify::verify(&cfg, request))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.equal {
+                return Ok(std::process::ExitCode::from(1));
+            }
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Reindex { topic, into } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -144,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                  the old indices are kept",
                 report.alias, report.index, report.previous, report.group
             );
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -95,6 +95,8 @@ impl BulkService {
         stop: &CancellationToken,
     ) -> Vec<(M, Final)> {
         let mut done: Vec<Option<Final>> = vec![None; items.len()];
+        // Why each item was last retried (for its dead letter, if it comes to that).
+        let mut last_reason: Vec<Option<String>> = vec![None; items.len()];
         let mut todo: Vec<usize> = (0..items.len()).collect();
         let mut schedule = self.retry.backoff();
         while !todo.is_empty() {
@@ -117,8 +119,9 @@ impl BulkService {
                     Outcome::Retry { reason } => {
                         match reasons.iter_mut().find(|r| r.0 == reason) {
                             Some(r) => r.1 += 1,
-                            None => reasons.push((reason, 1)),
+                            None => reasons.push((reason.clone(), 1)),
                         }
+                        last_reason[i] = Some(reason);
                         again.push(i);
                     }
                 }
@@ -127,19 +130,25 @@ impl BulkService {
             if todo.is_empty() {
                 break;
             }
-            for (reason, n) in &reasons {
-                self.metrics.retry(reason, *n);
-            }
             let Some(delay) = schedule.next_backoff() else {
+                // Out of time: these items are dead-lettered, not retried
+                // (so they are not counted as retries).
                 for &i in &todo {
+                    let why = last_reason[i].as_deref().unwrap_or("unknown");
                     done[i] = Some(Final::Permanent {
                         error_type: "retries_exhausted".into(),
-                        reason: format!("still failing after retry.max_elapsed_ms ({reasons:?})"),
+                        reason: format!(
+                            "still rejected ({why}) after retry.max_elapsed_ms = {} ms",
+                            self.retry.max_elapsed_ms
+                        ),
                     });
                 }
                 todo.clear();
                 break;
             };
+            for (reason, n) in &reasons {
+                self.metrics.retry(reason, *n);
+            }
             tracing::info!(
                 items = todo.len(),
                 ?reasons,

@@ -1,0 +1,171 @@
+//! Private servers of `scripts/stack` for tests that must not touch the
+//! shared bench: a real node in a fresh temporary `STACK_DIR` on free
+//! loopback ports, stopped and wiped on drop. Tests may pause (SIGSTOP) or
+//! reconfigure it without disturbing the tests that share the bench.
+
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// `scripts/stack` of this repository.
+pub fn stack_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack")
+}
+
+/// A private Elasticsearch 7.10.2 node (`scripts/stack start elasticsearch`)
+/// in its own `STACK_DIR`, on free HTTP and transport ports. `Drop` runs
+/// `scripts/stack down --wipe` (which also thaws a paused node first).
+pub struct PrivateElasticsearch {
+    dir: PathBuf,
+    http_port: u16,
+    transport_port: u16,
+    client: elasticsearch::Elasticsearch,
+}
+
+impl PrivateElasticsearch {
+    /// Starts a node with the server's default write queue.
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a node; `write_queue_size` sets `thread_pool.write.queue_size`
+    /// (`Some(1)` makes the node reject writes with real 429s under load).
+    /// Blocks until the node answers (about 8 s).
+    pub fn start_with(write_queue_size: Option<u32>) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("stack-es-"));
+        let http_port = crate::free_port();
+        let mut transport_port = crate::free_port();
+        while transport_port == http_port {
+            transport_port = crate::free_port();
+        }
+        let node = Self {
+            client: client_for(&format!("http://127.0.0.1:{http_port}")),
+            dir,
+            http_port,
+            transport_port,
+        };
+        let mut cmd = node.command(&["start", "elasticsearch"]);
+        if let Some(q) = write_queue_size {
+            cmd.env("ES_WRITE_QUEUE_SIZE", q.to_string());
+        }
+        let st = cmd.status().expect("run scripts/stack");
+        assert!(
+            st.success(),
+            "private elasticsearch did not start (STACK_DIR {})",
+            node.dir.display()
+        );
+        node
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(stack_script());
+        c.args(args)
+            .env("STACK_DIR", &self.dir)
+            .env("ES_PORT", self.http_port.to_string())
+            .env("ES_TRANSPORT_PORT", self.transport_port.to_string());
+        c
+    }
+
+    fn run(&self, args: &[&str]) {
+        let st = self.command(args).status().expect("run scripts/stack");
+        assert!(st.success(), "scripts/stack {args:?} failed");
+    }
+
+    /// The node's URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Freezes the node (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.run(&["pause", "elasticsearch"]);
+    }
+
+    /// Thaws a paused node (SIGCONT).
+    pub fn resume(&self) {
+        self.run(&["resume", "elasticsearch"]);
+    }
+
+    /// One request to the node: HTTP status and JSON body (`Null` if the
+    /// body is not JSON).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let r = self
+            .client
+            .send(
+                method,
+                path,
+                elasticsearch::http::headers::HeaderMap::new(),
+                None::<&()>,
+                body,
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .expect("request to the private elasticsearch");
+        let status = r.status_code().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `_id -> _version` of every document of `index` (at most 10,000),
+    /// after a refresh; empty if the index does not exist. Waits out the
+    /// 503 of shards still being allocated right after index creation.
+    pub async fn versions(&self, index: &str) -> BTreeMap<String, u64> {
+        let mut tries = 0;
+        let (status, body) = loop {
+            self.call(Method::Post, &format!("/{index}/_refresh"), None)
+                .await;
+            let (status, body) = self
+                .call(
+                    Method::Post,
+                    &format!("/{index}/_search"),
+                    Some(json!({
+                        "size": 10000, "version": true, "_source": false,
+                        "query": {"match_all": {}}
+                    })),
+                )
+                .await;
+            if status == 503 && tries < 150 {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            break (status, body);
+        };
+        if status == 404 {
+            return BTreeMap::new();
+        }
+        assert_eq!(status, 200, "{body}");
+        body["hits"]["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| {
+                (
+                    h["_id"].as_str().expect("_id").to_string(),
+                    h["_version"].as_u64().expect("_version"),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for PrivateElasticsearch {
+    fn drop(&mut self) {
+        let _ = self.command(&["down", "--wipe"]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn client_for(url: &str) -> elasticsearch::Elasticsearch {
+    let pool = SingleNodeConnectionPool::new(url.parse().expect("url"));
+    let t = TransportBuilder::new(pool)
+        .enable_meta_header(false)
+        .build()
+        .expect("transport");
+    elasticsearch::Elasticsearch::new(t)
+}

@@ -1,0 +1,156 @@
+//! es-sync against real Kafka and a private real Elasticsearch node that the
+//! test freezes (SIGSTOP through `scripts/stack pause`) while records keep
+//! arriving: consumption pauses with at most `consumer.max_buffered_records`
+//! records held, and after the node is thawed every document is indexed
+//! with its version, nothing lost.
+
+use e2e_tests::private_stack::PrivateElasticsearch;
+use e2e_tests::sync_support::*;
+use es_sync::status::SyncStatus;
+use serde_json::json;
+use shared::admin::AdminState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(40);
+const T: u32 = 1_700_007_000;
+const MAX_BUFFERED: u64 = 100;
+
+async fn metric(port: u16, sample: &str) -> Option<f64> {
+    let m = e2e_tests::http_get(port, "/metrics").await?;
+    e2e_tests::metric_value(&m, sample)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
+    let node = PrivateElasticsearch::start();
+    let n = Names::new("bp");
+    create_topic(&n.topic, 1).await;
+    let mut cfg = config(&n);
+    cfg.elasticsearch.url = node.url();
+    cfg.bulk.max_actions = 20;
+    cfg.bulk.max_in_flight = 1;
+    cfg.consumer.max_buffered_records = MAX_BUFFERED as usize;
+    let port = e2e_tests::free_port();
+    cfg.admin.listen = ([127, 0, 0, 1], port).into();
+    let status = Arc::new(SyncStatus::new(&n.group));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(es_sync::run_with_status(
+        cfg,
+        shutdown.clone(),
+        status.clone(),
+    ));
+
+    let p = producer();
+    let event = |k: u64| {
+        let id = oid(30_000 + k);
+        let ev = native("insert", &id, T, k as u32, Some(card(&id, "x", 1)));
+        (id, ev)
+    };
+    // Warm-up: the index exists and es-sync writes.
+    let warm = 50u64;
+    for k in 0..warm {
+        let (id, ev) = event(k);
+        produce(&p, &n.topic, &id, &ev, None).await;
+    }
+    eventually(WAIT, "warm-up documents indexed", || async {
+        (node.versions(&n.alias).await.len() as u64 == warm).then_some(())
+    })
+    .await;
+
+    // Freeze the node; records keep arriving for a while.
+    let total = warm + 1000;
+    node.pause();
+    let frozen = Instant::now();
+    let producing = {
+        let (p, topic) = (p.clone(), n.topic.clone());
+        let events: Vec<_> = (warm..total).map(event).collect();
+        tokio::spawn(async move {
+            for chunk in events.chunks(100) {
+                futures::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|(id, ev)| produce(&p, &topic, id, ev, None)),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut max_buffered = 0u64;
+    let mut paused_metric = false;
+    let mut paused_status = false;
+    while frozen.elapsed() < Duration::from_secs(6) {
+        let s = status.status();
+        max_buffered = max_buffered.max(s["buffered_records"].as_u64().unwrap_or(0));
+        paused_status |= s["paused"] == json!(true);
+        if let Some(b) = metric(port, "es_sync_buffered_records").await {
+            max_buffered = max_buffered.max(b as u64);
+        }
+        paused_metric |= metric(port, "es_sync_consumer_paused").await == Some(1.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    producing.await.expect("producer task");
+    let lag_while_frozen = tokio::task::spawn_blocking({
+        let (g, t) = (n.group.clone(), n.topic.clone());
+        move || group_lag(&g, &t)
+    })
+    .await
+    .expect("lag");
+    node.resume();
+    eprintln!(
+        "while frozen: max buffered {max_buffered}, paused metric {paused_metric}, \
+         paused status {paused_status}, group lag {lag_while_frozen:?}"
+    );
+    assert!(
+        paused_metric && paused_status,
+        "consumption paused while Elasticsearch was frozen \
+         (es_sync_consumer_paused 1: {paused_metric}, /status paused: {paused_status})"
+    );
+    assert!(
+        max_buffered <= MAX_BUFFERED,
+        "buffer bounded by consumer.max_buffered_records ({MAX_BUFFERED}): {max_buffered}"
+    );
+    assert!(
+        lag_while_frozen.is_some_and(|l| l as u64 >= total - warm - MAX_BUFFERED),
+        "records left in Kafka while frozen: {lag_while_frozen:?}"
+    );
+
+    let resumed = Instant::now();
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    eventually(WAIT, "consumption resumed", || async {
+        (metric(port, "es_sync_consumer_paused").await == Some(0.0)).then_some(())
+    })
+    .await;
+    let docs = node.versions(&n.alias).await;
+    eprintln!("after thaw: caught up in {:?}", resumed.elapsed());
+    assert_eq!(docs.len() as u64, total, "nothing lost");
+    for k in 0..total {
+        let (id, _) = event(k);
+        assert_eq!(
+            docs.get(&id).copied(),
+            Some(version(T, k as u32)),
+            "{id} indexed with its version"
+        );
+    }
+    let m = e2e_tests::http_get(port, "/metrics")
+        .await
+        .expect("metrics");
+    assert_eq!(
+        e2e_tests::metric_value(
+            &m,
+            &format!(
+                r#"es_sync_documents_total{{index="{}",outcome="indexed"}}"#,
+                n.alias
+            )
+        ),
+        Some(total as f64),
+        "{m}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("es-sync stops")
+        .expect("task")
+        .expect("run ok");
+}
