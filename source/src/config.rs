@@ -48,6 +48,15 @@ pub struct SourceConfig {
     /// Admin HTTP server (health, readiness, status, metrics).
     #[serde(default = "default_admin")]
     pub admin: AdminConfig,
+    /// How long, in ms, to wait at start-up for MongoDB and Kafka to answer
+    /// before exiting with an error naming what did not answer (0 waits
+    /// forever). Once started, outages are retried without limit.
+    #[serde(default = "default_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+}
+
+fn default_startup_timeout_ms() -> u64 {
+    120_000
 }
 
 fn default_admin() -> AdminConfig {

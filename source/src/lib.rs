@@ -84,8 +84,13 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     // Topics and MongoDB: retried until they answer (or shutdown), so the
     // binary can start before its dependencies.
     let event_topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+    let startup = shared::retry::RetryConfig {
+        max_elapsed_ms: cfg.startup_timeout_ms,
+        ..cfg.retry.clone()
+    };
+    let mongo_name = shared::config::redact_uri(cfg.mongodb.uri.expose());
     let ready = shared::retry::retry(
-        &cfg.retry,
+        &startup,
         &shutdown,
         |e: &error::StreamError, delay| tracing::warn!(error = %e, ?delay, "waiting for MongoDB and Kafka"),
         || async {
@@ -109,7 +114,14 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             return Ok(());
         }
         Err(shared::retry::RetryError::Failed(e)) => {
-            return Err(anyhow::anyhow!(e)).context("cannot start: MongoDB or Kafka refused");
+            let what = match &e {
+                error::StreamError::Mongo(_) => format!("MongoDB at {mongo_name}"),
+                _ => format!("Kafka at {}", cfg.kafka.bootstrap_servers),
+            };
+            return Err(anyhow::anyhow!(e)).context(format!(
+                "cannot start: {what} did not answer or refused (startup_timeout_ms = {})",
+                cfg.startup_timeout_ms
+            ));
         }
     }
 

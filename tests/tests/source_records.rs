@@ -255,3 +255,25 @@ fn bad_config_value_exits_non_zero_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mongo-source.toml"));
 }
+
+#[test]
+fn unreachable_kafka_at_start_up_exits_non_zero_naming_it() {
+    let fx = SourceFixture::new(&["card"]);
+    let path = fx.write();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(e2e_tests::process::binary("mongo-source"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("MONGO_SOURCE__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("MONGO_SOURCE__KAFKA__OPERATION_TIMEOUT_MS", "1000")
+        .env("MONGO_SOURCE__STARTUP_TIMEOUT_MS", "3000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Kafka at 127.0.0.1:1"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
