@@ -34,6 +34,21 @@ pub enum Decoded {
     Ignored(String),
 }
 
+/// Reads a raw change event. Invalid UTF-8 in its strings (which mongod
+/// stores as given) is replaced by U+FFFD rather than making the event
+/// unreadable, which would stop the stream on it forever; the flag says
+/// whether that happened.
+pub fn read_raw(raw: &mongodb::bson::RawDocumentBuf) -> Result<(Document, bool), StreamError> {
+    match raw.to_document() {
+        Ok(d) => Ok((d, false)),
+        Err(_) => mongodb::bson::from_slice::<
+            mongodb::bson::serde_helpers::Utf8LossyDeserialization<Document>,
+        >(raw.as_bytes())
+        .map(|d| (d.0, true))
+        .map_err(|e| StreamError::BadEvent(format!("unreadable change event: {e}"))),
+    }
+}
+
 /// Decodes one change-stream document of namespace `ns`.
 pub fn decode(raw: &Document, ns: &Namespace) -> Result<Decoded, StreamError> {
     let op_type = raw
@@ -305,6 +320,64 @@ mod tests {
             .to_string()
             .contains("clusterTime"));
         assert!(decode(&doc! {}, &ns()).is_err());
+    }
+
+    /// A change event whose `fullDocument.body` holds bytes that are not UTF-8.
+    fn raw_with_invalid_utf8() -> mongodb::bson::RawDocumentBuf {
+        fn doc_bytes(elements: &[u8]) -> Vec<u8> {
+            let mut d = ((elements.len() + 5) as i32).to_le_bytes().to_vec();
+            d.extend_from_slice(elements);
+            d.push(0);
+            d
+        }
+        fn string(name: &str, s: &[u8]) -> Vec<u8> {
+            let mut e = vec![0x02];
+            e.extend_from_slice(name.as_bytes());
+            e.push(0);
+            e.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
+            e.extend_from_slice(s);
+            e.push(0);
+            e
+        }
+        fn subdoc(name: &str, body: &[u8]) -> Vec<u8> {
+            let mut e = vec![0x03];
+            e.extend_from_slice(name.as_bytes());
+            e.push(0);
+            e.extend_from_slice(&doc_bytes(body));
+            e
+        }
+        let mut full = string("_id", b"u1");
+        full.extend(string("body", b"ok \xff\xfe bad"));
+        let mut ev = string("operationType", b"insert");
+        ev.extend(vec![0x11]);
+        ev.extend_from_slice(b"clusterTime\0");
+        ev.extend_from_slice(&1u32.to_le_bytes());
+        ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        ev.extend(subdoc("documentKey", &string("_id", b"u1")));
+        ev.extend(subdoc("fullDocument", &full));
+        mongodb::bson::RawDocumentBuf::from_bytes(doc_bytes(&ev)).unwrap()
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_fatal() {
+        let raw = raw_with_invalid_utf8();
+        assert!(
+            raw.to_document().is_err(),
+            "the fixture really holds invalid UTF-8"
+        );
+        let (doc, lossy) = read_raw(&raw).unwrap();
+        assert!(lossy);
+        let Decoded::Change { event, .. } = decode(&doc, &ns()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(event.doc.unwrap()["body"], "ok \u{fffd}\u{fffd} bad");
+        assert_eq!(
+            event.cluster_time,
+            ClusterTime {
+                t: 1_700_000_000,
+                i: 1
+            }
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
 use crate::change::{decode, marker, Decoded};
 use crate::error::{Result, StreamError};
-use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
@@ -21,6 +21,15 @@ use shared::event::{ClusterTime, Operation, SnapshotInfo};
 use shared::state::StreamState;
 use shared::version::Version;
 use std::time::{Duration, Instant};
+
+/// The event as a document (see [`crate::change::read_raw`]).
+fn to_document(ctx: &StreamCtx, raw: &RawDocumentBuf) -> Result<Document> {
+    let (doc, lossy) = crate::change::read_raw(raw)?;
+    if lossy {
+        tracing::warn!(stream = %ctx.spec.name, "change event with invalid UTF-8: replaced by U+FFFD");
+    }
+    Ok(doc)
+}
 
 /// Follows the change stream from `start` until shutdown.
 pub async fn follow(
@@ -64,7 +73,7 @@ enum Drained {
     Invalidated,
 }
 
-async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> {
+async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<RawDocumentBuf>> {
     let cfg = &ctx.cfg;
     let mut pipeline = Vec::with_capacity(ctx.spec.pipeline.len());
     for (i, stage) in ctx.spec.pipeline.iter().enumerate() {
@@ -113,10 +122,12 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<Document>> 
     };
     let stream = watch.await.map_err(StreamError::from_mongo)?;
     tracing::info!(stream = %ctx.spec.name, start = ?start, "change stream open");
-    Ok(stream.with_type::<Document>())
+    // Raw: a string with invalid UTF-8 must not make the event unreadable
+    // (it would stop the stream on the same event forever).
+    Ok(stream.with_type::<RawDocumentBuf>())
 }
 
-fn token_json(stream: &ChangeStream<Document>) -> Option<serde_json::Value> {
+fn token_json(stream: &ChangeStream<RawDocumentBuf>) -> Option<serde_json::Value> {
     let token = stream.resume_token()?;
     let bson = mongodb::bson::to_bson(&token).ok()?;
     Some(bson.into_canonical_extjson())
@@ -125,7 +136,7 @@ fn token_json(stream: &ChangeStream<Document>) -> Option<serde_json::Value> {
 async fn drain(
     ctx: &StreamCtx,
     writer: &Writer,
-    stream: &mut ChangeStream<Document>,
+    stream: &mut ChangeStream<RawDocumentBuf>,
     position: &mut Pos,
 ) -> Result<Drained> {
     let limits = &ctx.cfg.batch;
@@ -145,7 +156,7 @@ async fn drain(
                 () = ctx.cancel.cancelled() => break,
             };
             match next {
-                Some(raw) => match decode(&raw, &ctx.spec.ns)? {
+                Some(raw) => match decode(&to_document(ctx, &raw)?, &ctx.spec.ns)? {
                     Decoded::Change { key, event } => {
                         writer.add(ctx, &mut batch, None, Some(key), &event)?;
                     }
