@@ -95,6 +95,29 @@ pub enum ActionError {
     /// The document is not a JSON object.
     #[error("document is not an object")]
     NotAnObject,
+    /// The event's cluster time is far ahead of the clock.
+    #[error("cluster time {t} is {ahead} s ahead of this host's clock (limit {limit} s)")]
+    FutureVersion {
+        /// Cluster time seconds of the event.
+        t: u32,
+        /// Seconds ahead.
+        ahead: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+}
+
+/// Refuses an event from the future (see `consumer.max_future_seconds`).
+pub fn check_not_future(ev: &SourceEvent, now_secs: u64, limit: u64) -> Result<(), ActionError> {
+    let t = u64::from(ev.cluster_time.t);
+    if t > now_secs + limit {
+        return Err(ActionError::FutureVersion {
+            t: ev.cluster_time.t,
+            ahead: t - now_secs,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 impl ActionError {
@@ -104,6 +127,7 @@ impl ActionError {
             Self::MissingId(_) => "missing_id",
             Self::IdTooLong(_) => "id_too_long",
             Self::NotAnObject => "invalid_document",
+            Self::FutureVersion { .. } => "future_version",
         }
     }
 }
@@ -275,6 +299,16 @@ mod tests {
             cluster_time: ClusterTime { t: 10, i: 2 },
             format: Format::Native,
         }
+    }
+
+    #[test]
+    fn events_far_in_the_future_are_refused() {
+        let e = ev(Operation::Insert, None);
+        assert!(check_not_future(&e, 10, 0).is_ok());
+        assert!(check_not_future(&e, 5, 5).is_ok());
+        let err = check_not_future(&e, 4, 5).unwrap_err();
+        assert_eq!(err.kind(), "future_version");
+        assert!(err.to_string().contains("6 s ahead"), "{err}");
     }
 
     fn card() -> Value {

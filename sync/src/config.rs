@@ -224,6 +224,11 @@ pub struct ConsumerConfig {
     /// On shutdown, how long in-flight bulks may take to finish, in ms,
     /// before they are abandoned (their records are redelivered later).
     pub shutdown_timeout_ms: u64,
+    /// An event whose cluster time is more than this many seconds ahead of
+    /// this host's clock is dead-lettered (`future_version`): indexed, its
+    /// external version would block every real change of the document
+    /// until that time. One hour covers any sane clock skew.
+    pub max_future_seconds: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -233,6 +238,7 @@ impl Default for ConsumerConfig {
             max_buffered_bytes: 64 << 20,
             commit_interval_ms: 1000,
             shutdown_timeout_ms: 20_000,
+            max_future_seconds: 3600,
         }
     }
 }

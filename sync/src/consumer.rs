@@ -521,11 +521,16 @@ impl Loop {
                 index: None,
             })
             .and_then(|ev| {
-                action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
-                    error_type: e.kind().into(),
-                    reason: e.to_string(),
-                    index: Some(index.clone()),
-                })
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                action::check_not_future(&ev, now, cfg.consumer.max_future_seconds)
+                    .and_then(|()| action::build(&ev, route, &index, tp.1))
+                    .map_err(|e| DlqReason {
+                        error_type: e.kind().into(),
+                        reason: e.to_string(),
+                        index: Some(index.clone()),
+                    })
             });
         match built {
             Ok(Action::Skip) => {

@@ -110,6 +110,7 @@ pub fn config(n: &Names) -> SyncConfig {
             max_buffered_bytes: 16 << 20,
             commit_interval_ms: 200,
             shutdown_timeout_ms: 10_000,
+            max_future_seconds: 3600,
         },
         retry: RetryConfig {
             initial_ms: 50,

@@ -107,7 +107,7 @@ async fn bad_records_and_mapping_conflicts_go_to_the_dlq_with_their_reason() {
     create_topic(&n.dlq, 1).await;
     let p = producer();
     let t = 1_700_000_300;
-    let ids: Vec<String> = (30..36).map(oid).collect();
+    let ids: Vec<String> = (30..37).map(oid).collect();
     produce(
         &p,
         &n.topic,
@@ -155,6 +155,24 @@ async fn bad_records_and_mapping_conflicts_go_to_the_dlq_with_their_reason() {
         None,
     )
     .await;
+    // A version ten days ahead of the clock would block every real change.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as u32;
+    produce(
+        &p,
+        &n.topic,
+        &ids[6],
+        &native(
+            "insert",
+            &ids[6],
+            now + 864_000,
+            0,
+            Some(card(&ids[6], "future", 1)),
+        ),
+        None,
+    )
+    .await;
 
     let run = start(config(&n));
     let alias = n.alias.clone();
@@ -167,7 +185,7 @@ async fn bad_records_and_mapping_conflicts_go_to_the_dlq_with_their_reason() {
         "the conflicting doc is not indexed"
     );
 
-    let dlq = read_topic(&n.dlq, 4, WAIT).await;
+    let dlq = read_topic(&n.dlq, 5, WAIT).await;
     let by_type = |ty: &str| {
         dlq.iter()
             .find(|r| r.headers.get(headers::ERROR_TYPE).map(String::as_str) == Some(ty))
@@ -195,6 +213,16 @@ async fn bad_records_and_mapping_conflicts_go_to_the_dlq_with_their_reason() {
     assert_eq!(mapping.headers[headers::INDEX], n.alias);
     assert!(by_type("unknown_operation").is_some(), "{dlq:?}");
     assert!(by_type("missing_id").is_some(), "{dlq:?}");
+    let future = by_type("future_version").unwrap_or_else(|| panic!("future version: {dlq:?}"));
+    assert!(
+        future.headers[headers::ERROR_REASON].contains("ahead"),
+        "{:?}",
+        future.headers
+    );
+    assert!(
+        get_doc(&alias, &ids[6]).await.is_none(),
+        "the future event is not indexed"
+    );
     run.stop().await;
 
     // Everything, including the dead-lettered records, is committed: a
@@ -202,13 +230,12 @@ async fn bad_records_and_mapping_conflicts_go_to_the_dlq_with_their_reason() {
     let run = start(config(&n));
     tokio::time::sleep(Duration::from_secs(3)).await;
     run.stop().await;
-    let again = read_topic(&n.dlq, 4, WAIT).await;
-    assert_eq!(again.len(), 4);
-    let mut extra = read_topic_for(&n.dlq, Duration::from_secs(3)).await;
-    extra.retain(|_| true);
+    let again = read_topic(&n.dlq, 5, WAIT).await;
+    assert_eq!(again.len(), 5);
+    let extra = read_topic_for(&n.dlq, Duration::from_secs(3)).await;
     assert_eq!(
         extra.len(),
-        4,
+        5,
         "no record dead-lettered twice after a clean restart"
     );
 }
