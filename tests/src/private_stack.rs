@@ -169,3 +169,91 @@ fn client_for(url: &str) -> elasticsearch::Elasticsearch {
         .expect("transport");
     elasticsearch::Elasticsearch::new(t)
 }
+
+/// A private copy of the whole bench (Kafka, Elasticsearch, MongoDB) in its
+/// own `STACK_DIR` on free ports, for tests that restart servers (chaos).
+/// `Drop` runs `scripts/stack down --wipe`.
+pub struct PrivateStack {
+    dir: PathBuf,
+    ports: [(&'static str, u16); 5],
+}
+
+impl PrivateStack {
+    /// Starts all three servers (blocks until they answer).
+    pub fn start() -> Self {
+        let mut used = std::collections::HashSet::new();
+        let mut port = || loop {
+            let p = crate::free_port();
+            if used.insert(p) {
+                return p;
+            }
+        };
+        let s = Self {
+            dir: std::env::temp_dir().join(crate::unique("stack-all-")),
+            ports: [
+                ("KAFKA_PORT", port()),
+                ("KAFKA_CONTROLLER_PORT", port()),
+                ("ES_PORT", port()),
+                ("ES_TRANSPORT_PORT", port()),
+                ("MONGO_PORT", port()),
+            ],
+        };
+        s.run(&["up"]);
+        s
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, p)| *p)
+    }
+
+    /// Runs `scripts/stack ARGS` on this stack.
+    pub fn run(&self, args: &[&str]) {
+        let mut c = Command::new(stack_script());
+        c.args(args).env("STACK_DIR", &self.dir);
+        for (k, v) in &self.ports {
+            c.env(k, v.to_string());
+        }
+        let st = c.status().expect("run scripts/stack");
+        assert!(
+            st.success(),
+            "scripts/stack {args:?} failed (STACK_DIR {})",
+            self.dir.display()
+        );
+    }
+
+    /// `MONGODB_URI`, `KAFKA_BOOTSTRAP_SERVERS`, `ELASTICSEARCH_URL` of it.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            (
+                "MONGODB_URI",
+                format!(
+                    "mongodb://127.0.0.1:{}/?directConnection=true",
+                    self.port("MONGO_PORT")
+                ),
+            ),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{}", self.port("KAFKA_PORT")),
+            ),
+            (
+                "ELASTICSEARCH_URL",
+                format!("http://127.0.0.1:{}", self.port("ES_PORT")),
+            ),
+        ]
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let mut c = Command::new(stack_script());
+        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
+        for (k, v) in &self.ports {
+            c.env(k, v.to_string());
+        }
+        let _ = c.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
