@@ -210,6 +210,11 @@ pub enum Control {
     Leave(ControlReply),
     /// Join the group again; partitions start from their committed offsets.
     Rejoin(ControlReply),
+    /// Operator pause: stop fetching (in-flight work finishes, the group
+    /// membership and partitions are kept) until [`Control::Resume`].
+    Pause(ControlReply),
+    /// End an operator pause.
+    Resume(ControlReply),
 }
 
 /// Runs the consumer until `shutdown` fires (see the module documentation).
@@ -246,6 +251,7 @@ pub async fn run(
         in_flight: 0,
         tasks: 0,
         paused: false,
+        held: false,
         rr: 0,
         leaving: None,
         left: false,
@@ -274,6 +280,8 @@ struct Loop {
     /// All tasks in flight, including DLQ writes of undecodable records.
     tasks: usize,
     paused: bool,
+    /// Paused by an operator (`POST /consumer/pause`), whatever the buffer.
+    held: bool,
     rr: usize,
     /// A `Leave` request waiting for in-flight work to finish.
     leaving: Option<ControlReply>,
@@ -365,6 +373,22 @@ impl Loop {
 
     fn on_control(&mut self, c: Control) {
         match c {
+            Control::Pause(reply) => {
+                tracing::info!("consumption paused by an operator");
+                self.held = true;
+                self.backpressure();
+                let _ = reply.send(if self.paused {
+                    Ok(())
+                } else {
+                    Err("cannot pause".into())
+                });
+            }
+            Control::Resume(reply) => {
+                tracing::info!("consumption resumed by an operator");
+                self.held = false;
+                self.backpressure();
+                let _ = reply.send(Ok(()));
+            }
             Control::Leave(reply) => {
                 if self.left {
                     let _ = reply.send(Ok(()));
@@ -921,8 +945,9 @@ impl Loop {
         let (n, bytes) = self.buffered();
         self.metrics.buffered.set(n as i64);
         let c = &self.cfg.consumer;
-        let over = n >= c.max_buffered_records || bytes >= c.max_buffered_bytes;
-        let under = n <= c.max_buffered_records / 2 && bytes <= c.max_buffered_bytes / 2;
+        let over = self.held || n >= c.max_buffered_records || bytes >= c.max_buffered_bytes;
+        let under =
+            !self.held && n <= c.max_buffered_records / 2 && bytes <= c.max_buffered_bytes / 2;
         if !self.paused && over {
             if let Ok(a) = self.consumer.assignment() {
                 match self.consumer.pause(&a) {

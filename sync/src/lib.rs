@@ -119,7 +119,16 @@ fn control_routes(
         }
     }
     let (tx2, wait2) = (tx.clone(), wait);
+    let (tx3, tx4) = (tx.clone(), tx.clone());
     axum::Router::new()
+        .route(
+            "/consumer/pause",
+            axum::routing::post(move || ask(tx3.clone(), wait, consumer::Control::Pause)),
+        )
+        .route(
+            "/consumer/resume",
+            axum::routing::post(move || ask(tx4.clone(), wait, consumer::Control::Resume)),
+        )
         .route(
             "/group/leave",
             axum::routing::post(move || ask(tx.clone(), wait, consumer::Control::Leave)),
