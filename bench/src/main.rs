@@ -1,0 +1,1056 @@
+//! Benchmark harness of the pipeline (`scripts/bench`): runs `mongo-source`
+//! and `es-sync` as processes against a private stack and measures each
+//! against a raw baseline taken in the same run (see `docs/benchmarks.md`).
+
+mod es;
+mod kafka;
+mod procmon;
+mod workload;
+
+use anyhow::{bail, Context as _, Result};
+use elasticsearch::http::Method;
+use futures::StreamExt as _;
+use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::options::FullDocumentType;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Command-line options (`key=value` free parsing, see `usage`).
+#[derive(Clone, Debug)]
+pub struct Opts {
+    /// Quick mode (small N, short latency runs).
+    pub quick: bool,
+    /// Documents seeded.
+    pub docs: u64,
+    /// Fixed rates of the latency runs, changes/s.
+    pub rates: Vec<u64>,
+    /// Seconds per latency run.
+    pub rate_secs: u64,
+    /// MongoDB URI (the Python SecantusDB of scripts/stack).
+    pub mongo_uri: String,
+    /// Optional second MongoDB URI (the Rust SecantusDB) for the raw read rate.
+    pub mongo_rs_uri: Option<String>,
+    /// Kafka bootstrap.
+    pub kafka: String,
+    /// Elasticsearch URL.
+    pub es: String,
+    /// Directory of the release binaries.
+    pub bin_dir: PathBuf,
+    /// Repository root.
+    pub repo: PathBuf,
+    /// Work directory (configs, logs).
+    pub work: PathBuf,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// The command as typed (for the report).
+    pub command: String,
+}
+
+fn usage() -> &'static str {
+    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT]"
+}
+
+fn parse() -> Result<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut m: HashMap<String, String> = HashMap::new();
+    let mut quick = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--quick" {
+            quick = true;
+        } else if a == "--help" || a == "-h" {
+            println!("{}", usage());
+            std::process::exit(0);
+        } else if let Some(k) = a.strip_prefix("--") {
+            let v = args.get(i + 1).context(usage())?;
+            m.insert(k.to_string(), v.clone());
+            i += 1;
+        } else {
+            bail!("unexpected argument {a}\n{}", usage());
+        }
+        i += 1;
+    }
+    let req = |k: &str| {
+        m.get(k)
+            .cloned()
+            .with_context(|| format!("--{k} missing\n{}", usage()))
+    };
+    let docs = match m.get("docs") {
+        Some(v) => v.parse()?,
+        None if quick => 20_000,
+        None => 200_000,
+    };
+    let rates = match m.get("rates") {
+        Some(v) => v
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()?,
+        None => vec![200, 1000],
+    };
+    let rate_secs = match m.get("rate-secs") {
+        Some(v) => v.parse()?,
+        None if quick => 20,
+        None => 60,
+    };
+    Ok(Opts {
+        quick,
+        docs,
+        rates,
+        rate_secs,
+        mongo_uri: req("mongo")?,
+        mongo_rs_uri: m.get("mongo-rs").cloned(),
+        kafka: req("kafka")?,
+        es: req("es")?,
+        bin_dir: req("bin-dir")?.into(),
+        repo: req("repo")?.into(),
+        work: req("work")?.into(),
+        seed: m.get("seed").map(|s| s.parse()).transpose()?.unwrap_or(42),
+        command: m.get("command").cloned().unwrap_or_default(),
+    })
+}
+
+fn log(msg: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!("[bench {}] {msg}", t % 86_400);
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// A running binary.
+struct Child {
+    child: tokio::process::Child,
+    mon: procmon::Monitor,
+    admin: String,
+}
+
+impl Child {
+    async fn spawn(bin: &Path, config: &Path, admin: String, log_file: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log_file)?;
+        let err = out.try_clone()?;
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let pid = child.id().context("pid")?;
+        Ok(Self {
+            child,
+            mon: procmon::Monitor::start(pid, Duration::from_millis(200)),
+            admin,
+        })
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        match es::http_get(&self.admin, "/metrics").await {
+            Ok((200, body)) => es::metric_sum(&body, name),
+            _ => 0.0,
+        }
+    }
+
+    async fn wait_ready(&mut self, what: &str, timeout: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok((200, _)) = es::http_get(&self.admin, "/readyz").await {
+                return Ok(());
+            }
+            if let Some(st) = self.child.try_wait()? {
+                bail!("{what} exited early: {st}");
+            }
+            if t0.elapsed() > timeout {
+                bail!("{what} not ready after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, wait for the exit (KILL after 30 s).
+    async fn stop(mut self) -> Result<()> {
+        let pid = self.mon.pid;
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(r) => {
+                r?;
+            }
+            Err(_) => {
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of one scenario (unique per run and phase).
+struct Names {
+    db: String,
+    prefix: String,
+}
+
+impl Names {
+    fn topic(&self, coll: &str) -> String {
+        format!("{}.{}.{}", self.prefix, self.db, coll)
+    }
+    fn topics(&self) -> Vec<String> {
+        vec![self.topic("card"), self.topic("reply")]
+    }
+}
+
+fn source_toml(o: &Opts, uri: &str, n: &Names, admin: &str, start: &str) -> String {
+    format!(
+        r#"[mongodb]
+uri = "{uri}"
+database = "{db}"
+
+[kafka]
+bootstrap_servers = "{kafka}"
+delivery = "exactly_once"
+transactional_id_prefix = "{prefix}"
+compression = "zstd"
+
+[topics]
+prefix = "{prefix}"
+partitions = 3
+
+[[collections]]
+name = "card"
+
+[[collections]]
+name = "reply"
+
+[start]
+{start}
+
+[log]
+level = "warn"
+
+[admin]
+listen = "{admin}"
+"#,
+        db = n.db,
+        kafka = o.kafka,
+        prefix = n.prefix,
+    )
+}
+
+fn sync_toml(o: &Opts, n: &Names, group: &str, admin: &str) -> String {
+    let idx = o.repo.join("config/indices");
+    format!(
+        r#"[kafka]
+bootstrap_servers = "{kafka}"
+group_id = "{group}"
+auto_offset_reset = "earliest"
+
+[elasticsearch]
+url = "{es}"
+
+[dlq]
+prefix = "{prefix}"
+
+[log]
+level = "warn"
+
+[admin]
+listen = "{admin}"
+
+[[topics]]
+topic = "{card}"
+alias = "{prefix}-cards"
+index_file = "{idx}/cards.json"
+
+[[topics]]
+topic = "{reply}"
+alias = "{prefix}-replies"
+index_file = "{idx}/replies.json"
+"#,
+        kafka = o.kafka,
+        es = o.es,
+        prefix = n.prefix,
+        card = n.topic("card"),
+        reply = n.topic("reply"),
+        idx = idx.display(),
+    )
+}
+
+/// Seeds `n` documents (3 cards : 1 reply) in batches of 500 per
+/// collection; returns (seconds, bytes of BSON).
+async fn seed(db: &mongodb::Database, o: &Opts, n: u64) -> Result<(f64, u64)> {
+    let mut w = workload::Workload::new(o.seed);
+    let cards = db.collection::<Document>("card");
+    let replies = db.collection::<Document>("reply");
+    let t0 = Instant::now();
+    let mut bytes = 0u64;
+    let mut done = 0u64;
+    let (mut cb, mut rb) = (vec![], vec![]);
+    while done < n {
+        let d = if done % 4 == 3 {
+            w.reply().unwrap_or_else(|| w.card())
+        } else {
+            w.card()
+        };
+        bytes += mongodb::bson::to_vec(&d)
+            .map(|v| v.len() as u64)
+            .unwrap_or(0);
+        if d.contains_key("card_id") {
+            rb.push(d);
+        } else {
+            cb.push(d);
+        }
+        done += 1;
+        if (cb.len() >= 500 || done == n) && !cb.is_empty() {
+            cards.insert_many(std::mem::take(&mut cb)).await?;
+        }
+        if (rb.len() >= 500 || done == n) && !rb.is_empty() {
+            replies.insert_many(std::mem::take(&mut rb)).await?;
+        }
+    }
+    Ok((t0.elapsed().as_secs_f64(), bytes))
+}
+
+/// Raw change-stream read loop: one stream per collection (like
+/// mongo-source), `fullDocument: updateLookup`, from `ts`, until `n` events
+/// in all. Returns (first event, last event) times.
+async fn raw_change_read(db: &mongodb::Database, ts: u32, n: u64) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None::<f64>));
+    let mut tasks = vec![];
+    for coll in ["card", "reply"] {
+        let c = db.collection::<Document>(coll);
+        let counter = counter.clone();
+        let first = first.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = c
+                .watch()
+                .full_document(FullDocumentType::UpdateLookup)
+                .start_at_operation_time(Timestamp {
+                    time: ts,
+                    increment: 0,
+                })
+                .await?;
+            let mut last = 0.0f64;
+            while counter.load(std::sync::atomic::Ordering::Relaxed) < n {
+                match tokio::time::timeout(Duration::from_millis(500), s.next()).await {
+                    Ok(Some(ev)) => {
+                        let ev = ev?;
+                        std::hint::black_box(&ev);
+                        let mut f = first.lock().expect("first");
+                        if f.is_none() {
+                            *f = Some(t0.elapsed().as_secs_f64());
+                        }
+                        drop(f);
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        last = t0.elapsed().as_secs_f64();
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        if t0.elapsed() > Duration::from_secs(600) {
+                            bail!("raw change stream: timeout");
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(last)
+        }));
+    }
+    let mut last = 0.0f64;
+    for t in tasks {
+        last = last.max(t.await??);
+    }
+    let got = counter.load(std::sync::atomic::Ordering::Relaxed);
+    if got < n {
+        bail!("raw change stream read {got} of {n}");
+    }
+    let f = first.lock().expect("first").unwrap_or(0.0);
+    Ok((f, last))
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn usage_json(u: &procmon::Usage) -> Value {
+    json!({
+        "peak_rss_mib": round(u.peak_rss_mib, 1),
+        "steady_rss_mib": round(u.steady_rss_mib, 1),
+        "cpu_s": round(u.cpu_s, 2),
+        "cpu_s_per_1k_events": round(u.cpu_s_per_1k, 3),
+        "events": u.events,
+    })
+}
+
+/// Rounds to `d` decimals.
+pub fn round(x: f64, d: i32) -> f64 {
+    let m = 10f64.powi(d);
+    (x * m).round() / m
+}
+
+/// Phase 1: source throughput vs raw change-stream read and producer loop.
+async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Result<Value> {
+    let client = mongodb::Client::with_uri_str(uri).await?;
+    let names = Names {
+        db: format!("bench_{tag}"),
+        prefix: format!("b{tag}"),
+    };
+    let db = client.database(&names.db);
+    let ts = unix_now().saturating_sub(1);
+    log(&format!("[{tag}] seeding {} documents", o.docs));
+    let (seed_s, seed_bytes) = seed(&db, o, o.docs).await?;
+    log(&format!(
+        "[{tag}] seeded in {seed_s:.1} s ({:.0} docs/s, {:.1} MiB BSON)",
+        rate(o.docs, seed_s),
+        seed_bytes as f64 / 1048576.0
+    ));
+    // Baseline (a): raw change-stream read loop, twice (the first warms the
+    // server's cache the same way for both), take the better.
+    let mut raw_best = 0.0f64;
+    let mut raw_runs = vec![];
+    for _ in 0..2 {
+        let (f, l) = raw_change_read(&db, ts, o.docs).await?;
+        let r = rate(o.docs.saturating_sub(1), l - f);
+        raw_runs.push(json!({"first_event_s": round(f, 3), "last_event_s": round(l, 3), "events_per_s": round(r, 0)}));
+        raw_best = raw_best.max(r);
+        log(&format!(
+            "[{tag}] raw change-stream read: {r:.0} events/s (first event {f:.2} s, all {l:.2} s)"
+        ));
+    }
+    let mut out = json!({
+        "server": uri,
+        "documents": o.docs,
+        "seed_s": round(seed_s, 2),
+        "seed_docs_per_s": round(rate(o.docs, seed_s), 0),
+        "seed_bson_mib": round(seed_bytes as f64 / 1048576.0, 1),
+        "raw_change_stream": {"runs": raw_runs, "events_per_s": round(raw_best, 0)},
+    });
+    if !run_source {
+        return Ok(out);
+    }
+    // mongo-source from the seed's start time.
+    kafka::create_topics(&o.kafka, &names.topics(), 3).await?;
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let cfg = o.work.join(format!("mongo-source-{tag}.toml"));
+    std::fs::write(
+        &cfg,
+        source_toml(
+            o,
+            uri,
+            &names,
+            &admin,
+            &format!("mode = \"timestamp\"\ntimestamp = {ts}"),
+        ),
+    )?;
+    let t_spawn = Instant::now();
+    let mut child = Child::spawn(
+        &o.bin_dir.join("mongo-source"),
+        &cfg,
+        admin,
+        &o.work.join(format!("mongo-source-{tag}.log")),
+    )
+    .await?;
+    let before = child.mon.now();
+    let (bootstrap, topics, n) = (o.kafka.clone(), names.topics(), o.docs);
+    let reader = tokio::task::spawn_blocking(move || {
+        kafka::read_n(&bootstrap, &topics, 3, n, false, Duration::from_secs(900))
+    });
+    let read = reader.await??;
+    let after = child.mon.now();
+    let spawn_to_first = read.first.as_secs_f64();
+    let steady_s = (read.last - read.first).as_secs_f64();
+    let ours = rate(o.docs.saturating_sub(1), steady_s);
+    let wall = rate(o.docs, t_spawn.elapsed().as_secs_f64());
+    if let Some(st) = child.child.try_wait()? {
+        bail!("mongo-source exited: {st}");
+    }
+    let samples = child.mon.samples();
+    let u = procmon::usage(&samples, before, after, o.docs);
+    child.stop().await?;
+    log(&format!(
+        "[{tag}] mongo-source: {ours:.0} events/s committed (first record {spawn_to_first:.2} s after spawn), RSS peak {:.1} MiB",
+        u.peak_rss_mib
+    ));
+    // Baseline (b): the same records through a plain producer loop.
+    let (bootstrap, topics, n) = (o.kafka.clone(), names.topics(), o.docs);
+    let recs = tokio::task::spawn_blocking(move || {
+        kafka::read_n(&bootstrap, &topics, 3, n, true, Duration::from_secs(300))
+    })
+    .await??;
+    let plain_topic = format!("{}.plain", names.prefix);
+    kafka::create_topics(&o.kafka, std::slice::from_ref(&plain_topic), 3).await?;
+    let bootstrap = o.kafka.clone();
+    let records = recs.records;
+    let record_bytes = recs.bytes;
+    let pr =
+        tokio::task::spawn_blocking(move || kafka::produce_all(&bootstrap, &plain_topic, &records))
+            .await??;
+    let prod = rate(pr.acked, pr.elapsed.as_secs_f64());
+    log(&format!(
+        "[{tag}] plain producer: {prod:.0} records/s ({} acked, {} failed)",
+        pr.acked, pr.failed
+    ));
+    out["mongo_source"] = json!({
+        "events": o.docs,
+        "events_per_s": round(ours, 0),
+        "events_per_s_incl_startup": round(wall, 0),
+        "first_record_after_spawn_s": round(spawn_to_first, 2),
+        "record_mib": round(record_bytes as f64 / 1048576.0, 1),
+        "resources": usage_json(&u),
+    });
+    out["plain_producer"] = json!({
+        "acked": pr.acked, "failed": pr.failed,
+        "seconds": round(pr.elapsed.as_secs_f64(), 2),
+        "records_per_s": round(prod, 0),
+    });
+    out["ratio_vs_raw_change_stream"] = json!(round(ours / raw_best.max(1e-9), 3));
+    out["ratio_vs_plain_producer"] = json!(round(ours / prod.max(1e-9), 3));
+    out["names"] = json!({"db": names.db, "prefix": names.prefix});
+    Ok(out)
+}
+
+/// Phase 2: es-sync from the topics of phase 1 vs `_bulk` and consume-only.
+async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
+    let names = Names {
+        db: src["names"]["db"].as_str().context("db")?.to_string(),
+        prefix: src["names"]["prefix"]
+            .as_str()
+            .context("prefix")?
+            .to_string(),
+    };
+    let n = o.docs;
+    let es = es::Es::new(&o.es)?;
+    // Baseline (b): consume only.
+    let (bootstrap, topics) = (o.kafka.clone(), names.topics());
+    let rd = tokio::task::spawn_blocking(move || {
+        kafka::read_n(&bootstrap, &topics, 3, n, false, Duration::from_secs(300))
+    })
+    .await??;
+    let consume = rate(n.saturating_sub(1), (rd.last - rd.first).as_secs_f64());
+    log(&format!("[{tag}] consume only: {consume:.0} records/s"));
+    // es-sync.
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let cfg = o.work.join(format!("es-sync-{tag}.toml"));
+    std::fs::write(
+        &cfg,
+        sync_toml(o, &names, &format!("{}-sync", names.prefix), &admin),
+    )?;
+    let t_spawn = Instant::now();
+    let mut child = Child::spawn(
+        &o.bin_dir.join("es-sync"),
+        &cfg,
+        admin,
+        &o.work.join(format!("es-sync-{tag}.log")),
+    )
+    .await?;
+    let before = child.mon.now();
+    let mut first: Option<f64> = None;
+    let mut first_count = 0.0;
+    let done_at;
+    loop {
+        let c = child.metric("es_sync_documents_total").await;
+        let t = t_spawn.elapsed().as_secs_f64();
+        if c > 0.0 && first.is_none() {
+            first = Some(t);
+            first_count = c;
+        }
+        if c >= n as f64 {
+            done_at = t;
+            break;
+        }
+        if let Some(st) = child.child.try_wait()? {
+            bail!("es-sync exited: {st}");
+        }
+        if t > 900.0 {
+            bail!("es-sync: {c} of {n} after 900 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = child.mon.now();
+    let samples = child.mon.samples();
+    let u = procmon::usage(&samples, before, after, n);
+    let f = first.unwrap_or(0.0);
+    let ours = rate((n as f64 - first_count) as u64, done_at - f);
+    let wall = rate(n, done_at);
+    child.stop().await?;
+    log(&format!(
+        "[{tag}] es-sync: {ours:.0} docs/s (first documents {f:.2} s after spawn), RSS peak {:.1} MiB",
+        u.peak_rss_mib
+    ));
+    // Baseline (a): the documents es-sync wrote, read back, sent as _bulk.
+    let mut docs: Vec<(String, String, u64, Value)> = vec![];
+    for (alias, file) in [("cards", "cards.json"), ("replies", "replies.json")] {
+        let index = format!("{}-{alias}", names.prefix);
+        es.json(Method::Post, &format!("/{index}/_refresh"), None)
+            .await?;
+        let mut v = es
+            .json(
+                Method::Post,
+                &format!("/{index}/_search?scroll=1m"),
+                Some(json!({"size": 5000, "version": true, "query": {"match_all": {}}})),
+            )
+            .await?;
+        loop {
+            let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            if hits.is_empty() {
+                break;
+            }
+            for h in hits {
+                docs.push((
+                    file.to_string(),
+                    h["_id"].as_str().unwrap_or_default().to_string(),
+                    h["_version"].as_u64().unwrap_or(1),
+                    h["_source"].clone(),
+                ));
+            }
+            let sid = v["_scroll_id"].as_str().unwrap_or_default().to_string();
+            v = es
+                .json(
+                    Method::Post,
+                    "/_search/scroll",
+                    Some(json!({"scroll": "1m", "scroll_id": sid})),
+                )
+                .await?;
+        }
+    }
+    if (docs.len() as u64) < n {
+        bail!("read back {} of {n} documents", docs.len());
+    }
+    let mut trials = vec![];
+    let mut best = (0usize, 0.0f64);
+    for batch in [500usize, 1000, 2000] {
+        let r = bulk_trial(
+            o,
+            &es,
+            &docs,
+            &format!("{}-bulk{batch}", names.prefix),
+            batch,
+            4,
+        )
+        .await?;
+        log(&format!(
+            "[{tag}] _bulk batch {batch}, 4 in flight: {r:.0} docs/s"
+        ));
+        trials.push(json!({"batch": batch, "in_flight": 4, "docs_per_s": round(r, 0)}));
+        if r > best.1 {
+            best = (batch, r);
+        }
+    }
+    Ok(json!({
+        "documents": n,
+        "es_sync": {
+            "docs_per_s": round(ours, 0),
+            "docs_per_s_incl_startup": round(wall, 0),
+            "first_documents_after_spawn_s": round(f, 2),
+            "resources": usage_json(&u),
+        },
+        "consume_only": {"records_per_s": round(consume, 0)},
+        "bulk": {"trials": trials, "best_batch": best.0, "docs_per_s": round(best.1, 0)},
+        "ratio_vs_bulk": round(ours / best.1.max(1e-9), 3),
+        "ratio_vs_consume_only": round(ours / consume.max(1e-9), 3),
+    }))
+}
+
+/// One `_bulk` trial into fresh indices made from the same index files:
+/// `index` with the same external versions, `in_flight` requests at a time.
+async fn bulk_trial(
+    o: &Opts,
+    es: &es::Es,
+    docs: &[(String, String, u64, Value)],
+    prefix: &str,
+    batch: usize,
+    in_flight: usize,
+) -> Result<f64> {
+    for file in ["cards.json", "replies.json"] {
+        let body = std::fs::read(o.repo.join("config/indices").join(file))?;
+        let index = format!("{prefix}-{}", file.trim_end_matches(".json"));
+        let (s, v) = es
+            .call(Method::Put, &format!("/{index}"), Some(body))
+            .await?;
+        if s >= 300 {
+            bail!("create {index}: {s} {v}");
+        }
+    }
+    es.json(
+        Method::Get,
+        &format!("/_cluster/health/{prefix}-*?wait_for_status=green&timeout=30s"),
+        None,
+    )
+    .await?;
+    // Bodies are built before the clock starts.
+    let mut bodies: Vec<Vec<u8>> = vec![];
+    let mut cur = Vec::new();
+    let mut count = 0;
+    for (file, id, version, src) in docs {
+        let index = format!("{prefix}-{}", file.trim_end_matches(".json"));
+        let meta = json!({"index": {"_index": index, "_id": id, "version": version, "version_type": "external"}});
+        cur.extend_from_slice(meta.to_string().as_bytes());
+        cur.push(b'\n');
+        cur.extend_from_slice(src.to_string().as_bytes());
+        cur.push(b'\n');
+        count += 1;
+        if count == batch || cur.len() > 5 * 1024 * 1024 {
+            bodies.push(std::mem::take(&mut cur));
+            count = 0;
+        }
+    }
+    if !cur.is_empty() {
+        bodies.push(cur);
+    }
+    let t0 = Instant::now();
+    let results: Vec<Result<u64>> = futures::stream::iter(bodies.into_iter().map(|b| {
+        let es = es.clone();
+        async move {
+            let (s, v) = es.call(Method::Post, "/_bulk", Some(b)).await?;
+            if s >= 300 || v["errors"].as_bool() == Some(true) {
+                let first_err = v["items"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|i| i["index"]["error"].is_object()).cloned());
+                bail!("_bulk: {s} {first_err:?}");
+            }
+            Ok(v["items"].as_array().map(|a| a.len() as u64).unwrap_or(0))
+        }
+    }))
+    .buffer_unordered(in_flight)
+    .collect()
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut total = 0;
+    for r in results {
+        total += r?;
+    }
+    let _ = es.call(Method::Delete, &format!("/{prefix}-*"), None).await;
+    Ok(rate(total, secs))
+}
+
+/// Percentile (nearest rank) of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+/// Phase 3 + 4: end-to-end latency at fixed rates, both binaries running.
+async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
+    let client = mongodb::Client::with_uri_str(&o.mongo_uri).await?;
+    let names = Names {
+        db: format!("bench_{tag}"),
+        prefix: format!("b{tag}"),
+    };
+    kafka::create_topics(&o.kafka, &names.topics(), 3).await?;
+    let db = client.database(&names.db);
+    // The collections exist before the streams open.
+    db.collection::<Document>("card")
+        .insert_one(doc! {"_id": "warm-card"})
+        .await?;
+    db.collection::<Document>("reply")
+        .insert_one(doc! {"_id": "warm-reply"})
+        .await?;
+    let sadmin = format!("127.0.0.1:{}", free_port()?);
+    let scfg = o.work.join(format!("mongo-source-{tag}.toml"));
+    std::fs::write(
+        &scfg,
+        source_toml(o, &o.mongo_uri, &names, &sadmin, "mode = \"now\""),
+    )?;
+    let yadmin = format!("127.0.0.1:{}", free_port()?);
+    let ycfg = o.work.join(format!("es-sync-{tag}.toml"));
+    std::fs::write(
+        &ycfg,
+        sync_toml(o, &names, &format!("{}-sync", names.prefix), &yadmin),
+    )?;
+    let mut src = Child::spawn(
+        &o.bin_dir.join("mongo-source"),
+        &scfg,
+        sadmin,
+        &o.work.join(format!("mongo-source-{tag}.log")),
+    )
+    .await?;
+    let mut snk = Child::spawn(
+        &o.bin_dir.join("es-sync"),
+        &ycfg,
+        yadmin,
+        &o.work.join(format!("es-sync-{tag}.log")),
+    )
+    .await?;
+    src.wait_ready("mongo-source", Duration::from_secs(90))
+        .await?;
+    snk.wait_ready("es-sync", Duration::from_secs(90)).await?;
+    let es = es::Es::new(&o.es)?;
+    let alias = format!("{}-cards", names.prefix);
+    let refresh = std::fs::read_to_string(o.repo.join("config/indices/cards.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["settings"]["refresh_interval"].as_str().map(String::from))
+        .unwrap_or_else(|| "1s".into());
+    // Warm-up: a few inserts until the first is searchable (streams open,
+    // index bootstrapped).
+    let mut w = workload::Workload::new(o.seed + 1);
+    let cards = db.collection::<Document>("card");
+    let t0 = Instant::now();
+    loop {
+        let d = w.card();
+        let id = d.get_object_id("_id")?.to_hex();
+        cards.insert_one(d).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (s, v) = es
+            .call(Method::Get, &format!("/{alias}/_doc/{id}"), None)
+            .await
+            .unwrap_or((0, Value::Null));
+        if s == 200 && v["found"].as_bool() == Some(true) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("pipeline not flowing after 120 s");
+        }
+    }
+    log(&format!(
+        "[{tag}] pipeline flowing after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    let mut runs = vec![];
+    for &r in &o.rates {
+        let v = latency_run(o, &es, &alias, &cards, &mut w, r, &src, &snk).await?;
+        runs.push(v);
+    }
+    let src_peak = src
+        .mon
+        .samples()
+        .iter()
+        .map(|s| s.hwm_kib)
+        .max()
+        .unwrap_or(0);
+    let snk_peak = snk
+        .mon
+        .samples()
+        .iter()
+        .map(|s| s.hwm_kib)
+        .max()
+        .unwrap_or(0);
+    src.stop().await?;
+    snk.stop().await?;
+    Ok(json!({
+        "refresh_interval": refresh,
+        "runs": runs,
+        "mongo_source_peak_rss_mib": round(src_peak as f64 / 1024.0, 1),
+        "es_sync_peak_rss_mib": round(snk_peak as f64 / 1024.0, 1),
+        "method": "inserts of cards (insert_many every 10 ms to keep the rate); commit time = the insert's acknowledgement; searchable = first `_search` (terms on _id, every 50 ms) that returns the id; latency includes up to 50 ms of polling granularity"
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn latency_run(
+    o: &Opts,
+    es: &es::Es,
+    alias: &str,
+    cards: &mongodb::Collection<Document>,
+    w: &mut workload::Workload,
+    rate_per_s: u64,
+    src: &Child,
+    snk: &Child,
+) -> Result<Value> {
+    use std::sync::{Arc, Mutex};
+    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (pending, lat, stop, es, alias) = (
+            pending.clone(),
+            lat.clone(),
+            stop.clone(),
+            es.clone(),
+            alias.to_string(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let ids: Vec<String> = pending
+                    .lock()
+                    .expect("p")
+                    .keys()
+                    .take(20_000)
+                    .cloned()
+                    .collect();
+                if ids.is_empty() && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if !ids.is_empty() {
+                    let body = json!({"size": ids.len(), "_source": false, "query": {"terms": {"_id": ids}}});
+                    if let Ok((200, v)) = es
+                        .call(
+                            Method::Post,
+                            &format!("/{alias}/_search"),
+                            Some(body.to_string().into_bytes()),
+                        )
+                        .await
+                    {
+                        let now = Instant::now();
+                        let mut p = pending.lock().expect("p");
+                        let mut l = lat.lock().expect("l");
+                        for h in v["hits"]["hits"].as_array().cloned().unwrap_or_default() {
+                            if let Some(t) = h["_id"].as_str().and_then(|id| p.remove(id)) {
+                                l.push(now.duration_since(t).as_secs_f64() * 1000.0);
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let dur = Duration::from_secs(o.rate_secs);
+    let (s0, y0) = (src.mon.now(), snk.mon.now());
+    let (m0, e0) = (
+        src.metric("mongo_source_events_total").await,
+        snk.metric("es_sync_documents_total").await,
+    );
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while t0.elapsed() < dur {
+        tick.tick().await;
+        let due = (t0.elapsed().as_secs_f64() * rate_per_s as f64) as u64;
+        if due <= sent {
+            continue;
+        }
+        let k = (due - sent).min(rate_per_s.max(100));
+        let batch: Vec<Document> = (0..k).map(|_| w.card()).collect();
+        let ids: Vec<String> = batch
+            .iter()
+            .filter_map(|d| {
+                d.get("_id")
+                    .and_then(Bson::as_object_id)
+                    .map(|i| i.to_hex())
+            })
+            .collect();
+        cards.insert_many(batch).await?;
+        let now = Instant::now();
+        let mut p = pending.lock().expect("p");
+        for id in ids {
+            p.insert(id, now);
+        }
+        drop(p);
+        sent += k;
+    }
+    let write_s = t0.elapsed().as_secs_f64();
+    // Wait up to 60 s for the stragglers.
+    let t1 = Instant::now();
+    while !pending.lock().expect("p").is_empty() && t1.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let missing = pending.lock().expect("p").len();
+    pending.lock().expect("p").clear();
+    poller.await?;
+    let (s1, y1) = (src.mon.now(), snk.mon.now());
+    let (m1, e1) = (
+        src.metric("mongo_source_events_total").await,
+        snk.metric("es_sync_documents_total").await,
+    );
+    let mut l = lat.lock().expect("l").clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let su = procmon::usage(&src.mon.samples(), s0, s1, (m1 - m0).max(0.0) as u64);
+    let yu = procmon::usage(&snk.mon.samples(), y0, y1, (e1 - e0).max(0.0) as u64);
+    let achieved = rate(sent, write_s);
+    log(&format!(
+        "[latency] target {rate_per_s}/s achieved {achieved:.0}/s: p50 {:.0} p95 {:.0} p99 {:.0} max {:.0} ms, missing {missing}; RSS steady source {:.1} sync {:.1} MiB",
+        pct(&l, 50.0), pct(&l, 95.0), pct(&l, 99.0), l.last().copied().unwrap_or(0.0), su.steady_rss_mib, yu.steady_rss_mib
+    ));
+    Ok(json!({
+        "target_per_s": rate_per_s,
+        "achieved_per_s": round(achieved, 0),
+        "seconds": o.rate_secs,
+        "changes": sent,
+        "measured": l.len(),
+        "missing_after_60s": missing,
+        "latency_ms": {
+            "p50": round(pct(&l, 50.0), 0), "p95": round(pct(&l, 95.0), 0),
+            "p99": round(pct(&l, 99.0), 0), "max": round(l.last().copied().unwrap_or(0.0), 0),
+        },
+        "mongo_source": usage_json(&su),
+        "es_sync": usage_json(&yu),
+    }))
+}
+
+async fn server_versions(o: &Opts) -> Value {
+    let mut v = json!({});
+    if let Ok(c) = mongodb::Client::with_uri_str(&o.mongo_uri).await {
+        if let Ok(b) = c.database("admin").run_command(doc! {"buildInfo": 1}).await {
+            v["mongodb_reports"] = json!(b.get_str("version").unwrap_or("?"));
+        }
+    }
+    if let Ok(es) = es::Es::new(&o.es) {
+        if let Ok(x) = es.json(Method::Get, "/", None).await {
+            v["elasticsearch"] = x["version"]["number"].clone();
+            v["lucene"] = x["version"]["lucene_version"].clone();
+        }
+    }
+    v
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = parse()?;
+    std::fs::create_dir_all(&o.work)?;
+    let started = Instant::now();
+    let tag = format!("{}", unix_now());
+    let mut result = json!({
+        "quick": o.quick,
+        "seed": o.seed,
+        "command": o.command,
+        "servers": server_versions(&o).await,
+    });
+    let src = phase_source(&o, &o.mongo_uri, &format!("{tag}s"), true).await?;
+    result["source"] = src.clone();
+    match phase_sync(&o, &format!("{tag}s"), &src).await {
+        Ok(v) => result["sync"] = v,
+        Err(e) => {
+            log(&format!("sync phase failed: {e:#}"));
+            result["sync"] = json!({"error": format!("{e:#}")});
+        }
+    }
+    match phase_latency(&o, &format!("{tag}l")).await {
+        Ok(v) => result["latency"] = v,
+        Err(e) => {
+            log(&format!("latency phase failed: {e:#}"));
+            result["latency"] = json!({"error": format!("{e:#}")});
+        }
+    }
+    if let Some(uri) = o.mongo_rs_uri.clone() {
+        match phase_source(&o, &uri, &format!("{tag}r"), true).await {
+            Ok(v) => result["source_rust_secantus"] = v,
+            Err(e) => {
+                log(&format!("Rust SecantusDB phase failed: {e:#}"));
+                result["source_rust_secantus"] = json!({"error": format!("{e:#}")});
+            }
+        }
+    }
+    result["runtime_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Resource sampling of a child process from `/proc/PID/status` (VmRSS,
+//! VmHWM) and `/proc/PID/stat` (utime + stime).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One sample.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// Seconds since the monitor started.
+    pub at: f64,
+    /// Resident set, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set, KiB.
+    pub hwm_kib: u64,
+    /// CPU seconds (user + system) so far.
+    pub cpu_s: f64,
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
+pub fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Reads one sample, `None` once the process is gone.
+pub fn read(pid: u32, tck: f64) -> Option<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): utime is field 14, stime 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some(Sample {
+        at: 0.0,
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+        cpu_s: (utime + stime) / tck,
+    })
+}
+
+/// Samples a process every `every` until it exits or the monitor is dropped.
+#[derive(Clone)]
+pub struct Monitor {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    /// The process.
+    pub pid: u32,
+    tck: f64,
+    t0: std::time::Instant,
+}
+
+impl Monitor {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32, every: Duration) -> Self {
+        let m = Self {
+            samples: Arc::default(),
+            pid,
+            tck: clk_tck(),
+            t0: std::time::Instant::now(),
+        };
+        let m2 = m.clone();
+        let t0 = m.t0;
+        tokio::spawn(async move {
+            while let Some(mut s) = read(m2.pid, m2.tck) {
+                s.at = t0.elapsed().as_secs_f64();
+                m2.samples.lock().expect("samples").push(s);
+                if Arc::strong_count(&m2.samples) == 1 {
+                    break;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        m
+    }
+
+    /// A sample now.
+    pub fn now(&self) -> Sample {
+        let mut s = read(self.pid, self.tck).unwrap_or_default();
+        s.at = self.t0.elapsed().as_secs_f64();
+        s
+    }
+
+    /// All samples so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().expect("samples").clone()
+    }
+}
+
+/// Resource figures of one binary over one phase.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    /// Peak RSS (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+    /// Median RSS of the samples in the window, MiB.
+    pub steady_rss_mib: f64,
+    /// CPU seconds in the window.
+    pub cpu_s: f64,
+    /// CPU seconds per 1,000 events.
+    pub cpu_s_per_1k: f64,
+    /// Events in the window.
+    pub events: u64,
+}
+
+/// Usage between two samples with `events` processed, steady RSS from the
+/// samples taken in between (median).
+pub fn usage(all: &[Sample], from: Sample, to: Sample, events: u64) -> Usage {
+    let mut rss: Vec<u64> = all
+        .iter()
+        .filter(|s| s.at >= from.at && s.at <= to.at && s.rss_kib > 0)
+        .map(|s| s.rss_kib)
+        .collect();
+    rss.sort_unstable();
+    let steady = rss.get(rss.len() / 2).copied().unwrap_or(to.rss_kib);
+    let peak = all
+        .iter()
+        .map(|s| s.hwm_kib)
+        .max()
+        .unwrap_or(0)
+        .max(to.hwm_kib);
+    let cpu = (to.cpu_s - from.cpu_s).max(0.0);
+    Usage {
+        peak_rss_mib: peak as f64 / 1024.0,
+        steady_rss_mib: steady as f64 / 1024.0,
+        cpu_s: cpu,
+        cpu_s_per_1k: if events > 0 {
+            cpu * 1000.0 / events as f64
+        } else {
+            0.0
+        },
+        events,
+    }
+}
