@@ -118,15 +118,33 @@ fn read_latest(
     if partitions.is_empty() {
         return Ok(None);
     }
+    // The end of each partition as of now. Reading is complete for a
+    // partition at its end-of-partition event, or once the position has
+    // passed this high watermark: every transaction that started before
+    // it has then been decided. (The EOF event alone is not enough: on a
+    // partition that is empty when assigned, librdkafka can report it as a
+    // global error instead.) A position one short of it after a quiet
+    // second is also complete: only a transaction marker can remain there.
+    let mut high = std::collections::HashMap::new();
+    for p in &partitions {
+        let (low, hw) = consumer
+            .fetch_watermarks(topic, *p, timeout)
+            .map_err(StreamError::Kafka)?;
+        high.insert(*p, (low, hw));
+    }
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .map_err(StreamError::Kafka)?;
     }
     consumer.assign(&tpl).map_err(StreamError::Kafka)?;
-    let mut remaining: HashSet<i32> = partitions.into_iter().collect();
+    let mut remaining: HashSet<i32> = partitions
+        .into_iter()
+        .filter(|p| high.get(p).is_some_and(|(l, h)| h > l))
+        .collect();
     let mut latest: Option<Position> = None;
     let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
     while !remaining.is_empty() {
         if Instant::now() > deadline {
             return Err(StreamError::Internal(format!(
@@ -140,20 +158,32 @@ fn read_latest(
             }
             Some(Err(e)) => return Err(StreamError::Kafka(e)),
             Some(Ok(m)) => {
-                if m.key() != Some(stream.as_bytes()) {
-                    continue;
-                }
-                match m.payload() {
-                    // A tombstone resets the stream.
-                    None => latest = None,
-                    Some(bytes) => {
-                        latest = Some(serde_json::from_slice(bytes).map_err(|e| {
-                            StreamError::BadPosition {
-                                stream: stream.to_string(),
-                                message: format!("offset {} of {topic}: {e}", m.offset()),
-                            }
-                        })?)
+                quiet_since = Instant::now();
+                if m.key() == Some(stream.as_bytes()) {
+                    match m.payload() {
+                        // A tombstone resets the stream.
+                        None => latest = None,
+                        Some(bytes) => {
+                            latest = Some(serde_json::from_slice(bytes).map_err(|e| {
+                                StreamError::BadPosition {
+                                    stream: stream.to_string(),
+                                    message: format!("offset {} of {topic}: {e}", m.offset()),
+                                }
+                            })?)
+                        }
                     }
+                }
+            }
+        }
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements_for_topic(topic) {
+                let (Offset::Offset(at), Some((_, hw))) = (e.offset(), high.get(&e.partition()))
+                else {
+                    continue;
+                };
+                let quiet = quiet_since.elapsed() >= Duration::from_secs(1);
+                if at >= *hw || (quiet && at + 1 >= *hw) {
+                    remaining.remove(&e.partition());
                 }
             }
         }
