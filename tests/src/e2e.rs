@@ -223,7 +223,10 @@ pub fn spawn_load(
                 Ok(()) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                 // A server restart under chaos: the write may or may not have
                 // happened; the comparison at the end decides, not the count.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                Err(e) => {
+                    eprintln!("load: write failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
             }
         }
         n

@@ -169,7 +169,7 @@ async fn kill_9_of_either_binary_under_load_ends_equal() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let writes = load.await.unwrap();
-    assert!(writes > 200, "load ran: {writes} writes");
+    assert!(writes >= 20, "load ran: {writes} writes");
 
     e2e_tests::e2e::wait_equal(&p, &db, Duration::from_secs(180)).await;
     assert!(

