@@ -5,7 +5,7 @@
 mod es;
 mod kafka;
 mod procmon;
-mod workload;
+use e2e_tests::workload;
 
 use anyhow::{bail, Context as _, Result};
 use elasticsearch::http::Method;
