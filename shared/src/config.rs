@@ -197,6 +197,24 @@ pub fn redact_uri(uri: &str) -> String {
     format!("{}{}:***{}", &uri[..rest_start], user, &rest[at..])
 }
 
+/// Checks a name (database, collection, topic, prefix): not empty, no
+/// whitespace, no NUL, none of `also_forbidden`. The error names `key`.
+pub fn require_name(key: &str, value: &str, also_forbidden: &[char]) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || *c == '\0' || also_forbidden.contains(c))
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` contains {c:?}, which a name cannot hold"),
+        ));
+    }
+    Ok(())
+}
+
 /// Removes the password of connection string `uri` (and the whole `uri`)
 /// from `text`, for error messages that may quote it.
 pub fn scrub(text: &str, uri: &str) -> String {
@@ -349,6 +367,22 @@ topic = "t1"
         .unwrap_err();
         assert!(err.to_string().contains("APP__ITEMS__9__TOPIC"), "{err}");
         assert!(err.to_string().contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(require_name("k", "live", &['$']).is_ok());
+        assert!(require_name("k", "", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("must not be empty"));
+        assert!(require_name("k", "a b", &[]).is_err());
+        assert!(require_name("k", "a$b", &[]).is_ok());
+        let err = require_name("db", "a$b", &['$']).unwrap_err().to_string();
+        assert!(
+            err.contains("config key `db`") && err.contains("'$'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -382,7 +382,7 @@ impl SourceConfig {
                 "must start with mongodb:// or mongodb+srv://",
             ));
         }
-        require_name("mongodb.database", &self.mongodb.database)?;
+        shared::config::require_name("mongodb.database", &self.mongodb.database, &['$'])?;
         if self.mongodb.password.is_some() && self.mongodb.password_file.is_some() {
             return Err(ConfigError::invalid(
                 "mongodb.password_file",
@@ -411,11 +411,12 @@ impl SourceConfig {
                 "must be between 1024 and 1000000000",
             ));
         }
-        require_name(
+        shared::config::require_name(
             "kafka.transactional_id_prefix",
             &self.kafka.transactional_id_prefix,
+            &['$'],
         )?;
-        require_name("topics.prefix", &self.topics.prefix)?;
+        shared::config::require_name("topics.prefix", &self.topics.prefix, &['$'])?;
         if self.topics.partitions < 1 {
             return Err(ConfigError::invalid("topics.partitions", "must be >= 1"));
         }
@@ -433,7 +434,7 @@ impl SourceConfig {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.collections.iter().enumerate() {
-            require_name(&format!("collections[{i}].name"), &c.name)?;
+            shared::config::require_name(&format!("collections[{i}].name"), &c.name, &['$'])?;
             if !seen.insert(&c.name) {
                 return Err(ConfigError::invalid(
                     format!("collections[{i}].name"),
@@ -571,22 +572,6 @@ pub struct StreamSpec {
     pub transactional_id: String,
     /// User pipeline stages.
     pub pipeline: Vec<toml::Table>,
-}
-
-fn require_name(key: &str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() {
-        return Err(ConfigError::invalid(key, "must not be empty"));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_whitespace() || c == '$' || c == '\0')
-    {
-        return Err(ConfigError::invalid(
-            key,
-            format!("`{value}` contains a space, `$` or NUL"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

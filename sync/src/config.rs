@@ -272,7 +272,7 @@ impl SyncConfig {
                 "must not be empty",
             ));
         }
-        require_name("kafka.group_id", &self.kafka.group_id)?;
+        shared::config::require_name("kafka.group_id", &self.kafka.group_id, &[])?;
         if !OFFSET_RESETS.contains(&self.kafka.auto_offset_reset.as_str()) {
             return Err(ConfigError::invalid(
                 "kafka.auto_offset_reset",
@@ -332,7 +332,7 @@ impl SyncConfig {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.topics.iter().enumerate() {
-            require_name(&format!("topics[{i}].topic"), &t.topic)?;
+            shared::config::require_name(&format!("topics[{i}].topic"), &t.topic, &[])?;
             if !seen.insert(&t.topic) {
                 return Err(ConfigError::invalid(
                     format!("topics[{i}].topic"),
@@ -370,9 +370,9 @@ impl SyncConfig {
                 }
             }
         }
-        require_name("dlq.prefix", &self.dlq.prefix)?;
+        shared::config::require_name("dlq.prefix", &self.dlq.prefix, &[])?;
         if let Some(t) = &self.dlq.topic {
-            require_name("dlq.topic", t)?;
+            shared::config::require_name("dlq.topic", t, &[])?;
             if seen.contains(t) {
                 return Err(ConfigError::invalid(
                     "dlq.topic",
@@ -433,19 +433,6 @@ const MANAGED_PROPERTIES: [&str; 5] = [
     "bootstrap.servers",
     "enable.partition.eof",
 ];
-
-fn require_name(key: &str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() {
-        return Err(ConfigError::invalid(key, "must not be empty"));
-    }
-    if value.chars().any(|c| c.is_whitespace() || c == '\0') {
-        return Err(ConfigError::invalid(
-            key,
-            format!("`{value}` contains a space or NUL"),
-        ));
-    }
-    Ok(())
-}
 
 /// Elasticsearch index/alias naming rules (lower case, no `\ / * ? " < > | , #`
 /// or space, not starting with `-`, `_`, `+`, not `.`/`..`, <= 255 bytes).
