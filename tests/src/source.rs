@@ -147,6 +147,25 @@ listen = "127.0.0.1:{port}"
         (token, handle)
     }
 
+    /// Waits until the snapshot end markers of `coll` (one per partition of
+    /// its topic, 3 with this fixture) are on the topic.
+    pub async fn wait_snapshot_done(&self, coll: &str) {
+        let topic = self.topic(coll);
+        crate::eventually(
+            "snapshot end markers",
+            std::time::Duration::from_secs(60),
+            || async {
+                let recs = crate::kafka::read_all(&topic).await;
+                let ends = recs
+                    .iter()
+                    .filter(|r| r.value["op"] == "snapshot_end")
+                    .count();
+                (ends >= 3).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// The `/status` document (Null while the server is not up).
     pub async fn status(&self) -> serde_json::Value {
         match self.admin_get("/status").await {

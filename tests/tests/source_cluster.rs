@@ -130,15 +130,7 @@ async fn kill_9_of_the_owner_moves_the_stream_and_loses_nothing() {
     let refs: Vec<&Instance> = instances.iter().collect();
     let owner = eventually("an owner of card", WAIT, || running_owner(&refs, &card)).await;
     let topic = fx.topic("card");
-    eventually("snapshot done", WAIT, || async {
-        let n = read_all(&topic)
-            .await
-            .iter()
-            .filter(|r| r.value["op"] == "snapshot_end")
-            .count();
-        (n == 3).then_some(())
-    })
-    .await;
+    fx.wait_snapshot_done("card").await;
 
     let cards = mongo()
         .await
@@ -194,15 +186,7 @@ async fn an_owner_paused_past_its_lease_is_fenced_and_steps_down() {
     let refs: Vec<&Instance> = instances.iter().collect();
     let owner = eventually("an owner of card", WAIT, || running_owner(&refs, &card)).await;
     let topic = fx.topic("card");
-    eventually("snapshot done", WAIT, || async {
-        let n = read_all(&topic)
-            .await
-            .iter()
-            .filter(|r| r.value["op"] == "snapshot_end")
-            .count();
-        (n == 3).then_some(())
-    })
-    .await;
+    fx.wait_snapshot_done("card").await;
     let paused = instances.iter().find(|i| i.id == owner).unwrap();
     let other = instances.iter().find(|i| i.id != owner).unwrap();
 

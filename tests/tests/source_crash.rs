@@ -22,15 +22,7 @@ async fn kill_9_five_times_under_load_loses_and_repeats_nothing() {
 
     let mut proc = start();
     let topic = fx.topic("card");
-    eventually("snapshot end markers", Duration::from_secs(60), || async {
-        let n = read_all(&topic)
-            .await
-            .iter()
-            .filter(|r| r.value["op"] == "snapshot_end")
-            .count();
-        (n == 3).then_some(())
-    })
-    .await;
+    fx.wait_snapshot_done("card").await;
 
     let cards = mongo()
         .await

@@ -65,15 +65,7 @@ async fn lost_history_triggers_an_announced_resnapshot() {
     }
 
     let (stop, handle) = fx.spawn();
-    eventually("first snapshot", Duration::from_secs(60), || async {
-        let n = read_all(&topic)
-            .await
-            .iter()
-            .filter(|r| r.value["op"] == "snapshot_end")
-            .count();
-        (n == 3).then_some(())
-    })
-    .await;
+    fx.wait_snapshot_done("card").await;
     cards.insert_one(doc! { "_id": 5, "v": 0 }).await.unwrap();
     eventually("a streamed insert", Duration::from_secs(60), || async {
         read_all(&topic)

@@ -17,26 +17,12 @@ fn changes(recs: &[Rec]) -> Vec<&Rec> {
         .collect()
 }
 
-/// Waits until the snapshot end markers (one per partition) are on `topic`.
-async fn wait_snapshot_done(topic: &str) {
-    eventually("snapshot end markers", WAIT, || async {
-        let recs = read_all(topic).await;
-        (recs
-            .iter()
-            .filter(|r| r.value["op"] == "snapshot_end")
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn every_operation_becomes_the_expected_record() {
     let fx = SourceFixture::new(&["card", "reply"]);
     let (stop, handle) = fx.spawn();
-    wait_snapshot_done(&fx.topic("card")).await;
-    wait_snapshot_done(&fx.topic("reply")).await;
+    fx.wait_snapshot_done("card").await;
+    fx.wait_snapshot_done("reply").await;
 
     let db = mongo().await.database(&fx.db);
     let cards = db.collection::<Document>("card");
@@ -140,7 +126,7 @@ async fn every_operation_becomes_the_expected_record() {
 async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
     let fx = SourceFixture::new(&["card"]);
     let (stop, handle) = fx.spawn();
-    wait_snapshot_done(&fx.topic("card")).await;
+    fx.wait_snapshot_done("card").await;
     let cards = mongo()
         .await
         .database(&fx.db)
@@ -201,7 +187,7 @@ async fn a_quiet_collection_keeps_a_fresh_token() {
     let mut fx = SourceFixture::new(&["card", "reply"]);
     fx.batch = "idle_commit_ms = 300".into();
     let (stop, handle) = fx.spawn();
-    wait_snapshot_done(&fx.topic("reply")).await;
+    fx.wait_snapshot_done("reply").await;
     let quiet = format!("{}.reply", fx.db);
     let tokens = |recs: &[Rec]| -> Vec<Value> {
         recs.iter()
