@@ -36,6 +36,16 @@ impl PrivateElasticsearch {
     /// (`Some(1)` makes the node reject writes with real 429s under load).
     /// Blocks until the node answers (about 8 s).
     pub fn start_with(write_queue_size: Option<u32>) -> Self {
+        Self::start_configured(write_queue_size, "")
+    }
+
+    /// Starts a node with more node settings (`ES_EXTRA_SETTINGS`, e.g.
+    /// `"http.max_content_length=1mb"`).
+    pub fn start_with_settings(settings: &str) -> Self {
+        Self::start_configured(None, settings)
+    }
+
+    fn start_configured(write_queue_size: Option<u32>, settings: &str) -> Self {
         let dir = std::env::temp_dir().join(crate::unique("stack-es-"));
         let http_port = crate::free_port();
         let mut transport_port = crate::free_port();
@@ -52,6 +62,7 @@ impl PrivateElasticsearch {
         if let Some(q) = write_queue_size {
             cmd.env("ES_WRITE_QUEUE_SIZE", q.to_string());
         }
+        cmd.env("ES_EXTRA_SETTINGS", settings);
         let st = cmd.status().expect("run scripts/stack");
         assert!(
             st.success(),

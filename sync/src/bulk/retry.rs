@@ -23,6 +23,10 @@ pub enum Outcome {
         /// Short label (`429`, `5xx`, `es_rejected_execution_exception`, ...).
         reason: String,
     },
+    /// HTTP 413: the whole request is over the node's
+    /// `http.max_content_length`. The service sends it again in halves
+    /// ([`super::service`]); a single item refused so is dead-lettered.
+    TooLarge,
     /// Will fail again (mapping or parse errors): dead-letter it.
     Permanent {
         /// Elasticsearch error type, e.g. `document_parsing_exception`.
@@ -50,12 +54,7 @@ pub fn classify(status: Option<u16>, body: Option<&Value>, n_items: usize) -> Ve
                 reason: "429".into(),
             })
         }
-        413 => {
-            return all(Outcome::Permanent {
-                error_type: "request_too_large".into(),
-                reason: "bulk request larger than http.max_content_length".into(),
-            })
-        }
+        413 => return all(Outcome::TooLarge),
         // Auth and routing problems are fixed by operators, not by
         // dropping data: keep retrying (and alerting through the metric).
         401 | 403 | 404 | 408 => {
@@ -268,9 +267,8 @@ mod tests {
         assert_eq!(classify(Some(503), Some(&unavailable), 2), retry("5xx"));
         assert_eq!(classify(Some(502), None, 2), retry("5xx"));
         assert_eq!(classify(Some(401), None, 2), retry("401"));
-        assert!(
-            matches!(&classify(Some(413), None, 1)[0], Outcome::Permanent { error_type, .. } if error_type == "request_too_large")
-        );
+        // Elasticsearch answers 413 with an empty body and closes the connection.
+        assert_eq!(classify(Some(413), None, 3), vec![Outcome::TooLarge; 3]);
         let bad = json!({"error": {"type": "illegal_argument_exception", "reason": "Malformed action/metadata line [1]"}, "status": 400});
         assert!(
             matches!(&classify(Some(400), Some(&bad), 1)[0], Outcome::Permanent { error_type, .. } if error_type == "illegal_argument_exception")

@@ -4,7 +4,9 @@
 //! [`super::retry::classify`], and sends again only the items classified
 //! retryable, after an exponential backoff with jitter (the `backoff` crate
 //! through [`shared::retry::RetryConfig`]), until every item has a final
-//! outcome: success, conflict, or permanent failure.
+//! outcome: success, conflict, or permanent failure. A request refused as
+//! over `http.max_content_length` (413) is split in halves until it fits;
+//! a single document that does not fit is a permanent failure.
 //!
 //! Delivery guarantee: every item gets a final outcome unless `stop` fires
 //! (shutdown grace exhausted, or the partition was revoked): then the
@@ -87,6 +89,63 @@ impl BulkService {
         }
     }
 
+    /// Sends `items` as one bulk request and classifies the answer. A
+    /// request refused as too large (HTTP 413, over the node's
+    /// `http.max_content_length`) is sent again in halves, each on its own,
+    /// down to single items; a single item refused so can never fit and is
+    /// a permanent failure naming its size. `None` when `stop` fires.
+    async fn send_splitting<M>(
+        &self,
+        items: &[&Item<M>],
+        stop: &CancellationToken,
+    ) -> Option<Vec<Outcome>> {
+        let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
+        let mut parts = vec![0..items.len()];
+        while let Some(part) = parts.pop() {
+            let payload = body_of(&items[part.clone()]);
+            let bytes = payload.len();
+            let (status, json) = tokio::select! {
+                r = self.send_once(payload) => r,
+                () = stop.cancelled() => return None,
+            };
+            let outcomes = classify(status, json.as_ref(), part.len());
+            if outcomes.first() == Some(&Outcome::TooLarge) {
+                if part.len() > 1 {
+                    self.metrics.retry("413", part.len() as u64);
+                    tracing::warn!(
+                        items = part.len(),
+                        bytes,
+                        "bulk request over http.max_content_length (413): sending it in halves"
+                    );
+                    let mid = part.start + part.len() / 2;
+                    parts.push(mid..part.end);
+                    parts.push(part.start..mid);
+                } else {
+                    out[part.start] = Some(Outcome::Permanent {
+                        error_type: "request_too_large".into(),
+                        reason: format!(
+                            "a single document of {bytes} bytes of bulk NDJSON is over the node's \
+                             http.max_content_length (HTTP 413)"
+                        ),
+                    });
+                }
+                continue;
+            }
+            for (slot, o) in out[part].iter_mut().zip(outcomes) {
+                *slot = Some(o);
+            }
+        }
+        Some(
+            out.into_iter()
+                .map(|o| {
+                    o.unwrap_or(Outcome::Retry {
+                        reason: "malformed_response".into(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Sends `items` until each has a final outcome (see the module docs).
     /// Outcomes are returned in the order of `items`.
     pub async fn execute<M>(
@@ -101,12 +160,9 @@ impl BulkService {
         let mut schedule = self.retry.backoff();
         while !todo.is_empty() {
             let sending: Vec<&Item<M>> = todo.iter().map(|&i| &items[i]).collect();
-            let payload = body_of(&sending);
-            let (status, json) = tokio::select! {
-                r = self.send_once(payload) => r,
-                () = stop.cancelled() => break,
+            let Some(outcomes) = self.send_splitting(&sending, stop).await else {
+                break;
             };
-            let outcomes = classify(status, json.as_ref(), todo.len());
             let mut again = Vec::new();
             let mut reasons: Vec<(String, u64)> = Vec::new();
             for (&i, outcome) in todo.iter().zip(outcomes) {
@@ -115,6 +171,13 @@ impl BulkService {
                     Outcome::Conflict => done[i] = Some(Final::Conflict),
                     Outcome::Permanent { error_type, reason } => {
                         done[i] = Some(Final::Permanent { error_type, reason })
+                    }
+                    // (send_splitting resolves every 413; kept for completeness.)
+                    Outcome::TooLarge => {
+                        done[i] = Some(Final::Permanent {
+                            error_type: "request_too_large".into(),
+                            reason: "over the node's http.max_content_length (HTTP 413)".into(),
+                        })
                     }
                     Outcome::Retry { reason } => {
                         match reasons.iter_mut().find(|r| r.0 == reason) {
