@@ -234,8 +234,8 @@ pub struct ConsumerConfig {
 impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
-            max_buffered_records: 20_000,
-            max_buffered_bytes: 64 << 20,
+            max_buffered_records: 10_000,
+            max_buffered_bytes: 16 << 20,
             commit_interval_ms: 1000,
             shutdown_timeout_ms: 20_000,
             max_future_seconds: 3600,

@@ -125,9 +125,30 @@ pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
         .set(
             "session.timeout.ms",
             cfg.kafka.session_timeout_ms.to_string(),
-        );
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v.expose());
+        )
+        // Prefetch bounds. Our own buffer (`consumer.max_buffered_*`) is
+        // what bounds memory by design; librdkafka's defaults would add
+        // far more while catching up (measured: ~40 MiB of zstd output
+        // buffers and 18k queued messages, issue 6): it keeps 100,000
+        // messages per partition queued, and one fetch may carry 1 MiB of
+        // *compressed* records per partition (5-10x that decompressed).
+        // A few bulks' worth per partition is enough to keep requests full
+        // (consuming runs ~100x faster than indexing). A record batch
+        // larger than these limits is still fetched whole (KIP-74).
+        .set(
+            "queued.min.messages",
+            cfg.bulk.max_actions.max(100).to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            (cfg.consumer.max_buffered_bytes / 4 / 1024)
+                .max(1024)
+                .to_string(),
+        )
+        .set("fetch.max.bytes", (1usize << 20).to_string())
+        .set("max.partition.fetch.bytes", (256usize << 10).to_string());
+    for (k, v) in cfg.kafka.client_properties() {
+        cc.set(k, v);
     }
     cc
 }
@@ -671,7 +692,19 @@ impl Loop {
         }
     }
 
+    /// When the oldest waiting bulk item is due (its linger time is over).
+    /// `None` while no request could start anyway (every slot in flight,
+    /// or leaving): the loop then waits for a report instead of waking at
+    /// a deadline already past, which would spin a core while
+    /// Elasticsearch, on the same host, needs it.
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight >= self.cfg.bulk.max_in_flight
+            || self.hard_stop.is_cancelled()
+            || self.leaving.is_some()
+            || self.left
+        {
+            return None;
+        }
         self.parts
             .values()
             .filter(|p| !p.busy)

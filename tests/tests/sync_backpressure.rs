@@ -2,7 +2,9 @@
 //! test freezes (SIGSTOP through `scripts/stack pause`) while records keep
 //! arriving: consumption pauses with at most `consumer.max_buffered_records`
 //! records held, and after the node is thawed every document is indexed
-//! with its version, nothing lost.
+//! with its version, nothing lost. While the node is frozen es-sync
+//! sleeps: with every request slot taken it must not spin on a linger
+//! deadline already past (it did, stealing a core from Elasticsearch).
 
 use e2e_tests::private_stack::PrivateElasticsearch;
 use e2e_tests::sync_support::*;
@@ -16,6 +18,18 @@ const WAIT: Duration = Duration::from_secs(40);
 const T: u32 = 1_700_007_000;
 const MAX_BUFFERED: u64 = 100;
 
+/// CPU seconds (user + system) used so far by this test process, which
+/// runs es-sync in-process.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line, in clock ticks (100 per second).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
 async fn metric(port: u16, sample: &str) -> Option<f64> {
     let m = e2e_tests::http_get(port, "/metrics").await?;
     e2e_tests::metric_value(&m, sample)
@@ -25,7 +39,9 @@ async fn metric(port: u16, sample: &str) -> Option<f64> {
 async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
     let node = PrivateElasticsearch::start();
     let n = Names::new("bp");
-    create_topic(&n.topic, 1).await;
+    // Two partitions and one request slot: while the request of one
+    // partition hangs, the other partition has records past their linger.
+    create_topic(&n.topic, 2).await;
     let mut cfg = config(&n);
     cfg.elasticsearch.url = node.url();
     cfg.bulk.max_actions = 20;
@@ -80,7 +96,11 @@ async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
     let mut max_buffered = 0u64;
     let mut paused_metric = false;
     let mut paused_status = false;
+    let mut cpu_window: Option<(Instant, f64)> = None;
     while frozen.elapsed() < Duration::from_secs(6) {
+        if cpu_window.is_none() && frozen.elapsed() >= Duration::from_secs(1) {
+            cpu_window = Some((Instant::now(), process_cpu_seconds()));
+        }
         let s = status.status();
         max_buffered = max_buffered.max(s["buffered_records"].as_u64().unwrap_or(0));
         paused_status |= s["paused"] == json!(true);
@@ -90,6 +110,8 @@ async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
         paused_metric |= metric(port, "es_sync_consumer_paused").await == Some(1.0);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (since, cpu0) = cpu_window.expect("cpu window started");
+    let busy = (process_cpu_seconds() - cpu0) / since.elapsed().as_secs_f64();
     producing.await.expect("producer task");
     let lag_while_frozen = tokio::task::spawn_blocking({
         let (g, t) = (n.group.clone(), n.topic.clone());
@@ -100,7 +122,16 @@ async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
     node.resume();
     eprintln!(
         "while frozen: max buffered {max_buffered}, paused metric {paused_metric}, \
-         paused status {paused_status}, group lag {lag_while_frozen:?}"
+         paused status {paused_status}, group lag {lag_while_frozen:?}, \
+         process CPU {:.0}% of a core",
+        busy * 100.0
+    );
+    // A spinning loop takes a whole core (~100%); a sleeping one, plus this
+    // test's own polling and producing, a few percent.
+    assert!(
+        busy < 0.4,
+        "es-sync busy while Elasticsearch was frozen: {:.0}% of a core",
+        busy * 100.0
     );
     assert!(
         paused_metric && paused_status,
