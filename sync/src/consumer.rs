@@ -1087,3 +1087,47 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> SyncConfig {
+        let text = include_str!("../../config/es-sync.toml");
+        let mut cfg: SyncConfig = shared::config::load_str(
+            text,
+            std::path::Path::new("config/es-sync.toml"),
+            "ES_SYNC",
+            std::iter::empty(),
+        )
+        .unwrap();
+        cfg.resolve_paths(std::path::Path::new("config"));
+        cfg.validate().unwrap();
+        cfg
+    }
+
+    #[test]
+    fn prefetch_is_bounded_by_our_own_buffer_limits() {
+        let mut cfg = shipped();
+        cfg.consumer.max_buffered_bytes = 16 << 20;
+        cfg.bulk.max_actions = 500;
+        let cc = consumer_config(&cfg, "g");
+        // librdkafka defaults: 100000 messages, 65536 KiB, 52428800, 1048576.
+        assert_eq!(cc.get("queued.min.messages"), Some("500"));
+        assert_eq!(cc.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(cc.get("fetch.max.bytes"), Some("1048576"));
+        assert_eq!(cc.get("max.partition.fetch.bytes"), Some("262144"));
+        assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn user_properties_override_the_prefetch_bounds() {
+        let mut cfg = shipped();
+        cfg.kafka.properties.insert(
+            "queued.max.messages.kbytes".into(),
+            shared::config::Secret::new("65536"),
+        );
+        let cc = consumer_config(&cfg, "g");
+        assert_eq!(cc.get("queued.max.messages.kbytes"), Some("65536"));
+    }
+}
