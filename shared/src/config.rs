@@ -234,6 +234,22 @@ fn uri_password(uri: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, p)| p)
 }
 
+/// Reads a secret from `path` (a `*_file` key such as `password_file`),
+/// without its trailing newline. The error names `key` and the file, never
+/// the content.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(Secret::new(value))
+}
+
 /// A secret string from config: printed as `***` by `Debug` and `Display`.
 #[derive(Clone, Default, serde::Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -383,6 +399,31 @@ topic = "t1"
             err.contains("config key `db`") && err.contains("'$'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_files_are_read_without_the_newline() {
+        let dir = std::env::temp_dir().join(format!("shared-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "s3cr3t\r\n").unwrap();
+        assert_eq!(read_secret_file("k", &f).unwrap().expose(), "s3cr3t");
+        std::fs::write(&f, "\n").unwrap();
+        let err = read_secret_file("a.password_file", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.password_file") && err.contains("empty"),
+            "{err}"
+        );
+        let err = read_secret_file("a.password_file", &dir.join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.password_file") && err.contains("missing"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Code shared by `mongo-source` and `es-sync`, and nothing else: the change
 //! event envelope and its JSON mapping, configuration loading, telemetry,
-//! the admin HTTP server, the retry policy and shutdown plumbing.
+//! the admin HTTP server, the retry policy, the Kafka access check and
+//! shutdown plumbing.
 
 pub mod admin;
 pub mod config;
 pub mod ejson;
 pub mod event;
+pub mod kafka_access;
 pub mod retry;
 pub mod shutdown;
 pub mod state;

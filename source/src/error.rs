@@ -13,6 +13,10 @@ pub enum StreamError {
     /// A Kafka operation failed.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The start-up check of the Kafka settings failed (refused login,
+    /// failed TLS handshake, or no answer).
+    #[error("{0}")]
+    KafkaAccess(#[from] shared::kafka_access::KafkaAccessError),
     /// Another producer with the same `transactional.id` took over.
     #[error("fenced: another instance with transactional.id {0} took over this stream")]
     Fenced(String),
@@ -104,6 +108,7 @@ impl Classify for StreamError {
                 ) => ErrorClass::Fatal,
                 _ => ErrorClass::Retryable,
             },
+            Self::KafkaAccess(e) => e.class(),
             Self::Fenced(_) | Self::Oversized(_) | Self::NoTransactions(_) => ErrorClass::Fatal,
             Self::HistoryLost(_) => ErrorClass::Fatal,
             Self::BadEvent(_) | Self::BadPosition { .. } => ErrorClass::Fatal,

@@ -100,6 +100,13 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
                 .await
                 .map_err(error::StreamError::from_mongo)?;
             board.mongo_connected.store(true, Ordering::Relaxed);
+            // A refused login or TLS handshake is fatal here, with a clear
+            // message, instead of looking like a broker that never answers.
+            let access = kafka::client_config(&cfg.kafka);
+            let timeout = Duration::from_millis(cfg.kafka.operation_timeout_ms);
+            tokio::task::spawn_blocking(move || shared::kafka_access::check(&access, timeout))
+                .await
+                .map_err(|e| error::StreamError::Internal(e.to_string()))??;
             topics.ensure(&cfg.topics, &event_topics).await?;
             topics.ensure_cluster(&cfg, event_topics.len()).await
         },

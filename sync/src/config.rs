@@ -69,10 +69,41 @@ pub struct KafkaConfig {
     /// Timeout of a single Kafka operation (commit, metadata), in ms.
     #[serde(default = "default_op_timeout_ms")]
     pub operation_timeout_ms: u64,
-    /// Extra librdkafka properties (e.g. `security.protocol`), passed
-    /// through unchanged to the consumer and the DLQ producer.
+    /// Extra librdkafka properties (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`), passed through unchanged to
+    /// the consumer and the DLQ producer.
     #[serde(default)]
     pub properties: BTreeMap<String, Secret>,
+    /// librdkafka properties read from files (trailing newline ignored),
+    /// e.g. `{ "sasl.password" = "/run/secrets/kafka_password" }`.
+    #[serde(default)]
+    pub property_files: BTreeMap<String, PathBuf>,
+}
+
+impl KafkaConfig {
+    /// `properties` plus the values of `property_files`, for librdkafka.
+    /// A file that cannot be read is left out here and reported at
+    /// start-up by [`KafkaConfig::read_property_files`].
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
+        out.extend(self.read_property_files().unwrap_or_default());
+        out
+    }
+
+    /// Reads `property_files`; the error names the key and the file.
+    pub fn read_property_files(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.property_files
+            .iter()
+            .map(|(k, path)| {
+                shared::config::read_secret_file(&format!("kafka.property_files.{k}"), path)
+                    .map(|v| (k.clone(), v.expose().to_string()))
+            })
+            .collect()
+    }
 }
 
 fn default_group() -> String {
@@ -94,12 +125,28 @@ fn default_op_timeout_ms() -> u64 {
 pub struct ElasticsearchConfig {
     /// Base URL, e.g. `http://127.0.0.1:9200`.
     pub url: String,
-    /// Basic-auth user name (with `password`).
+    /// Basic-auth user name (with `password` or `password_file`).
     #[serde(default)]
     pub username: Option<String>,
-    /// Basic-auth password; never logged.
+    /// Basic-auth password; never logged. Prefer `password_file`.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// File holding the basic-auth password (e.g. a docker secret),
+    /// trailing newline ignored.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Elasticsearch API key, the base64 `encoded` value of the create-API-key
+    /// answer, sent as `Authorization: ApiKey ...`; instead of basic auth.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// File holding the encoded API key, trailing newline ignored.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) that signed the server's
+    /// certificate, for `https://` URLs; without it the system roots are
+    /// used. Host names (or IPs) are verified against the certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Timeout of one HTTP request (bulk, bootstrap), in ms.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -107,6 +154,44 @@ pub struct ElasticsearchConfig {
 
 fn default_request_timeout_ms() -> u64 {
     30_000
+}
+
+impl ElasticsearchConfig {
+    /// Checks the credential and TLS keys (no I/O).
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let password = self.password.is_some() || self.password_file.is_some();
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(ConfigError::invalid(
+                "elasticsearch.password_file",
+                "set either elasticsearch.password or elasticsearch.password_file",
+            ));
+        }
+        if self.username.is_some() != password {
+            return Err(ConfigError::invalid(
+                "elasticsearch.password",
+                "set both username and password (or password_file), or neither",
+            ));
+        }
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "elasticsearch.api_key_file",
+                "set either elasticsearch.api_key or elasticsearch.api_key_file",
+            ));
+        }
+        if password && (self.api_key.is_some() || self.api_key_file.is_some()) {
+            return Err(ConfigError::invalid(
+                "elasticsearch.api_key",
+                "use either basic auth (username/password) or an API key, not both",
+            ));
+        }
+        if self.ca_file.is_some() && !self.url.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                "elasticsearch.ca_file",
+                "needs an https:// elasticsearch.url",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One `[[topics]]` entry: a topic of change events into one alias.
@@ -255,11 +340,21 @@ impl SyncConfig {
         Ok(cfg)
     }
 
-    /// Makes relative `index_file`s relative to `base`.
+    /// Makes relative `index_file`s (and credential and CA files)
+    /// relative to `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
         for t in &mut self.topics {
             if t.index_file.is_relative() {
                 t.index_file = base.join(&t.index_file);
+            }
+        }
+        let es = &mut self.elasticsearch;
+        for p in [&mut es.password_file, &mut es.api_key_file, &mut es.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
     }
@@ -312,12 +407,7 @@ impl SyncConfig {
             }
             Err(e) => return Err(ConfigError::invalid("elasticsearch.url", e.to_string())),
         }
-        if self.elasticsearch.username.is_some() != self.elasticsearch.password.is_some() {
-            return Err(ConfigError::invalid(
-                "elasticsearch.password",
-                "set both username and password, or neither",
-            ));
-        }
+        self.elasticsearch.validate_auth()?;
         if self.elasticsearch.request_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "elasticsearch.request_timeout_ms",
@@ -538,6 +628,33 @@ mod tests {
                 &[("ES_SYNC__ELASTICSEARCH__USERNAME", "elastic")],
                 "elasticsearch.password",
             ),
+            (
+                &[
+                    ("ES_SYNC__ELASTICSEARCH__USERNAME", "elastic"),
+                    ("ES_SYNC__ELASTICSEARCH__PASSWORD", "x"),
+                    ("ES_SYNC__ELASTICSEARCH__PASSWORD_FILE", "/pw"),
+                ],
+                "elasticsearch.password_file",
+            ),
+            (
+                &[
+                    ("ES_SYNC__ELASTICSEARCH__USERNAME", "elastic"),
+                    ("ES_SYNC__ELASTICSEARCH__PASSWORD_FILE", "/pw"),
+                    ("ES_SYNC__ELASTICSEARCH__API_KEY", "k"),
+                ],
+                "elasticsearch.api_key",
+            ),
+            (
+                &[
+                    ("ES_SYNC__ELASTICSEARCH__API_KEY", "k"),
+                    ("ES_SYNC__ELASTICSEARCH__API_KEY_FILE", "/k"),
+                ],
+                "elasticsearch.api_key_file",
+            ),
+            (
+                &[("ES_SYNC__ELASTICSEARCH__CA_FILE", "/ca.pem")],
+                "elasticsearch.ca_file",
+            ),
             (&[("ES_SYNC__LOG__LEVEL", "x=loud")], "log.level"),
             (&[("ES_SYNC__RETRY__MULTIPLIER", "0.5")], "retry.multiplier"),
         ];
@@ -545,6 +662,49 @@ mod tests {
             let err = load(SHIPPED, env).unwrap_err().to_string();
             assert!(err.contains(key), "{env:?}: expected `{key}` in: {err}");
         }
+    }
+
+    #[test]
+    fn credential_files_resolve_against_the_config_folder() {
+        let env = [
+            ("ES_SYNC__ELASTICSEARCH__URL", "https://es:9200"),
+            ("ES_SYNC__ELASTICSEARCH__USERNAME", "svc"),
+            ("ES_SYNC__ELASTICSEARCH__PASSWORD_FILE", "secrets/es_pw"),
+            ("ES_SYNC__ELASTICSEARCH__CA_FILE", "/etc/ca.pem"),
+        ];
+        let cfg = load(SHIPPED, &env).unwrap();
+        let es = &cfg.elasticsearch;
+        assert_eq!(
+            es.password_file.as_deref(),
+            Some(Path::new("config/secrets/es_pw"))
+        );
+        assert_eq!(es.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn kafka_property_files_are_read_and_named_in_errors() {
+        let dir = std::env::temp_dir().join(format!("es-sync-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "Kpw-1\n").unwrap();
+        let mut cfg = load(SHIPPED, &[]).unwrap();
+        cfg.kafka
+            .properties
+            .insert("sasl.username".into(), Secret::new("svc"));
+        cfg.kafka
+            .property_files
+            .insert("sasl.password".into(), file.clone());
+        let props = cfg.kafka.client_properties();
+        assert!(props.contains(&("sasl.username".into(), "svc".into())));
+        assert!(props.contains(&("sasl.password".into(), "Kpw-1".into())));
+        std::fs::remove_file(&file).unwrap();
+        let err = cfg.kafka.read_property_files().unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.property_files.sasl.password") && err.contains("pw"),
+            "{err}"
+        );
+        assert!(!err.contains("Kpw-1"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -105,8 +105,8 @@ impl DlqWriter {
             .set("acks", "all")
             .set("compression.type", "zstd")
             .set("message.timeout.ms", "30000");
-        for (k, v) in &cfg.kafka.properties {
-            cc.set(k, v.expose());
+        for (k, v) in cfg.kafka.client_properties() {
+            cc.set(k, v);
         }
         Ok(Self {
             producer: cc.create()?,

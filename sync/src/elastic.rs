@@ -8,10 +8,12 @@
 
 use crate::config::ElasticsearchConfig;
 use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{headers::HeaderMap, Method};
 use elasticsearch::Elasticsearch;
 use serde_json::Value;
+use shared::config::{read_secret_file, Secret};
 use shared::retry::{Classify, ErrorClass};
 use std::time::Duration;
 
@@ -21,8 +23,14 @@ pub enum EsError {
     /// No answer (connection refused, timeout).
     #[error("elasticsearch unreachable: {0}")]
     Transport(String),
+    /// The TLS handshake failed: a certificate that does not verify
+    /// against `ca_file` (or the system roots), or TLS to a plain port.
+    #[error(
+        "Elasticsearch TLS handshake failed (check elasticsearch.ca_file and the url's host): {0}"
+    )]
+    Tls(String),
     /// An HTTP error answer.
-    #[error("elasticsearch answered {status} to {what}: {body}")]
+    #[error("elasticsearch answered {status}{hint} to {what}: {body}", hint = status_hint(*status))]
     Status {
         /// What was asked.
         what: String,
@@ -34,6 +42,44 @@ pub enum EsError {
     /// A state es-sync refuses to change (e.g. an existing mapping).
     #[error("{0}")]
     Refused(String),
+}
+
+/// What a 401/403 answer means, for the error message.
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => {
+            " (Elasticsearch authentication failed: check elasticsearch.username and \
+             password/password_file, or api_key)"
+        }
+        403 => " (the Elasticsearch user lacks a permission)",
+        _ => "",
+    }
+}
+
+/// A client error with its whole cause chain (reqwest's message alone
+/// hides the TLS reason), as [`EsError::Tls`] when it is a TLS failure.
+fn transport_error(e: &elasticsearch::Error) -> EsError {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    // rustls' wording: "invalid peer certificate: UnknownIssuer", "received
+    // corrupt message" (TLS to a plain port), "received fatal alert".
+    if ["certificate", "handshake", "corrupt message", "fatal alert"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        EsError::Tls(text)
+    } else {
+        EsError::Transport(text)
+    }
 }
 
 impl Classify for EsError {
@@ -48,14 +94,48 @@ impl Classify for EsError {
     }
 }
 
-/// Builds the client (no I/O).
+/// Builds the client. No network I/O; reads `password_file`,
+/// `api_key_file` and `ca_file` (the error names the key, never a secret).
 pub fn client(cfg: &ElasticsearchConfig) -> Result<Elasticsearch, EsError> {
     let url = url::Url::parse(&cfg.url).map_err(|e| EsError::Refused(e.to_string()))?;
     let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
         .timeout(Duration::from_millis(cfg.request_timeout_ms))
         .enable_meta_header(false);
-    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+    let secret = |value: &Option<Secret>, file: &Option<std::path::PathBuf>, key: &str| match (
+        value, file,
+    ) {
+        (Some(v), _) => Ok(Some(v.clone())),
+        (None, Some(path)) => read_secret_file(key, path)
+            .map(Some)
+            .map_err(|e| EsError::Refused(e.to_string())),
+        (None, None) => Ok(None),
+    };
+    let password = secret(
+        &cfg.password,
+        &cfg.password_file,
+        "elasticsearch.password_file",
+    )?;
+    let api_key = secret(
+        &cfg.api_key,
+        &cfg.api_key_file,
+        "elasticsearch.api_key_file",
+    )?;
+    if let (Some(u), Some(p)) = (&cfg.username, password) {
         builder = builder.auth(Credentials::Basic(u.clone(), p.expose().to_string()));
+    } else if let Some(k) = api_key {
+        builder = builder.auth(Credentials::EncodedApiKey(k.expose().to_string()));
+    }
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            EsError::Refused(format!("elasticsearch.ca_file {}: {e}", path.display()))
+        })?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            EsError::Refused(format!(
+                "elasticsearch.ca_file {}: not a PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        builder = builder.cert_validation(CertificateValidation::Full(cert));
     }
     let transport = builder
         .build()
@@ -74,7 +154,7 @@ pub async fn call(
     let resp = es
         .send(method, path, HeaderMap::new(), None::<&()>, body, None)
         .await
-        .map_err(|e| EsError::Transport(e.to_string()))?;
+        .map_err(|e| transport_error(&e))?;
     let status = resp.status_code().as_u16();
     let text = resp
         .text()
@@ -196,6 +276,13 @@ mod tests {
         assert_eq!(s(429).class(), ErrorClass::Retryable);
         assert_eq!(s(400).class(), ErrorClass::Fatal);
         assert_eq!(EsError::Refused("no".into()).class(), ErrorClass::Fatal);
+        assert_eq!(EsError::Tls("x".into()).class(), ErrorClass::Fatal);
+        let unauthorized = s(401).to_string();
+        assert!(
+            unauthorized.contains("401 (Elasticsearch authentication failed"),
+            "{unauthorized}"
+        );
+        assert!(!s(404).to_string().contains("authentication"));
     }
 
     #[test]
@@ -204,8 +291,46 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             username: Some("u".into()),
             password: Some(shared::config::Secret::new("p")),
+            password_file: None,
+            api_key: None,
+            api_key_file: None,
+            ca_file: None,
             request_timeout_ms: 10,
         };
         assert!(client(&cfg).is_ok());
+    }
+
+    fn refusal(cfg: &ElasticsearchConfig) -> String {
+        match client(cfg) {
+            Ok(_) => panic!("client built from {cfg:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unreadable_credential_and_ca_files_are_named() {
+        let base = ElasticsearchConfig {
+            url: "https://127.0.0.1:1".into(),
+            username: Some("u".into()),
+            password: None,
+            password_file: Some("/nonexistent/es_pw".into()),
+            api_key: None,
+            api_key_file: None,
+            ca_file: None,
+            request_timeout_ms: 10,
+        };
+        let err = refusal(&base);
+        assert!(err.contains("elasticsearch.password_file"), "{err}");
+        let not_pem = std::env::temp_dir().join(format!("es-ca-{}", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let cfg = ElasticsearchConfig {
+            password: Some(Secret::new("p")),
+            password_file: None,
+            ca_file: Some(not_pem.clone()),
+            ..base
+        };
+        let err = refusal(&cfg);
+        assert!(err.contains("elasticsearch.ca_file"), "{err}");
+        let _ = std::fs::remove_file(&not_pem);
     }
 }

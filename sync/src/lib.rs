@@ -71,6 +71,9 @@ pub async fn run_with_status(
         }
     }
     status.set_elasticsearch_ok(true);
+    if !kafka_access(&config, &shutdown).await? {
+        return Ok(());
+    }
 
     let admin_stop = CancellationToken::new();
     let token = config.admin.resolve_token()?;
@@ -87,6 +90,42 @@ pub async fn run_with_status(
     admin_stop.cancel();
     let _ = admin_task.await;
     out.context("kafka consumer")
+}
+
+/// Checks the Kafka settings before consuming: property files readable,
+/// then one metadata request, retried while the broker does not answer;
+/// a refused login or TLS handshake is fatal at once (see
+/// [`shared::kafka_access`]). `false` when shutdown came first.
+async fn kafka_access(config: &SyncConfig, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    config.kafka.read_property_files()?;
+    let cc = consumer::consumer_config(config, &config.kafka.group_id);
+    let timeout = std::time::Duration::from_millis(config.kafka.operation_timeout_ms);
+    let result = shared::retry::retry(
+        &config.retry,
+        shutdown,
+        |e, d| tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "waiting for Kafka"),
+        || {
+            let cc = cc.clone();
+            async move {
+                tokio::task::spawn_blocking(move || shared::kafka_access::check(&cc, timeout))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(shared::kafka_access::KafkaAccessError::Config(
+                            e.to_string(),
+                        ))
+                    })
+            }
+        },
+    )
+    .await;
+    match result {
+        Ok(()) => Ok(true),
+        Err(shared::retry::RetryError::Cancelled) => Ok(false),
+        Err(shared::retry::RetryError::Failed(e)) => {
+            tracing::error!(error = %e, "cannot use Kafka");
+            Err(e).context("kafka")
+        }
+    }
 }
 
 /// `POST /group/leave` and `POST /group/rejoin` (token-protected): used by

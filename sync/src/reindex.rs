@@ -52,10 +52,12 @@ pub fn reindex_group(cfg: &SyncConfig, index: &str) -> String {
 
 /// High watermarks of every partition of `topic`.
 fn watermarks(cfg: &SyncConfig, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-        .create()
-        .context("kafka client")?;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+    for (k, v) in cfg.kafka.client_properties() {
+        cc.set(k, v);
+    }
+    let c: BaseConsumer = cc.create().context("kafka client")?;
     let timeout = Duration::from_millis(cfg.kafka.operation_timeout_ms);
     let md = c
         .fetch_metadata(Some(topic), timeout)

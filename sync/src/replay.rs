@@ -186,8 +186,8 @@ fn client(cfg: &SyncConfig, group: &str) -> Result<BaseConsumer, ReplayError> {
     cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("group.id", group)
         .set("enable.auto.commit", "false");
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v.expose());
+    for (k, v) in cfg.kafka.client_properties() {
+        cc.set(k, v);
     }
     Ok(cc.create()?)
 }

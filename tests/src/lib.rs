@@ -70,6 +70,7 @@ pub mod sync_support;
 
 pub mod e2e;
 pub mod private_stack;
+pub mod secure_stack;
 pub mod source;
 pub mod workload;
 

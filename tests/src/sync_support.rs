@@ -81,11 +81,16 @@ pub fn config(n: &Names) -> SyncConfig {
             session_timeout_ms: 10_000,
             operation_timeout_ms: 5_000,
             properties: BTreeMap::new(),
+            property_files: BTreeMap::new(),
         },
         elasticsearch: ElasticsearchConfig {
             url: es_url(),
             username: None,
             password: None,
+            password_file: None,
+            api_key: None,
+            api_key_file: None,
+            ca_file: None,
             request_timeout_ms: 30_000,
         },
         topics: vec![TopicConfig {
