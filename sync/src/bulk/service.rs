@@ -100,7 +100,9 @@ impl BulkService {
         stop: &CancellationToken,
     ) -> Option<Vec<Outcome>> {
         let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
-        let mut parts = vec![0..items.len()];
+        // Ranges of `items` still to send, last first.
+        let mut parts = Vec::new();
+        parts.push(0..items.len());
         while let Some(part) = parts.pop() {
             let payload = body_of(&items[part.clone()]);
             let bytes = payload.len();
