@@ -7,7 +7,11 @@
 //! post-batch token once the cursor batch is drained). A quiet stream keeps
 //! committing its advancing post-batch token every `idle_commit_ms`, so its
 //! stored position never falls off the oplog.
+//!
+//! Events over MongoDB's 16 MB limit are reassembled from their fragments
+//! or skipped to a dead-letter pointer ([`super::large_event`]).
 
+use super::large_event::{self, Fragments, Mode};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
 use crate::change::{decode, marker, Decoded};
@@ -49,12 +53,31 @@ pub async fn follow(
         committed_at: now_iso(),
     });
     let mut start = start;
+    let mut split = server_splits(ctx).await;
+    let mut mode = Mode::Normal;
     loop {
-        let mut stream = open(ctx, &start).await?;
+        let mut stream = match open(ctx, &start, split, mode).await {
+            Err(StreamError::Mongo(e)) if split && large_event::is_split_unsupported(&e) => {
+                tracing::warn!(stream = %ctx.spec.name, error = %e, "server refuses $changeStreamSplitLargeEvent; large events will be skipped");
+                split = false;
+                continue;
+            }
+            r => r?,
+        };
         ctx.status.set_state(StreamState::Running);
-        match drain(ctx, writer, &mut stream, &mut position).await? {
+        match drain(ctx, writer, &mut stream, &mut position, mode, split).await? {
             Drained::Shutdown => return Ok(()),
+            Drained::TooLarge => {
+                mode = mode.after_too_large();
+                tracing::warn!(stream = %ctx.spec.name, ?mode, "change event over 16 MB (BSONObjectTooLarge); reopening to skip it");
+                start = resume_from(&position, &start);
+            }
+            Drained::Budget => {
+                mode = Mode::Normal;
+                start = resume_from(&position, &start);
+            }
             Drained::Invalidated => {
+                mode = Mode::Normal;
                 tracing::warn!(stream = %ctx.spec.name, "change stream invalidated; reopening after it");
                 start = match &position.token {
                     Some(t) => Start::Token {
@@ -71,9 +94,51 @@ pub async fn follow(
 enum Drained {
     Shutdown,
     Invalidated,
+    /// The cursor failed with BSONObjectTooLarge; what came before is
+    /// committed.
+    TooLarge,
+    /// The events of a [`Mode`] other than `Normal` are read.
+    Budget,
 }
 
-async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<RawDocumentBuf>> {
+/// Where to reopen after the committed `position` (else where `start` was).
+fn resume_from(position: &Pos, start: &Start) -> Start {
+    match &position.token {
+        Some(t) => Start::Token {
+            token: t.clone(),
+            after_invalidate: position.after_invalidate,
+        },
+        None => start.clone(),
+    }
+}
+
+/// Whether the server splits large events (by its `buildInfo` version).
+async fn server_splits(ctx: &StreamCtx) -> bool {
+    let info = ctx
+        .mongo
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"buildInfo": 1})
+        .await;
+    match info {
+        Ok(r) => {
+            let version = r.get_str("version").unwrap_or("");
+            let split = large_event::split_supported(version);
+            tracing::info!(stream = %ctx.spec.name, version, split, "large change events");
+            split
+        }
+        Err(e) => {
+            tracing::warn!(stream = %ctx.spec.name, error = %e, "buildInfo failed; large change events will be skipped, not split");
+            false
+        }
+    }
+}
+
+async fn open(
+    ctx: &StreamCtx,
+    start: &Start,
+    split: bool,
+    mode: Mode,
+) -> Result<ChangeStream<RawDocumentBuf>> {
     let cfg = &ctx.cfg;
     let mut pipeline = Vec::with_capacity(ctx.spec.pipeline.len());
     for (i, stage) in ctx.spec.pipeline.iter().enumerate() {
@@ -87,13 +152,22 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<RawDocument
             }
         }
     }
+    let batch_size = match mode {
+        Mode::Normal => u32::try_from(cfg.batch.max_events).unwrap_or(u32::MAX),
+        Mode::OneByOne | Mode::SkipOne => 1,
+    };
+    match mode {
+        Mode::SkipOne => pipeline.push(large_event::drop_large_fields_stage()),
+        _ if split => pipeline.push(large_event::split_stage()),
+        _ => {}
+    }
     let coll = ctx.collection();
     let watch = coll
         .watch()
         .pipeline(pipeline)
         .full_document(FullDocumentType::UpdateLookup)
         .max_await_time(Duration::from_millis(cfg.batch.max_wait_ms))
-        .batch_size(u32::try_from(cfg.batch.max_events).unwrap_or(u32::MAX));
+        .batch_size(batch_size);
     let watch = match start {
         Start::Token {
             token,
@@ -121,7 +195,7 @@ async fn open(ctx: &StreamCtx, start: &Start) -> Result<ChangeStream<RawDocument
         Start::Now => watch,
     };
     let stream = watch.await.map_err(StreamError::from_mongo)?;
-    tracing::info!(stream = %ctx.spec.name, start = ?start, "change stream open");
+    tracing::info!(stream = %ctx.spec.name, start = ?start, split, ?mode, "change stream open");
     // Raw: a string with invalid UTF-8 must not make the event unreadable
     // (it would stop the stream on the same event forever).
     Ok(stream.with_type::<RawDocumentBuf>())
@@ -138,25 +212,78 @@ async fn drain(
     writer: &Writer,
     stream: &mut ChangeStream<RawDocumentBuf>,
     position: &mut Pos,
+    mode: Mode,
+    split: bool,
 ) -> Result<Drained> {
     let limits = &ctx.cfg.batch;
     let max_wait = Duration::from_millis(limits.max_wait_ms);
     let idle_every = Duration::from_millis(limits.idle_commit_ms);
     let mut last_commit = Instant::now();
+    let mut fragments = Fragments::default();
+    // `_id` (resume token) of the last whole event read.
+    let mut last_id: Option<Bson> = None;
+    let mut budget = mode.event_budget(limits.max_events);
     loop {
         let mut batch = Batch::default();
         let mut invalidated = false;
+        let mut too_large = false;
         // Collect one batch.
         loop {
-            if ctx.cancel.is_cancelled() {
+            if ctx.cancel.is_cancelled() || budget == Some(0) {
                 break;
             }
             let next = tokio::select! {
-                r = stream.next_if_any() => r.map_err(StreamError::from_mongo)?,
+                r = stream.next_if_any() => r,
                 () = ctx.cancel.cancelled() => break,
             };
+            let next = match next {
+                Ok(n) => n,
+                Err(e) if large_event::is_too_large(&e) => {
+                    tracing::error!(stream = %ctx.spec.name, error = %e, ?mode, "change event over 16 MB");
+                    too_large = true;
+                    break;
+                }
+                Err(e) => return Err(StreamError::from_mongo(e)),
+            };
+            let next = match next {
+                Some(raw) => {
+                    let doc = to_document(ctx, &raw)?;
+                    let committed = &position.token;
+                    let before = || {
+                        last_id
+                            .clone()
+                            .map(Bson::into_canonical_extjson)
+                            .or_else(|| committed.clone())
+                    };
+                    match fragments.push(doc, before).map_err(StreamError::BadEvent)? {
+                        Some(doc) => {
+                            last_id = doc.get("_id").cloned();
+                            budget = budget.map(|b| b.saturating_sub(1));
+                            Some(doc)
+                        }
+                        None => continue,
+                    }
+                }
+                None => None,
+            };
             match next {
-                Some(raw) => match decode(&to_document(ctx, &raw)?, &ctx.spec.ns)? {
+                Some(doc) => match decode(&doc, &ctx.spec.ns)? {
+                    Decoded::Change { key, event } if mode == Mode::SkipOne => {
+                        let pointer = large_event::too_large_pointer(
+                            &ctx.cfg.topics.dlq_topic(),
+                            &ctx.spec.topic,
+                            &key,
+                            &event,
+                            split,
+                        );
+                        writer.dead_letter(
+                            ctx,
+                            &mut batch,
+                            pointer,
+                            large_event::REASON,
+                            event.cluster_time,
+                        );
+                    }
                     Decoded::Change { key, event } => {
                         writer.add(ctx, &mut batch, None, Some(key), &event)?;
                     }
@@ -189,7 +316,13 @@ async fn drain(
                 break;
             }
         }
-        let token = token_json(stream);
+        // While a split event is incomplete, only the position before its
+        // first fragment is safe.
+        let token = if fragments.pending() {
+            fragments.resume_before.clone()
+        } else {
+            token_json(stream)
+        };
         let token_moved = token.is_some() && token != position.token;
         if !batch.is_empty() || token_moved || invalidated {
             let mut next = position.clone();
@@ -207,6 +340,12 @@ async fn drain(
         }
         if ctx.cancel.is_cancelled() {
             return Ok(Drained::Shutdown);
+        }
+        if too_large {
+            return Ok(Drained::TooLarge);
+        }
+        if budget == Some(0) {
+            return Ok(Drained::Budget);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! loses nothing and the aborted copy is never visible.
 
 mod changes;
+pub mod large_event;
 mod snapshot;
 mod writer;
 

@@ -123,6 +123,38 @@ impl Writer {
         Ok(())
     }
 
+    /// Adds `pointer`, a dead-letter record built by the caller for an event
+    /// that cannot be delivered (see [`super::large_event`]), to `batch`,
+    /// counted as dead-lettered with `reason`.
+    pub fn dead_letter(
+        &self,
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        pointer: Record,
+        reason: &str,
+        cluster_time: ClusterTime,
+    ) {
+        tracing::error!(
+            stream = %ctx.spec.name,
+            key = pointer.key.as_deref().unwrap_or(""),
+            reason,
+            dlq = %pointer.topic,
+            "change event dead-lettered"
+        );
+        ctx.metrics
+            .dead_lettered
+            .get_or_create(&StreamReason {
+                stream: ctx.spec.name.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+        batch.dead_lettered += 1;
+        batch.last = Some(cluster_time);
+        batch.bytes += pointer.wire_size();
+        batch.started.get_or_insert_with(Instant::now);
+        batch.records.push(pointer);
+    }
+
     fn oversized(&self, ctx: &StreamCtx, record: &Record) -> Result<Record> {
         let size = record.wire_size();
         ctx.metrics
