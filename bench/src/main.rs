@@ -4,6 +4,7 @@
 
 mod es;
 mod kafka;
+mod peers;
 mod procmon;
 use e2e_tests::workload;
 
@@ -47,10 +48,12 @@ pub struct Opts {
     pub seed: u64,
     /// The command as typed (for the report).
     pub command: String,
+    /// Installed peers (`--peer-*`, from `scripts/bench.d/peers`).
+    pub peers: peers::PeerOpts,
 }
 
 fn usage() -> &'static str {
-    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT]"
+    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT] [--peer-connect DIR] [--peer-monstache BIN] [--peer-status-dir DIR]"
 }
 
 fn parse() -> Result<Opts> {
@@ -110,6 +113,7 @@ fn parse() -> Result<Opts> {
         work: req("work")?.into(),
         seed: m.get("seed").map(|s| s.parse()).transpose()?.unwrap_or(42),
         command: m.get("command").cloned().unwrap_or_default(),
+        peers: peers::PeerOpts::from_args(&m),
     })
 }
 
@@ -443,6 +447,7 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
     }
     let mut out = json!({
         "server": uri,
+        "start_ts": ts,
         "documents": o.docs,
         "seed_s": round(seed_s, 2),
         "seed_docs_per_s": round(rate(o.docs, seed_s), 0),
@@ -808,31 +813,10 @@ async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .and_then(|v| v["settings"]["refresh_interval"].as_str().map(String::from))
         .unwrap_or_else(|| "1s".into());
-    // Warm-up: a few inserts until the first is searchable (streams open,
-    // index bootstrapped).
     let mut w = workload::Workload::new(o.seed + 1);
     let cards = db.collection::<Document>("card");
-    let t0 = Instant::now();
-    loop {
-        let d = w.card();
-        let id = d.get_object_id("_id")?.to_hex();
-        cards.insert_one(d).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (s, v) = es
-            .call(Method::Get, &format!("/{alias}/_doc/{id}"), None)
-            .await
-            .unwrap_or((0, Value::Null));
-        if s == 200 && v["found"].as_bool() == Some(true) {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(120) {
-            bail!("pipeline not flowing after 120 s");
-        }
-    }
-    log(&format!(
-        "[{tag}] pipeline flowing after {:.1} s",
-        t0.elapsed().as_secs_f64()
-    ));
+    let flowing = wait_flowing(&es, &alias, &cards, &mut w).await?;
+    log(&format!("[{tag}] pipeline flowing after {flowing:.1} s"));
     let mut runs = vec![];
     for &r in &o.rates {
         let v = latency_run(o, &es, &alias, &cards, &mut w, r, &src, &snk).await?;
@@ -861,6 +845,33 @@ async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
         "es_sync_peak_rss_mib": round(snk_peak as f64 / 1024.0, 1),
         "method": "inserts of cards (insert_many every 10 ms to keep the rate); commit time = the insert's acknowledgement; searchable = first `_search` (terms on _id, every 50 ms) that returns the id; latency includes up to 50 ms of polling granularity"
     }))
+}
+
+/// Warm-up: a card every 500 ms until one is searchable in `alias` (streams
+/// open, index bootstrapped); returns the seconds it took.
+async fn wait_flowing(
+    es: &es::Es,
+    alias: &str,
+    cards: &mongodb::Collection<Document>,
+    w: &mut workload::Workload,
+) -> Result<f64> {
+    let t0 = Instant::now();
+    loop {
+        let d = w.card();
+        let id = d.get_object_id("_id")?.to_hex();
+        cards.insert_one(d).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (s, v) = es
+            .call(Method::Get, &format!("/{alias}/_doc/{id}"), None)
+            .await
+            .unwrap_or((0, Value::Null));
+        if s == 200 && v["found"].as_bool() == Some(true) {
+            return Ok(t0.elapsed().as_secs_f64());
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("pipeline not flowing after 120 s");
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1041,6 +1052,7 @@ async fn main() -> Result<()> {
             result["latency"] = json!({"error": format!("{e:#}")});
         }
     }
+    result["peers"] = peers::run(&o, &result).await;
     if let Some(uri) = o.mongo_rs_uri.clone() {
         match phase_source(&o, &uri, &format!("{tag}r"), true).await {
             Ok(v) => result["source_rust_secantus"] = v,
