@@ -86,6 +86,15 @@ impl StreamError {
     }
 }
 
+/// Whether a MongoDB error is a refused login (SCRAM failure, code 18).
+pub fn is_mongo_auth(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Authentication { .. } => true,
+        ErrorKind::Command(c) => c.code == 18,
+        _ => false,
+    }
+}
+
 impl Classify for StreamError {
     fn class(&self) -> ErrorClass {
         match self {

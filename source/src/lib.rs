@@ -121,6 +121,15 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             return Ok(());
         }
         Err(shared::retry::RetryError::Failed(e)) => {
+            if let error::StreamError::Mongo(m) = &e {
+                if error::is_mongo_auth(m) {
+                    return Err(anyhow::anyhow!(e)).context(format!(
+                        "cannot start: MongoDB authentication failed at {mongo_name} (check \
+                         mongodb.username and mongodb.password / password_file, or the URI's \
+                         user and authSource)"
+                    ));
+                }
+            }
             let what = match &e {
                 error::StreamError::Mongo(_) => format!("MongoDB at {mongo_name}"),
                 _ => format!("Kafka at {}", cfg.kafka.bootstrap_servers),

@@ -6,7 +6,9 @@
 //!   plain listener, TLS from a CA generated into the `STACK_DIR`;
 //! - [`SecureOpenSearch`]: `ES_FLAVOR=opensearch ES_SECURITY=basic_tls`,
 //!   OpenSearch 2.19.1 with its security plugin (HTTPS, basic auth, user
-//!   `admin` with a random password).
+//!   `admin` with a random password);
+//! - [`SecureMongo`]: `MONGO_SECURITY=scram_tls`, SecantusDB with TLS and
+//!   `--auth` (SCRAM-SHA-256, one root user with a random password).
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -206,6 +208,93 @@ impl SecureOpenSearch {
 }
 
 impl Drop for SecureOpenSearch {
+    fn drop(&mut self) {
+        let mut c = Command::new(crate::private_stack::stack_script());
+        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let _ = c.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private SecantusDB with TLS and SCRAM-SHA-256 authentication.
+pub struct SecureMongo {
+    dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+    /// Its port.
+    pub port: u16,
+    /// The user (role root on admin).
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl SecureMongo {
+    /// Starts the server (blocks until it answers, about 6 s: it starts
+    /// once without `--auth` to create the user).
+    pub fn start() -> Self {
+        let [port] = ports::<1>();
+        let password = random_password("MongoPw");
+        let env = vec![
+            ("MONGO_SECURITY", "scram_tls".to_string()),
+            ("MONGO_PORT", port.to_string()),
+            ("MONGO_USERNAME", "pipeline".to_string()),
+            ("MONGO_PASSWORD", password.clone()),
+        ];
+        let m = Self {
+            dir: std::env::temp_dir().join(crate::unique("stack-mongo-sec-")),
+            env,
+            port,
+            username: "pipeline".into(),
+            password,
+        };
+        stack(&m.dir, &m.env, &["start", "mongodb"]);
+        m
+    }
+
+    /// A connection string without credentials or TLS options (those come
+    /// from the binary's `mongodb.*` keys).
+    pub fn plain_uri(&self) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true&authSource=admin",
+            self.port
+        )
+    }
+
+    /// The CA certificate (PEM) that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// The file holding the password (written by scripts/stack).
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.join("secrets/mongo.password")
+    }
+
+    /// A client logged in over TLS.
+    pub async fn client(&self) -> mongodb::Client {
+        let mut opts = mongodb::options::ClientOptions::parse(self.plain_uri())
+            .await
+            .expect("uri");
+        opts.credential = Some(
+            mongodb::options::Credential::builder()
+                .username(self.username.clone())
+                .password(self.password.clone())
+                .source("admin".to_string())
+                .build(),
+        );
+        opts.tls = Some(mongodb::options::Tls::Enabled(
+            mongodb::options::TlsOptions::builder()
+                .ca_file_path(self.ca_file())
+                .build(),
+        ));
+        mongodb::Client::with_options(opts).expect("client")
+    }
+}
+
+impl Drop for SecureMongo {
     fn drop(&mut self) {
         let mut c = Command::new(crate::private_stack::stack_script());
         c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
