@@ -10,8 +10,12 @@
 //!
 //! Events over MongoDB's 16 MB limit are reassembled from their fragments
 //! or skipped to a dead-letter pointer ([`super::large_event`]).
+//!
+//! Each batch's transaction commits while the next batch is read
+//! ([`super::pipeline`]); the stream ends only after its last commit.
 
 use super::large_event::{self, Fragments, Mode};
+use super::pipeline::{self, Pending};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
 use crate::change::{decode, marker, Decoded};
@@ -215,6 +219,25 @@ async fn drain(
     mode: Mode,
     split: bool,
 ) -> Result<Drained> {
+    let mut pending: Pending<'_> = None;
+    let out = drain_pipelined(ctx, writer, stream, position, mode, split, &mut pending).await;
+    // Whatever ended the loop, the batch already handed over is committed
+    // (or its failure reported) before the caller moves on.
+    let last = pipeline::settle(&mut pending).await;
+    let out = out?;
+    last.map(|()| out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drain_pipelined<'a>(
+    ctx: &'a StreamCtx,
+    writer: &'a Writer,
+    stream: &mut ChangeStream<RawDocumentBuf>,
+    position: &mut Pos,
+    mode: Mode,
+    split: bool,
+    pending: &mut Pending<'a>,
+) -> Result<Drained> {
     let limits = &ctx.cfg.batch;
     let max_wait = Duration::from_millis(limits.max_wait_ms);
     let idle_every = Duration::from_millis(limits.idle_commit_ms);
@@ -232,9 +255,10 @@ async fn drain(
             if ctx.cancel.is_cancelled() || budget == Some(0) {
                 break;
             }
-            let next = tokio::select! {
-                r = stream.next_if_any() => r,
-                () = ctx.cancel.cancelled() => break,
+            // The next event, read while the previous batch commits.
+            let Some(next) = pipeline::read(stream.next_if_any(), pending, &ctx.cancel).await?
+            else {
+                break;
             };
             let next = match next {
                 Ok(n) => n,
@@ -331,8 +355,12 @@ async fn drain(
             next.cluster_time = batch.last.or(next.cluster_time);
             next.events += batch.ops.values().sum::<u64>() + batch.dead_lettered;
             next.committed_at = now_iso();
-            writer.commit(ctx, batch, &next).await?;
-            *position = next;
+            *position = next.clone();
+            pipeline::hand_over(
+                pending,
+                async move { writer.commit(ctx, batch, &next).await },
+            )
+            .await?;
             last_commit = Instant::now();
         }
         if invalidated {

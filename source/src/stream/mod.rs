@@ -11,6 +11,7 @@
 
 mod changes;
 pub mod large_event;
+mod pipeline;
 mod snapshot;
 mod writer;
 

@@ -13,8 +13,10 @@
 //! the last committed document. Start and end markers go to every
 //! partition of the topic; after the end marker a partition's consumer
 //! knows that any document of that partition older than the snapshot
-//! version was deleted meanwhile.
+//! version was deleted meanwhile. Each batch commits while the next one is
+//! read ([`super::pipeline`]); the end marker waits for the last of them.
 
+use super::pipeline::{self, Pending};
 use super::writer::Batch;
 use super::{current_cluster_time, now_iso, Pos, StreamCtx, Writer};
 use crate::change::{marker, snapshot_record};
@@ -101,10 +103,11 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
     };
     let mut batch = Batch::default();
     let mut last_id: Option<Bson> = None;
+    let mut pending: Pending<'_> = None;
     loop {
-        let next = tokio::select! {
-            r = cursor.try_next() => r?,
-            () = ctx.cancel.cancelled() => None,
+        let next = match pipeline::read(cursor.try_next(), &mut pending, &ctx.cancel).await? {
+            Some(r) => r?,
+            None => None,
         };
         let done = next.is_none();
         if let Some(doc) = next {
@@ -122,19 +125,25 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
             }
             pos.events += n;
             pos.committed_at = now_iso();
-            writer.commit(ctx, std::mem::take(&mut batch), &pos).await?;
-            ctx.metrics
-                .snapshot_documents
-                .get_or_create(&label)
-                .inc_by(n);
-            if let Some(s) = &pos.snapshot {
-                ctx.status.snapshot_progress(&s.id, s.copied);
-            }
+            let (batch, at, label) = (std::mem::take(&mut batch), pos.clone(), &label);
+            pipeline::hand_over(&mut pending, async move {
+                writer.commit(ctx, batch, &at).await?;
+                ctx.metrics
+                    .snapshot_documents
+                    .get_or_create(label)
+                    .inc_by(n);
+                if let Some(s) = &at.snapshot {
+                    ctx.status.snapshot_progress(&s.id, s.copied);
+                }
+                Ok(())
+            })
+            .await?;
         }
         if done {
             break;
         }
     }
+    pipeline::settle(&mut pending).await?;
     if ctx.cancel.is_cancelled() {
         return Err(StreamError::Internal(
             "shutdown during snapshot (progress committed)".into(),
