@@ -1,0 +1,104 @@
+//! Per-partition state: the queue of records waiting to be sent, the
+//! offset tracker, what is outstanding (for backpressure and lag), and
+//! storing an offset once every record before it is done.
+
+use super::{Loop, Tp};
+use crate::action::Action;
+use crate::dlq::RawRecord;
+use crate::offsets::OffsetTracker;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use shared::state::StreamState;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What waits in a partition queue.
+pub(super) enum Work {
+    Bulk {
+        lines: Vec<u8>,
+        index: String,
+        kind: &'static str,
+    },
+    Cleanup {
+        action: Action,
+    },
+}
+
+pub(super) struct Queued {
+    pub(super) offset: i64,
+    pub(super) received: Instant,
+    pub(super) work: Work,
+    pub(super) record: Arc<RawRecord>,
+}
+
+pub(super) struct Partition {
+    pub(super) epoch: u64,
+    pub(super) tracker: OffsetTracker,
+    pub(super) queue: VecDeque<Queued>,
+    /// Bulk items in `queue` and their NDJSON bytes (kept so deciding
+    /// whether a request is due costs O(partitions), not O(records)).
+    pub(super) queued_items: usize,
+    pub(super) queued_bytes: usize,
+    pub(super) busy: bool,
+    /// offset -> (event time seconds, bytes) of records not done.
+    pub(super) outstanding: BTreeMap<i64, (u64, usize)>,
+    pub(super) outstanding_bytes: usize,
+    pub(super) high_watermark: Option<i64>,
+    pub(super) stored: Option<i64>,
+    pub(super) state: StreamState,
+}
+
+impl Partition {
+    pub(super) fn clear_queue(&mut self) {
+        self.queue.clear();
+        self.queued_items = 0;
+        self.queued_bytes = 0;
+    }
+}
+
+impl Loop {
+    pub(super) fn partition(&mut self, tp: &Tp) -> &mut Partition {
+        let epoch = self.next_epoch;
+        let entry = self.parts.entry(tp.clone()).or_insert_with(|| Partition {
+            epoch,
+            tracker: OffsetTracker::default(),
+            queue: VecDeque::new(),
+            queued_items: 0,
+            queued_bytes: 0,
+            busy: false,
+            outstanding: BTreeMap::new(),
+            outstanding_bytes: 0,
+            high_watermark: None,
+            stored: None,
+            state: StreamState::Running,
+        });
+        if entry.epoch == epoch {
+            self.next_epoch += 1;
+        }
+        entry
+    }
+
+    pub(super) fn mark_done(&mut self, tp: &Tp, epoch: u64, offset: i64) {
+        let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) else {
+            return;
+        };
+        if let Some((_, size)) = p.outstanding.remove(&offset) {
+            p.outstanding_bytes = p.outstanding_bytes.saturating_sub(size);
+        }
+        if let Some(next) = p.tracker.done(offset) {
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
+                .is_ok()
+            {
+                match self.consumer.store_offsets(&tpl) {
+                    Ok(()) => p.stored = Some(next),
+                    Err(e) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "cannot store offset")
+                    }
+                }
+            }
+        }
+    }
+}
