@@ -32,7 +32,7 @@
 //!   `consumer.shutdown_timeout_ms` to finish, then is abandoned; done
 //!   offsets are committed synchronously.
 //!
-//! Where things are: [`Loop`] (this file) is the state the loop owns;
+//! Where things are: `Loop` (this file) is the state the loop owns;
 //! `event_loop` runs it (and the shutdown); `intake` decodes and queues a
 //! received record; `partition` holds the per-partition queue and offset
 //! tracking; `dispatch` starts bulk requests (and dead-letter writes),
