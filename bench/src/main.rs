@@ -53,7 +53,7 @@ pub struct Opts {
 }
 
 fn usage() -> &'static str {
-    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT] [--peer-connect DIR] [--peer-monstache BIN] [--peer-status-dir DIR]"
+    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT] [--peer-connect DIR] [--peer-monstache BIN] [--peer-vector BIN] [--peer-status-dir DIR]"
 }
 
 fn parse() -> Result<Opts> {

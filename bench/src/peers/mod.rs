@@ -1,16 +1,19 @@
 //! Peers of issue 6, run in the same bench run on the same servers and the
 //! same seeded documents as our binaries: Kafka Connect with the MongoDB
-//! Kafka Source Connector (vs `mongo-source`) and Monstache (vs
-//! `mongo-source` + `es-sync` end to end). `scripts/bench.d/peers` installs
-//! them and passes `--peer-connect DIR`, `--peer-monstache BIN` and
-//! `--peer-status-dir DIR`; a peer without its argument is recorded as not
-//! run, with the installer's reason.
+//! Kafka Source Connector (vs `mongo-source`), Monstache (vs both of ours
+//! end to end) and Vector (vs `es-sync`).
+//! `scripts/bench.d/peers` installs them and passes `--peer-connect DIR`,
+//! `--peer-monstache BIN`, `--peer-vector BIN` and `--peer-status-dir DIR`;
+//! a peer without its argument is recorded as not run, with the installer's
+//! reason.
 
 pub mod kafka_connect;
 pub mod monstache;
+pub mod vector;
 
 use crate::{log, procmon, Child, Opts};
 use anyhow::{bail, Context as _, Result};
+use elasticsearch::http::Method;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +28,8 @@ pub struct PeerOpts {
     pub connect_home: Option<PathBuf>,
     /// Monstache binary.
     pub monstache_bin: Option<PathBuf>,
+    /// Vector binary (kafka source, remap, elasticsearch sink).
+    pub vector_bin: Option<PathBuf>,
     /// Directory of the installer's `<peer>.status` files (reasons).
     pub status_dir: Option<PathBuf>,
 }
@@ -35,6 +40,7 @@ impl PeerOpts {
         Self {
             connect_home: m.get("peer-connect").map(PathBuf::from),
             monstache_bin: m.get("peer-monstache").map(PathBuf::from),
+            vector_bin: m.get("peer-vector").map(PathBuf::from),
             status_dir: m.get("peer-status-dir").map(PathBuf::from),
         }
     }
@@ -66,7 +72,12 @@ pub async fn run(o: &Opts, result: &Value) -> Value {
             .unwrap_or_else(|e| failed("monstache", e)),
         None => json!({"status": "not run", "reason": p.status("monstache")}),
     };
-    out["vector"] = json!({"status": "not run", "reason": p.status("vector")});
+    out["vector"] = match &p.vector_bin {
+        Some(bin) => vector::run(o, bin, &result["source"], &result["sync"])
+            .await
+            .unwrap_or_else(|e| failed("Vector", e)),
+        None => json!({"status": "not run", "reason": p.status("vector")}),
+    };
     out
 }
 
@@ -162,6 +173,20 @@ pub(crate) fn catch_up_timeout(n: u64) -> Duration {
     Duration::from_secs((n / 100).max(120))
 }
 
+/// Creates `{prefix}-cards` and `{prefix}-replies` from `config/indices/`.
+pub(crate) async fn create_indices(o: &Opts, es: &crate::es::Es, prefix: &str) -> Result<()> {
+    for (name, file) in [("cards", "cards.json"), ("replies", "replies.json")] {
+        let body = std::fs::read(o.repo.join("config/indices").join(file))?;
+        let (s, v) = es
+            .call(Method::Put, &format!("/{prefix}-{name}"), Some(body))
+            .await?;
+        if s >= 300 {
+            bail!("create index {prefix}-{name}: HTTP {s}: {v}");
+        }
+    }
+    Ok(())
+}
+
 /// `ours / peer` (0 when the peer has no figure).
 pub(crate) fn ratio(ours: f64, peer: f64) -> f64 {
     if peer > 0.0 {
@@ -172,8 +197,28 @@ pub(crate) fn ratio(ours: f64, peer: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Options of no real servers, for the config renderers.
+    pub(crate) fn opts() -> Opts {
+        Opts {
+            quick: true,
+            docs: 1,
+            rates: vec![],
+            rate_secs: 1,
+            mongo_uri: "mongodb://127.0.0.1:1/?directConnection=true".into(),
+            mongo_rs_uri: None,
+            kafka: "127.0.0.1:2".into(),
+            es: "http://127.0.0.1:3".into(),
+            bin_dir: "/b".into(),
+            repo: "/r".into(),
+            work: "/w".into(),
+            seed: 1,
+            command: String::new(),
+            peers: PeerOpts::default(),
+        }
+    }
 
     #[test]
     fn status_is_the_installers_reason_or_says_how_to_install() {

@@ -14,9 +14,8 @@ use crate::{
     es, free_port, kafka, latency_run, log, procmon, round, source_toml, sync_toml, usage_json,
     wait_flowing, Child, Names, Opts,
 };
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use e2e_tests::workload;
-use elasticsearch::http::Method;
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -26,20 +25,6 @@ use std::time::Instant;
 /// settings are its shipped defaults (4 connections, no document limit,
 /// 8 MiB, flushed every second), as es-sync runs with its own.
 const SETTINGS: &[&str] = &["stats = true", "enable-http-server = true"];
-
-/// Creates `{prefix}-cards` and `{prefix}-replies` from `config/indices/`.
-async fn create_indices(o: &Opts, es: &es::Es, prefix: &str) -> Result<()> {
-    for (name, file) in [("cards", "cards.json"), ("replies", "replies.json")] {
-        let body = std::fs::read(o.repo.join("config/indices").join(file))?;
-        let (s, v) = es
-            .call(Method::Put, &format!("/{prefix}-{name}"), Some(body))
-            .await?;
-        if s >= 300 {
-            bail!("create index {prefix}-{name}: HTTP {s}: {v}");
-        }
-    }
-    Ok(())
-}
 
 fn config(o: &Opts, db: &str, prefix: &str, http: &str, resume_ts: Option<u64>) -> String {
     let resume = resume_ts
@@ -101,7 +86,7 @@ pub async fn run(o: &Opts, bin: &Path, src: &Value, lat: &Value) -> Result<Value
 
     // Catch-up, Monstache.
     let prefix = format!("{base}m");
-    create_indices(o, &es, &prefix).await?;
+    peers::create_indices(o, &es, &prefix).await?;
     let http = format!("127.0.0.1:{}", free_port()?);
     log(&format!(
         "[peers] monstache catch-up of {db} from {ts} ({n} documents)"
@@ -222,7 +207,7 @@ async fn latency_runs(o: &Opts, bin: &Path, lat: &Value) -> Result<Value> {
             .await?;
     }
     let es = es::Es::new(&o.es)?;
-    create_indices(o, &es, &prefix).await?;
+    peers::create_indices(o, &es, &prefix).await?;
     let http = format!("127.0.0.1:{}", free_port()?);
     let m = start(o, bin, "latency", &config(o, &db, &prefix, &http, None)).await?;
     let alias = format!("{prefix}-cards");
@@ -264,28 +249,9 @@ async fn latency_runs(o: &Opts, bin: &Path, lat: &Value) -> Result<Value> {
 mod tests {
     use super::*;
 
-    fn opts() -> Opts {
-        Opts {
-            quick: true,
-            docs: 1,
-            rates: vec![],
-            rate_secs: 1,
-            mongo_uri: "mongodb://127.0.0.1:1/?directConnection=true".into(),
-            mongo_rs_uri: None,
-            kafka: "127.0.0.1:2".into(),
-            es: "http://127.0.0.1:3".into(),
-            bin_dir: "/b".into(),
-            repo: "/r".into(),
-            work: "/w".into(),
-            seed: 1,
-            command: String::new(),
-            peers: peers::PeerOpts::default(),
-        }
-    }
-
     #[test]
     fn config_maps_each_collection_to_its_index_and_resumes_only_when_asked() {
-        let text = config(&opts(), "db1", "p", "127.0.0.1:9", Some(17));
+        let text = config(&peers::tests::opts(), "db1", "p", "127.0.0.1:9", Some(17));
         let v: toml::Value = toml::from_str(&text).expect("TOML");
         assert_eq!(v["resume-from-timestamp"].as_integer(), Some(17));
         assert_eq!(v["stats"].as_bool(), Some(true));
@@ -302,7 +268,7 @@ mod tests {
             .collect();
         assert_eq!(pairs, [("db1.card", "p-cards"), ("db1.reply", "p-replies")]);
         assert_eq!(http_addr(&text).as_deref(), Some("127.0.0.1:9"));
-        let live = config(&opts(), "db1", "p", "127.0.0.1:9", None);
+        let live = config(&peers::tests::opts(), "db1", "p", "127.0.0.1:9", None);
         let v: toml::Value = toml::from_str(&live).expect("TOML");
         assert!(v.get("resume-from-timestamp").is_none());
     }
