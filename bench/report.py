@@ -257,9 +257,9 @@ w("- **Kafka Connect** `org.apache.kafka:connect-runtime` 4.1.1 (the broker's ve
   + ", ".join(f"`{k}={v}`" for k, v in kc.get("settings", {}).items()) + "; everything else is the connector's and the "
   "worker's defaults (producer `acks=all`, idempotent, no transactions).")
 w("- **Monstache** `github.com/rwynn/monstache/v6` v6.7.17 (newest v6 tag; Elasticsearch 7 client olivere/elastic 7.0.31, "
-  "MongoDB Go driver 1.12; built with Go 1.26 by `go install`, or, where the Go module proxy refuses the module as it did "
-  "on the machine of this page's first peer run (403), from that tag's source tree placed in the cache, its dependencies "
-  "still from the proxy), `change-stream-namespaces` of both collections, `[[mapping]]` of each to an index created "
+  "MongoDB Go driver 1.12; built with Go 1.26 by `go install`, or, where the Go module proxy refuses the module (it answered "
+  "403 for every monstache version when this peer was added), from that tag's source tree placed in the cache by hand, "
+  "its dependencies still from the proxy), `change-stream-namespaces` of both collections, `[[mapping]]` of each to an index created "
   "beforehand from `config/indices/` (same settings, analyzers, refresh 1 s), catch-up with `resume-from-timestamp` = the "
   "start time of 1, latency runs from now on a fresh database. Settings besides names: "
   + ", ".join(f"`{x}`" for x in mo.get("settings", [])) + " (for its `/stats` counters); bulk settings are its shipped "
@@ -293,7 +293,8 @@ w("- Monstache is one process straight from MongoDB to Elasticsearch with no dur
   "saved in these runs (`resume` is off), so it is at-most-once across restarts here. Its latency includes its 1 s "
   "bulk flush interval (`elasticsearch-max-seconds`), ours a 50 ms linger.")
 w("- Vector's remap unwraps only the Extended JSON types the workload has (`$date`, `$oid`) with a regular expression "
-  "over the encoded JSON; es-sync converts every type. Vector handles deletes, markers and the DLQ not at all here.")
+  "over the encoded JSON; es-sync converts every type. Only inserts are handled (the catch-up has nothing else): no deletes, markers "
+  "or dead-letter topic are configured for Vector.")
 w("- Ours run first on the same database and server cache (1 and 2 before the peers); the raw reads of 1 warmed the cache for both.")
 w("")
 

@@ -23,7 +23,7 @@ ev = .
 coll = string!(ev.ns.coll)
 doc = object!(parse_json!(replace(encode_json(ev.doc), r'\{"\$(?:date|oid)":("[^"]*")\}', "$1")))
 id = doc._id
-doc = remove!(doc, ["_id"])
+del(doc._id)
 doc._sync = {"version": ev.version, "op": ev.op, "ns": string!(ev.ns.db) + "." + coll, "partition": ev.partition, "cluster_time": ev.cluster_time}
 doc._vid = id
 doc._vver = ev.version
