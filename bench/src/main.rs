@@ -6,6 +6,8 @@ mod es;
 mod kafka;
 mod peers;
 mod procmon;
+mod scale;
+mod series;
 use e2e_tests::workload;
 
 use anyhow::{bail, Context as _, Result};
@@ -50,10 +52,21 @@ pub struct Opts {
     pub command: String,
     /// Installed peers (`--peer-*`, from `scripts/bench.d/peers`).
     pub peers: peers::PeerOpts,
+    /// Partitions of the event topics (3).
+    pub partitions: i32,
+    /// Whether the phases also measure their baselines (off in the scale
+    /// runs, which compare our binaries with themselves at other sizes).
+    pub baselines: bool,
+    /// Document counts of the scale runs (measure 5).
+    pub scale_docs: Vec<u64>,
+    /// Partitions (= es-sync instances) of the scale runs.
+    pub scale_partitions: Vec<i32>,
+    /// Documents per partition-scale run.
+    pub scale_partition_docs: u64,
 }
 
 fn usage() -> &'static str {
-    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT] [--peer-connect DIR] [--peer-monstache BIN] [--peer-vector BIN] [--peer-status-dir DIR]"
+    "bench [--quick] [--docs N] [--rates 200,1000] [--rate-secs S] --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR [--seed N] [--command TEXT] [--peer-connect DIR] [--peer-monstache BIN] [--peer-vector BIN] [--peer-status-dir DIR] [--partitions 3] [--scale-docs 10000,100000,1000000] [--scale-partitions 1,3,6] [--scale-partition-docs N]"
 }
 
 fn parse() -> Result<Opts> {
@@ -87,12 +100,30 @@ fn parse() -> Result<Opts> {
         None if quick => 20_000,
         None => 200_000,
     };
-    let rates = match m.get("rates") {
-        Some(v) => v
-            .split(',')
+    fn list<T: std::str::FromStr>(v: &str) -> Result<Vec<T>, T::Err> {
+        v.split(',')
+            .filter(|x| !x.trim().is_empty())
             .map(|x| x.trim().parse())
-            .collect::<Result<_, _>>()?,
-        None => vec![200, 1000],
+            .collect()
+    }
+    let rates = match m.get("rates") {
+        Some(v) => list(v)?,
+        None if quick => vec![200, 1000],
+        None => vec![200, 1000, 5000],
+    };
+    let scale_docs = match m.get("scale-docs") {
+        Some(v) => list(v)?,
+        None if quick => vec![10_000, 50_000],
+        None => vec![10_000, 100_000, 1_000_000],
+    };
+    let scale_partitions = match m.get("scale-partitions") {
+        Some(v) => list(v)?,
+        None => vec![1, 3, 6],
+    };
+    let scale_partition_docs = match m.get("scale-partition-docs") {
+        Some(v) => v.parse()?,
+        None if quick => 20_000,
+        None => 100_000,
     };
     let rate_secs = match m.get("rate-secs") {
         Some(v) => v.parse()?,
@@ -114,6 +145,15 @@ fn parse() -> Result<Opts> {
         seed: m.get("seed").map(|s| s.parse()).transpose()?.unwrap_or(42),
         command: m.get("command").cloned().unwrap_or_default(),
         peers: peers::PeerOpts::from_args(&m),
+        partitions: m
+            .get("partitions")
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(3),
+        baselines: true,
+        scale_docs,
+        scale_partitions,
+        scale_partition_docs,
     })
 }
 
@@ -436,7 +476,7 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
     // server's cache the same way for both), take the better.
     let mut raw_best = 0.0f64;
     let mut raw_runs = vec![];
-    for _ in 0..2 {
+    for _ in 0..(if o.baselines { 2 } else { 0 }) {
         let (f, l) = raw_change_read(&db, ts, o.docs).await?;
         let r = rate(o.docs.saturating_sub(1), l - f);
         raw_runs.push(json!({"first_event_s": round(f, 3), "last_event_s": round(l, 3), "events_per_s": round(r, 0)}));
@@ -458,7 +498,7 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
         return Ok(out);
     }
     // mongo-source from the seed's start time.
-    kafka::create_topics(&o.kafka, &names.topics(), 3).await?;
+    kafka::create_topics(&o.kafka, &names.topics(), o.partitions).await?;
     let admin = format!("127.0.0.1:{}", free_port()?);
     let cfg = o.work.join(format!("mongo-source-{tag}.toml"));
     std::fs::write(
@@ -480,12 +520,21 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
     )
     .await?;
     let before = child.mon.now();
-    let (bootstrap, topics, n) = (o.kafka.clone(), names.topics(), o.docs);
+    let sampler = series::Sampler::start(&child.admin, "mongo_source_events_total", t_spawn);
+    let (bootstrap, topics, n, parts) = (o.kafka.clone(), names.topics(), o.docs, o.partitions);
     let reader = tokio::task::spawn_blocking(move || {
-        kafka::read_n(&bootstrap, &topics, 3, n, false, Duration::from_secs(900))
+        kafka::read_n(
+            &bootstrap,
+            &topics,
+            parts,
+            n,
+            false,
+            Duration::from_secs(1800),
+        )
     });
     let read = reader.await??;
     let after = child.mon.now();
+    let events_series = sampler.stop().await;
     let spawn_to_first = read.first.as_secs_f64();
     let steady_s = (read.last - read.first).as_secs_f64();
     let ours = rate(o.docs.saturating_sub(1), steady_s);
@@ -500,10 +549,29 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
         "[{tag}] mongo-source: {ours:.0} events/s committed (first record {spawn_to_first:.2} s after spawn), RSS peak {:.1} MiB",
         u.peak_rss_mib
     ));
+    out["mongo_source"] = json!({
+        "events": o.docs,
+        "events_per_s": round(ours, 0),
+        "events_per_s_incl_startup": round(wall, 0),
+        "first_record_after_spawn_s": round(spawn_to_first, 2),
+        "resources": usage_json(&u),
+        "series": events_series,
+    });
+    out["names"] = json!({"db": names.db, "prefix": names.prefix});
+    if !o.baselines {
+        return Ok(out);
+    }
     // Baseline (b): the same records through a plain producer loop.
     let (bootstrap, topics, n) = (o.kafka.clone(), names.topics(), o.docs);
     let recs = tokio::task::spawn_blocking(move || {
-        kafka::read_n(&bootstrap, &topics, 3, n, true, Duration::from_secs(300))
+        kafka::read_n(
+            &bootstrap,
+            &topics,
+            parts,
+            n,
+            true,
+            Duration::from_secs(300),
+        )
     })
     .await??;
     let plain_topic = format!("{}.plain", names.prefix);
@@ -519,14 +587,7 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
         "[{tag}] plain producer: {prod:.0} records/s ({} acked, {} failed)",
         pr.acked, pr.failed
     ));
-    out["mongo_source"] = json!({
-        "events": o.docs,
-        "events_per_s": round(ours, 0),
-        "events_per_s_incl_startup": round(wall, 0),
-        "first_record_after_spawn_s": round(spawn_to_first, 2),
-        "record_mib": round(record_bytes as f64 / 1048576.0, 1),
-        "resources": usage_json(&u),
-    });
+    out["mongo_source"]["record_mib"] = json!(round(record_bytes as f64 / 1048576.0, 1));
     out["plain_producer"] = json!({
         "acked": pr.acked, "failed": pr.failed,
         "seconds": round(pr.elapsed.as_secs_f64(), 2),
@@ -534,7 +595,6 @@ async fn phase_source(o: &Opts, uri: &str, tag: &str, run_source: bool) -> Resul
     });
     out["ratio_vs_raw_change_stream"] = json!(round(ours / raw_best.max(1e-9), 3));
     out["ratio_vs_plain_producer"] = json!(round(ours / prod.max(1e-9), 3));
-    out["names"] = json!({"db": names.db, "prefix": names.prefix});
     Ok(out)
 }
 
@@ -550,13 +610,23 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
     let n = o.docs;
     let es = es::Es::new(&o.es)?;
     // Baseline (b): consume only.
-    let (bootstrap, topics) = (o.kafka.clone(), names.topics());
-    let rd = tokio::task::spawn_blocking(move || {
-        kafka::read_n(&bootstrap, &topics, 3, n, false, Duration::from_secs(300))
-    })
-    .await??;
-    let consume = rate(n.saturating_sub(1), (rd.last - rd.first).as_secs_f64());
-    log(&format!("[{tag}] consume only: {consume:.0} records/s"));
+    let mut consume = 0.0;
+    if o.baselines {
+        let (bootstrap, topics, parts) = (o.kafka.clone(), names.topics(), o.partitions);
+        let rd = tokio::task::spawn_blocking(move || {
+            kafka::read_n(
+                &bootstrap,
+                &topics,
+                parts,
+                n,
+                false,
+                Duration::from_secs(300),
+            )
+        })
+        .await??;
+        consume = rate(n.saturating_sub(1), (rd.last - rd.first).as_secs_f64());
+        log(&format!("[{tag}] consume only: {consume:.0} records/s"));
+    }
     // es-sync.
     let admin = format!("127.0.0.1:{}", free_port()?);
     let cfg = o.work.join(format!("es-sync-{tag}.toml"));
@@ -575,10 +645,12 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
     let before = child.mon.now();
     let mut first: Option<f64> = None;
     let mut first_count = 0.0;
+    let mut docs_series: Vec<[f64; 2]> = vec![];
     let done_at;
     loop {
         let c = child.metric("es_sync_documents_total").await;
         let t = t_spawn.elapsed().as_secs_f64();
+        docs_series.push([round(t, 2), c]);
         if c > 0.0 && first.is_none() {
             first = Some(t);
             first_count = c;
@@ -590,8 +662,8 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
         if let Some(st) = child.child.try_wait()? {
             bail!("es-sync exited: {st}");
         }
-        if t > 900.0 {
-            bail!("es-sync: {c} of {n} after 900 s");
+        if t > 1800.0 {
+            bail!("es-sync: {c} of {n} after 1800 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -606,6 +678,16 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
         "[{tag}] es-sync: {ours:.0} docs/s (first documents {f:.2} s after spawn), RSS peak {:.1} MiB",
         u.peak_rss_mib
     ));
+    let es_sync = json!({
+        "docs_per_s": round(ours, 0),
+        "docs_per_s_incl_startup": round(wall, 0),
+        "first_documents_after_spawn_s": round(f, 2),
+        "resources": usage_json(&u),
+        "series": series::thin(&docs_series),
+    });
+    if !o.baselines {
+        return Ok(json!({"documents": n, "es_sync": es_sync}));
+    }
     // Baseline (a): the documents es-sync wrote, read back, sent as _bulk.
     let mut docs: Vec<(String, String, u64, Value)> = vec![];
     for (alias, file) in [("cards", "cards.json"), ("replies", "replies.json")] {
@@ -667,12 +749,7 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
     }
     Ok(json!({
         "documents": n,
-        "es_sync": {
-            "docs_per_s": round(ours, 0),
-            "docs_per_s_incl_startup": round(wall, 0),
-            "first_documents_after_spawn_s": round(f, 2),
-            "resources": usage_json(&u),
-        },
+        "es_sync": es_sync,
         "consume_only": {"records_per_s": round(consume, 0)},
         "bulk": {"trials": trials, "best_batch": best.0, "docs_per_s": round(best.1, 0)},
         "ratio_vs_bulk": round(ours / best.1.max(1e-9), 3),
@@ -1003,6 +1080,8 @@ async fn latency_run(
             "p50": round(pct(&l, 50.0), 0), "p95": round(pct(&l, 95.0), 0),
             "p99": round(pct(&l, 99.0), 0), "max": round(l.last().copied().unwrap_or(0.0), 0),
         },
+        // Latency CDF for the plot: the 0th..100th percentiles.
+        "latency_cdf_ms": (0..=100).map(|p| round(pct(&l, f64::from(p)), 1)).collect::<Vec<_>>(),
         "mongo_source": usage_json(&su),
         "es_sync": usage_json(&yu),
     }))
@@ -1053,6 +1132,7 @@ async fn main() -> Result<()> {
         }
     }
     result["peers"] = peers::run(&o, &result).await;
+    result["scale"] = scale::run(&o, &format!("{tag}x")).await;
     if let Some(uri) = o.mongo_rs_uri.clone() {
         match phase_source(&o, &uri, &format!("{tag}r"), true).await {
             Ok(v) => result["source_rust_secantus"] = v,

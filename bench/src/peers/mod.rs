@@ -217,6 +217,11 @@ pub(crate) mod tests {
             seed: 1,
             command: String::new(),
             peers: PeerOpts::default(),
+            partitions: 3,
+            baselines: true,
+            scale_docs: vec![],
+            scale_partitions: vec![],
+            scale_partition_docs: 0,
         }
     }
 
