@@ -222,8 +222,17 @@ impl PrivateStack {
 
     /// Runs `scripts/stack ARGS` on this stack.
     pub fn run(&self, args: &[&str]) {
+        self.run_with(args, &[]);
+    }
+
+    /// Runs `scripts/stack ARGS` on this stack with extra environment
+    /// (e.g. `ES_WRITE_QUEUE_SIZE` for a restart).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) {
         let mut c = Command::new(stack_script());
         c.args(args).env("STACK_DIR", &self.dir);
+        for (k, v) in env {
+            c.env(k, v);
+        }
         for (k, v) in &self.ports {
             c.env(k, v.to_string());
         }

@@ -7,8 +7,11 @@
 //! twice by a read_committed consumer. One line per run is printed (and
 //! appended to `CHAOS_REPORT` when set).
 //!
-//! Elasticsearch write rejections are a fault of their own in
-//! `sync_rejections.rs` (they need a node with a tiny write queue).
+//! Elasticsearch write rejections: the node is restarted with a write
+//! thread pool of one thread and a queue of one, a burst of writes makes
+//! es-sync's bulks collide on it (real 429s, counted from es-sync's
+//! `es_sync_retries_total`), then the node is restarted normally.
+//! `sync_rejections.rs` tests rejections alone in more detail.
 
 use e2e_tests::e2e::{es_documents, spawn_load, wait_equal, Pipeline};
 use e2e_tests::kafka::read_all;
@@ -31,9 +34,10 @@ enum Fault {
     RestartMongo,
     PauseSource,
     PauseSync,
+    WriteRejections,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillSource,
     Fault::KillSync,
     Fault::RestartKafka,
@@ -41,7 +45,22 @@ const FAULTS: [Fault; 7] = [
     Fault::RestartMongo,
     Fault::PauseSource,
     Fault::PauseSync,
+    Fault::WriteRejections,
 ];
+
+/// Items es-sync retried because Elasticsearch rejected the write.
+async fn rejection_retries(admin_port: u16) -> u64 {
+    let m = e2e_tests::http_get(admin_port, "/metrics")
+        .await
+        .unwrap_or_default();
+    [
+        r#"es_sync_retries_total{reason="429"}"#,
+        r#"es_sync_retries_total{reason="es_rejected_execution_exception"}"#,
+    ]
+    .iter()
+    .filter_map(|k| e2e_tests::metric_value(&m, k))
+    .sum::<f64>() as u64
+}
 
 fn signal(p: &Proc, sig: &str) {
     let pid = p.child.id().to_string();
@@ -86,6 +105,8 @@ async fn faults_under_load_lose_nothing_and_duplicate_nothing() {
             let stop = Arc::new(AtomicBool::new(false));
             let load = spawn_load(&db, rng.random(), stop.clone());
             tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+            let mut note = String::new();
+            let mut burst = 0u64;
 
             match fault {
                 Fault::KillSource => {
@@ -110,6 +131,26 @@ async fn faults_under_load_lose_nothing_and_duplicate_nothing() {
                     tokio::time::sleep(Duration::from_secs(12)).await;
                     signal(&sync, "-CONT");
                 }
+                Fault::WriteRejections => {
+                    stack.run_with(
+                        &["restart", "elasticsearch"],
+                        &[("ES_WRITE_QUEUE_SIZE", "1"), ("ES_WRITE_THREADS", "1")],
+                    );
+                    let before = rejection_retries(p.sync_admin_port).await;
+                    let mut w = e2e_tests::workload::Workload::new(rng.random());
+                    let cards = db.collection::<Document>("card");
+                    for _ in 0..6 {
+                        let docs: Vec<Document> = (0..500).map(|_| w.card()).collect();
+                        if cards.insert_many(docs).await.is_ok() {
+                            burst += 500;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(6)).await;
+                    let rejected = rejection_retries(p.sync_admin_port).await - before;
+                    note = format!(" ({rejected} item retries on rejections, burst {burst})");
+                    assert!(rejected > 0, "the node rejected no write during {fault:?}");
+                    stack.run(&["restart", "elasticsearch"]);
+                }
             }
             // Recovery: from the end of the fault until a new card is searchable.
             let fault_over = Instant::now();
@@ -133,7 +174,7 @@ async fn faults_under_load_lose_nothing_and_duplicate_nothing() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stop.store(true, Ordering::Relaxed);
             // A write cut by a MongoDB restart may fail: the load stops there.
-            let writes = load.await.unwrap_or(0);
+            let writes = load.await.unwrap_or(0) + burst;
 
             wait_equal(&p, &db, Duration::from_secs(180)).await;
             let uri = e2e_tests::mongodb_uri();
@@ -152,7 +193,7 @@ async fn faults_under_load_lose_nothing_and_duplicate_nothing() {
             let dups = duplicates(&p.source.topic("card")).await
                 + duplicates(&p.source.topic("reply")).await;
             let row = format!(
-                "| {fault:?} | {round} | {writes} | {:.1} s | {dups} | {} |",
+                "| {fault:?}{note} | {round} | {writes} | {:.1} s | {dups} | {} |",
                 recovery.as_secs_f64(),
                 if verify.status.success() {
                     "equal"
