@@ -27,7 +27,7 @@ del(doc._id)
 doc._sync = {"version": ev.version, "op": ev.op, "ns": string!(ev.ns.db) + "." + coll, "partition": ev.partition, "cluster_time": ev.cluster_time}
 doc._vid = id
 doc._vver = ev.version
-doc._vidx = if coll == "card" { "@PREFIX@-cards" } else { "@PREFIX@-replies" }
+doc._vidx = if coll == "card" { "cards" } else { "replies" }
 . = doc
 "#;
 
@@ -72,7 +72,7 @@ endpoints = ["{es}"]
 api_version = "v7"
 mode = "bulk"
 bulk.action = "index"
-bulk.index = "{{{{ _vidx }}}}"
+bulk.index = "{prefix}-{{{{ _vidx }}}}"
 bulk.version = "{{{{ _vver }}}}"
 bulk.version_type = "external"
 id_key = "_vid"
@@ -82,7 +82,7 @@ encoding.except_fields = ["_vid", "_vver", "_vidx"]
         data = dir.join("data").display(),
         kafka = o.kafka,
         es = o.es,
-        vrl = VRL.replace("@PREFIX@", prefix),
+        vrl = VRL,
         sink = SINK_SETTINGS.join("\n"),
     )
 }
@@ -128,6 +128,7 @@ pub async fn run(o: &Opts, bin: &Path, src: &Value, sync: &Value) -> Result<Valu
     let t0 = Instant::now();
     let mut v = peers::spawn(cmd, String::new(), &dir.join("vector.log"))?;
     let before = v.mon.now();
+    let log_file = dir.join("vector.log");
     let c = peers::count_until(
         "Vector",
         n,
@@ -136,7 +137,19 @@ pub async fn run(o: &Opts, bin: &Path, src: &Value, sync: &Value) -> Result<Valu
         &mut [&mut v],
         || indexed(&es, &prefix),
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        let last_error = std::fs::read_to_string(&log_file)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| l.contains("ERROR"))
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "none".into());
+        anyhow::anyhow!("{e:#}; last error in {}: {last_error}", log_file.display())
+    })?;
     let after = v.mon.now();
     let u = procmon::usage(&v.mon.samples(), before, after, n);
     v.stop().await?;
@@ -180,16 +193,16 @@ mod tests {
         let v: toml::Value = toml::from_str(&text).expect("TOML");
         let topics = v["sources"]["kafka"]["topics"].as_array().expect("topics");
         assert_eq!(topics.len(), 2);
+        // Vector refuses a template field without a literal prefix.
         assert_eq!(
             v["sinks"]["es"]["bulk"]["index"].as_str(),
-            Some("{{ _vidx }}")
+            Some("px-{{ _vidx }}")
         );
         assert_eq!(
             v["sinks"]["es"]["request"]["concurrency"].as_integer(),
             Some(4)
         );
         let vrl = v["transforms"]["doc"]["source"].as_str().expect("vrl");
-        assert!(vrl.contains("\"px-cards\"") && vrl.contains("\"px-replies\""));
-        assert!(!vrl.contains("@PREFIX@"));
+        assert!(vrl.contains("\"cards\"") && vrl.contains("\"replies\""));
     }
 }
