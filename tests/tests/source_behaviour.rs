@@ -119,7 +119,13 @@ async fn record_limit_comes_from_the_topic() {
             .then_some(())
     })
     .await;
-    let dlq = read_all(&fx.dlq()).await;
+    // Commit markers reach each partition asynchronously: wait for the
+    // DLQ's to turn visible too.
+    let dlq = eventually("the pointer visible on the DLQ", WAIT, || async {
+        let dlq = read_all(&fx.dlq()).await;
+        (!dlq.is_empty()).then_some(dlq)
+    })
+    .await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].value["limit"], 100_000);
     let msg = dlq[0].value["message"].as_str().unwrap();

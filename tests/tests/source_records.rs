@@ -156,7 +156,14 @@ async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
             .all(|r| r.key.as_deref() != Some(r#""big""#)),
         "the oversized record is not on the event topic"
     );
-    let dlq = read_all(&fx.dlq()).await;
+    // Same transaction as "after", but the coordinator writes the commit
+    // markers to each partition asynchronously: the DLQ partition may turn
+    // visible to read_committed a moment after the event topic's.
+    let dlq = eventually("the pointer visible on the DLQ", WAIT, || async {
+        let dlq = read_all(&fx.dlq()).await;
+        (!dlq.is_empty()).then_some(dlq)
+    })
+    .await;
     assert_eq!(dlq.len(), 1, "one pointer: {dlq:#?}");
     let p = &dlq[0].value;
     assert_eq!(p["reason"], "record_too_large");
