@@ -104,7 +104,7 @@ y = r.get("sync", {})
 w("## 2. Sync: Kafka into Elasticsearch")
 w("")
 w(f"The topics written in 1 ({y.get('documents')} records, 3 partitions each). `es-sync` (shipped bulk defaults: "
-  "1000 actions, 5 MiB, 4 in flight) with a new group, fresh aliases from `config/indices/`; rate from the first "
+  "1000 actions, 5 MiB, 4 in flight) with a new group, fresh aliases from `config/indices/`, after an unmeasured warm-up pass of es-sync over the same topics whose indices are then dropped (a cold node ran the first pass at a third of its warm rate); rate from the first "
   "documents done to the last (its `es_sync_documents_total`, polled every 100 ms). `_bulk` baseline: the documents es-sync "
   "wrote, read back, sent as `index` with the same external versions into fresh indices from the same files, 4 requests in flight, "
   "best batch size of 500/1000/2000. Consume only: a read_committed consumer reading the same records.")
