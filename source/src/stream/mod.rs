@@ -12,7 +12,7 @@
 mod changes;
 pub mod large_event;
 mod pipeline;
-mod snapshot;
+pub mod snapshot;
 mod writer;
 
 use crate::config::{HistoryLostPolicy, SourceConfig, StartMode, StreamSpec};

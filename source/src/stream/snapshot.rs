@@ -24,7 +24,7 @@ use crate::error::{Result, StreamError};
 use crate::kafka::positions::SnapshotProgress;
 use crate::metrics::StreamLabel;
 use futures::TryStreamExt as _;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::{doc, Bson, Document};
 use shared::ejson::{bson_to_json, json_to_bson};
 use shared::event::{ClusterTime, Operation, SnapshotInfo};
 use shared::state::StreamState;
@@ -88,7 +88,7 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
                 stream: ctx.spec.name.clone(),
                 message: format!("snapshot last_id: {e}"),
             })?;
-            doc! { "_id": { "$gt": id } }
+            resume_filter(id)
         }
         None => doc! {},
     };
@@ -171,4 +171,111 @@ fn add_markers(
         writer.add(ctx, batch, Some(*p), None, &ev)?;
     }
     Ok(())
+}
+
+/// MongoDB's sort order of BSON types, as `$type` aliases per rank
+/// (<https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/>).
+const TYPE_ORDER: &[&[&str]] = &[
+    &["minKey"],
+    &["null", "undefined"],
+    &["double", "int", "long", "decimal"],
+    &["symbol", "string"],
+    &["object"],
+    &["array"],
+    &["binData"],
+    &["objectId"],
+    &["bool"],
+    &["date"],
+    &["timestamp"],
+    &["regex"],
+    &["maxKey"],
+];
+
+fn type_rank(v: &Bson) -> Option<usize> {
+    let alias = match v {
+        Bson::MinKey => "minKey",
+        Bson::Null | Bson::Undefined => "null",
+        Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Decimal128(_) => "double",
+        Bson::Symbol(_) | Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::RegularExpression(_) => "regex",
+        Bson::MaxKey => "maxKey",
+        _ => return None,
+    };
+    TYPE_ORDER.iter().position(|r| r.contains(&alias))
+}
+
+/// The documents after `last` in `_id` order, whatever their type.
+///
+/// `{_id: {$gt: last}}` alone matches only values of `last`'s own type
+/// (query type bracketing), while the copy's cursor sorts across types: a
+/// snapshot resumed after a string `_id` would skip every ObjectId `_id`
+/// (found by the chaos run: a lease moved after the copy had read one
+/// string id, and the resumed copy lost the collection's ObjectId
+/// documents). So the filter also takes every type that sorts later.
+pub fn resume_filter(last: Bson) -> Document {
+    let later: Vec<Bson> = type_rank(&last)
+        .map(|r| {
+            TYPE_ORDER[r + 1..]
+                .iter()
+                .flat_map(|aliases| aliases.iter())
+                .map(|a| Bson::String((*a).to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if later.is_empty() {
+        return doc! { "_id": { "$gt": last } };
+    }
+    doc! { "$or": [ { "_id": { "$gt": last } }, { "_id": { "$type": later } } ] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::oid::ObjectId;
+
+    #[test]
+    fn after_a_string_id_every_later_type_is_included() {
+        let f = resume_filter(Bson::String("probe-2".into()));
+        let or = f.get_array("$or").unwrap();
+        assert_eq!(or[0], Bson::Document(doc! { "_id": { "$gt": "probe-2" } }));
+        let types = or[1].as_document().unwrap().get_document("_id").unwrap();
+        let types: Vec<&str> = types
+            .get_array("$type")
+            .unwrap()
+            .iter()
+            .filter_map(Bson::as_str)
+            .collect();
+        assert!(types.contains(&"objectId") && types.contains(&"object"));
+        assert!(!types.contains(&"string") && !types.contains(&"int"));
+    }
+
+    #[test]
+    fn after_an_object_id_numbers_and_strings_are_not_included() {
+        let f = resume_filter(Bson::ObjectId(ObjectId::new()));
+        let types = f.get_array("$or").unwrap()[1]
+            .as_document()
+            .unwrap()
+            .get_document("_id")
+            .unwrap()
+            .get_array("$type")
+            .unwrap()
+            .clone();
+        assert!(!types.contains(&Bson::String("string".into())));
+        assert!(types.contains(&Bson::String("date".into())));
+    }
+
+    #[test]
+    fn after_max_key_only_greater_values() {
+        assert_eq!(
+            resume_filter(Bson::MaxKey),
+            doc! { "_id": { "$gt": Bson::MaxKey } }
+        );
+    }
 }
