@@ -631,20 +631,8 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
         warm_up_elasticsearch(o, tag, &names, &es).await?;
     }
     // es-sync.
-    let admin = format!("127.0.0.1:{}", free_port()?);
-    let cfg = o.work.join(format!("es-sync-{tag}.toml"));
-    std::fs::write(
-        &cfg,
-        sync_toml(o, &names, &format!("{}-sync", names.prefix), &admin),
-    )?;
     let t_spawn = Instant::now();
-    let mut child = Child::spawn(
-        &o.bin_dir.join("es-sync"),
-        &cfg,
-        admin,
-        &o.work.join(format!("es-sync-{tag}.log")),
-    )
-    .await?;
+    let mut child = spawn_es_sync(o, &names, &format!("{}-sync", names.prefix), tag).await?;
     let before = child.mon.now();
     let mut first: Option<f64> = None;
     let mut first_count = 0.0;
@@ -760,22 +748,31 @@ async fn phase_sync(o: &Opts, tag: &str, src: &Value) -> Result<Value> {
     }))
 }
 
+/// Spawns es-sync in `group` over the topics of `names`, with its config
+/// and log named after `name` in the work directory.
+async fn spawn_es_sync(o: &Opts, names: &Names, group: &str, name: &str) -> Result<Child> {
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let cfg = o.work.join(format!("es-sync-{name}.toml"));
+    std::fs::write(&cfg, sync_toml(o, names, group, &admin))?;
+    Child::spawn(
+        &o.bin_dir.join("es-sync"),
+        &cfg,
+        admin,
+        &o.work.join(format!("es-sync-{name}.log")),
+    )
+    .await
+}
+
 /// A first, unmeasured es-sync pass over the same topics (own group), then
 /// its indices dropped: the node's JIT and caches are as warm for the
 /// measured es-sync as for the `_bulk` trials that follow it (measured
 /// first on a cold node, es-sync ran at a third of its warm rate).
 async fn warm_up_elasticsearch(o: &Opts, tag: &str, names: &Names, es: &es::Es) -> Result<()> {
-    let admin = format!("127.0.0.1:{}", free_port()?);
-    let cfg = o.work.join(format!("es-sync-{tag}-warm.toml"));
-    std::fs::write(
-        &cfg,
-        sync_toml(o, names, &format!("{}-warm", names.prefix), &admin),
-    )?;
-    let child = Child::spawn(
-        &o.bin_dir.join("es-sync"),
-        &cfg,
-        admin,
-        &o.work.join(format!("es-sync-{tag}-warm.log")),
+    let child = spawn_es_sync(
+        o,
+        names,
+        &format!("{}-warm", names.prefix),
+        &format!("{tag}-warm"),
     )
     .await?;
     let t0 = Instant::now();

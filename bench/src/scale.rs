@@ -10,8 +10,7 @@
 //! every point in the same state.
 
 use crate::{
-    free_port, log, phase_source, phase_sync, procmon, rate, round, sync_toml, usage_json, Child,
-    Names, Opts,
+    log, phase_source, phase_sync, procmon, rate, round, spawn_es_sync, usage_json, Names, Opts,
 };
 use anyhow::{bail, Context as _, Result};
 use elasticsearch::http::Method;
@@ -114,16 +113,7 @@ async fn sync_instances(o: &Opts, tag: &str, src: &Value, k: usize) -> Result<Va
     let t_spawn = Instant::now();
     let mut children = vec![];
     for i in 0..k {
-        let admin = format!("127.0.0.1:{}", free_port()?);
-        let cfg = o.work.join(format!("es-sync-{tag}-{i}.toml"));
-        std::fs::write(&cfg, sync_toml(o, &names, &group, &admin))?;
-        let mut child = Child::spawn(
-            &o.bin_dir.join("es-sync"),
-            &cfg,
-            admin,
-            &o.work.join(format!("es-sync-{tag}-{i}.log")),
-        )
-        .await?;
+        let mut child = spawn_es_sync(o, &names, &group, &format!("{tag}-{i}")).await?;
         if i == 0 {
             child
                 .wait_ready("es-sync", Duration::from_secs(120))
