@@ -104,22 +104,7 @@ impl PrivateElasticsearch {
     /// One request to the node: HTTP status and JSON body (`Null` if the
     /// body is not JSON).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string().into_bytes());
-        let r = self
-            .client
-            .send(
-                method,
-                path,
-                elasticsearch::http::headers::HeaderMap::new(),
-                None::<&()>,
-                body,
-                Some(Duration::from_secs(30)),
-            )
-            .await
-            .expect("request to the private elasticsearch");
-        let status = r.status_code().as_u16();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        es_call(&self.client, method, path, body).await
     }
 
     /// `_id -> _version` of every document of `index` (at most 10,000),
@@ -170,6 +155,43 @@ impl Drop for PrivateElasticsearch {
         let _ = self.command(&["down", "--wipe"]).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One request through `client`: HTTP status and JSON body (`Null` if the
+/// body is not JSON); panics if the node cannot be reached.
+pub async fn es_call(
+    client: &elasticsearch::Elasticsearch,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string().into_bytes());
+    let r = client
+        .send(
+            method,
+            path,
+            elasticsearch::http::headers::HeaderMap::new(),
+            None::<&()>,
+            body,
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("request {path} to the private node: {e}"));
+    let status = r.status_code().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `scripts/stack down --wipe` of the private `STACK_DIR` `dir` (with the
+/// environment it was started with), then removes the folder; for `Drop`.
+pub fn stack_down(dir: &std::path::Path, env: &[(&str, String)]) {
+    let mut c = Command::new(stack_script());
+    c.args(["down", "--wipe"]).env("STACK_DIR", dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let _ = c.status();
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn client_for(url: &str) -> elasticsearch::Elasticsearch {

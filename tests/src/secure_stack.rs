@@ -115,13 +115,7 @@ impl SecureKafka {
 
 impl Drop for SecureKafka {
     fn drop(&mut self) {
-        let mut c = Command::new(crate::private_stack::stack_script());
-        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        let _ = c.status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::private_stack::stack_down(&self.dir, &self.env);
     }
 }
 
@@ -188,34 +182,13 @@ impl SecureOpenSearch {
 
     /// One request as `admin`: status and JSON body (`Null` if not JSON).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string().into_bytes());
-        let r = self
-            .client
-            .send(
-                method,
-                path,
-                elasticsearch::http::headers::HeaderMap::new(),
-                None::<&()>,
-                body,
-                Some(Duration::from_secs(30)),
-            )
-            .await
-            .expect("request to the secured node");
-        let status = r.status_code().as_u16();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        crate::private_stack::es_call(&self.client, method, path, body).await
     }
 }
 
 impl Drop for SecureOpenSearch {
     fn drop(&mut self) {
-        let mut c = Command::new(crate::private_stack::stack_script());
-        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        let _ = c.status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::private_stack::stack_down(&self.dir, &self.env);
     }
 }
 
@@ -296,13 +269,7 @@ impl SecureMongo {
 
 impl Drop for SecureMongo {
     fn drop(&mut self) {
-        let mut c = Command::new(crate::private_stack::stack_script());
-        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        let _ = c.status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::private_stack::stack_down(&self.dir, &self.env);
     }
 }
 
