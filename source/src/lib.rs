@@ -92,7 +92,13 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let ready = shared::retry::retry(
         &startup,
         &shutdown,
-        |e: &error::StreamError, delay| tracing::warn!(error = %e, ?delay, "waiting for MongoDB and Kafka"),
+        |e: &error::StreamError, delay| {
+            tracing::warn!(error = %e, ?delay, "waiting for MongoDB and Kafka");
+            // Visible on /status too: STARTING with the reason it is stuck.
+            for s in &board.streams {
+                s.set_error(&format!("start-up: {e}"));
+            }
+        },
         || async {
             mongo
                 .database(&cfg.mongodb.database)

@@ -52,6 +52,21 @@ pub async fn create_topic(topic: &str, partitions: i32, configs: &[(&str, &str)]
     }
 }
 
+/// Whether the broker has `topic` (from the list of all topics, so that
+/// asking cannot create it).
+pub async fn topic_exists(topic: &str) -> bool {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = config().create().expect("consumer");
+        let md = c
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        md.topics().iter().any(|t| t.name() == topic)
+    })
+    .await
+    .expect("metadata task")
+}
+
 /// Reads every committed record of `topic` (read_committed) up to its end.
 /// Returns an empty list if the topic does not exist.
 pub async fn read_all(topic: &str) -> Vec<Rec> {

@@ -1,11 +1,12 @@
 //! mongo-source behaviours beyond the basic records: user pipeline, topic
 //! override and transaction info; the topic's own size limit; a fatal
 //! failure shown on /status and restarted on request; fencing of a second
-//! instance; start mode `now`; explicit at-least-once delivery.
+//! instance; start mode `now`; explicit at-least-once delivery; why a
+//! stream is stuck in STARTING while its servers do not answer.
 
-use e2e_tests::kafka::{create_topic, read_all, Rec};
+use e2e_tests::kafka::{create_topic, read_all, topic_exists, Rec};
 use e2e_tests::source::SourceFixture;
-use e2e_tests::{eventually, http_request, metric_value, mongo};
+use e2e_tests::{eventually, free_port, http_request, kafka_bootstrap, metric_value, mongo};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use std::time::Duration;
@@ -24,7 +25,15 @@ async fn wait_state(fx: &SourceFixture, index: usize, state: &str) -> Value {
         WAIT,
         || async {
             let s = fx.status().await;
-            (s["streams"][index]["state"] == state).then_some(s)
+            if s["streams"][index]["state"] == state {
+                return Some(s);
+            }
+            // Shown when the wait times out: the state it was stuck in.
+            eprintln!(
+                "waiting for {state}: stream {index} is {}",
+                s["streams"][index]
+            );
+            None
         },
     )
     .await
@@ -147,6 +156,12 @@ async fn fatal_failure_is_visible_and_restarts_on_request() {
         .unwrap()
         .to_string();
     assert!(err.to_lowercase().contains("unknown topic"), "{err}");
+    // The test broker allows auto-creation (as brokers do by default):
+    // asking for the topic's partitions must not have created it.
+    assert!(
+        !topic_exists(&fx.topic("card")).await,
+        "topics.create = false, yet the event topic was created"
+    );
     let (code, _) = http_request(fx.admin_port, "GET", "/readyz", None)
         .await
         .unwrap();
@@ -319,6 +334,38 @@ async fn at_least_once_delivery_is_reported() {
     let metrics = fx.admin_get("/metrics").await.unwrap();
     let label = format!("mongo_source_exactly_once{{stream=\"{}.card\"}}", fx.db);
     assert_eq!(metric_value(&metrics, &label), Some(0.0), "{metrics}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+/// While Kafka does not answer at start-up, each stream is STARTING and
+/// `/status` says why (before, `last_error` stayed empty until the
+/// start-up timeout ended the process).
+#[tokio::test]
+async fn startup_wait_is_explained_on_status() {
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.kafka = "operation_timeout_ms = 1000".into();
+    fx.retry = "initial_ms = 200\nmax_ms = 500".into();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let toml = fx.toml().replace(&kafka_bootstrap(), &dead);
+    let cfg: mongo_source::config::SourceConfig = shared::config::load_str(
+        &toml,
+        std::path::Path::new("test.toml"),
+        "NONE",
+        Vec::<(String, String)>::new(),
+    )
+    .expect("config");
+    cfg.validate().expect("valid config");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(mongo_source::run(cfg, stop.clone()));
+    let status = eventually("a start-up error on /status", WAIT, || async {
+        let s = fx.status().await;
+        let err = s["streams"][0]["last_error"].as_str()?.to_string();
+        Some((s, err))
+    })
+    .await;
+    assert_eq!(status.0["streams"][0]["state"], "STARTING");
+    assert!(status.1.starts_with("start-up: "), "{}", status.1);
     stop.cancel();
     handle.await.unwrap().unwrap();
 }

@@ -18,6 +18,13 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers);
     c.set("client.id", "mongo-source");
+    // librdkafka's producer (and so the admin client) asks the broker to
+    // create any topic it requests metadata for, and brokers allow that by
+    // default: reading the partitions of a missing event topic created it
+    // with the broker's default settings, whatever `topics.create` said.
+    // Topics are created only by `Topics::ensure`, with the configured
+    // partitions and settings.
+    c.set("allow.auto.create.topics", "false");
     for (k, v) in &cfg.properties {
         c.set(k, v.expose());
     }

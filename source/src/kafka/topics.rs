@@ -64,13 +64,7 @@ impl Topics {
                 }
             }
         }
-        let me = self.clone();
-        let topic = leases.clone();
-        let timeout = self.opts_timeout;
-        let have = tokio::task::spawn_blocking(move || me.partitions(&topic, timeout))
-            .await
-            .map_err(|e| StreamError::Internal(e.to_string()))??
-            .len();
+        let have = self.partitions_blocking(&leases).await?;
         if have < streams {
             tracing::info!(topic = %leases, from = have, to = streams, "adding lease partitions");
             let grow = [NewPartitions::new(&leases, streams)];
@@ -80,6 +74,12 @@ impl Topics {
                 .await?
             {
                 if let Err((name, code)) = r {
+                    // Another instance starting beside this one grew it first.
+                    if code == RDKafkaErrorCode::InvalidPartitions
+                        && self.partitions_blocking(&leases).await? >= streams
+                    {
+                        continue;
+                    }
                     tracing::error!(topic = %name, ?code, "cannot add partitions");
                     return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
                         code,
@@ -88,6 +88,17 @@ impl Topics {
             }
         }
         Ok(())
+    }
+
+    /// Number of partitions of `topic`, read off the async runtime.
+    async fn partitions_blocking(self: &std::sync::Arc<Self>, topic: &str) -> Result<usize> {
+        let me = self.clone();
+        let topic = topic.to_string();
+        let timeout = self.opts_timeout;
+        tokio::task::spawn_blocking(move || me.partitions(&topic, timeout))
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))?
+            .map(|p| p.len())
     }
 
     /// Creates the event topics, the dead-letter topic and the compacted
@@ -152,14 +163,80 @@ impl Topics {
         Ok(None)
     }
 
-    /// Number of partitions of `topic`.
+    /// The partitions of `topic`; empty when the broker says the topic
+    /// does not exist.
+    ///
+    /// A topic created a moment ago (by this instance or by another one
+    /// starting beside it) can be missing from the broker's metadata, or
+    /// listed with no partitions and `LeaderNotAvailable`, for a while:
+    /// that is waited out, up to `timeout`, instead of being read as "no
+    /// partitions" (which made two instances starting together try to
+    /// grow the leases topic from 0 and fail with `InvalidPartitions`).
     pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>> {
-        let md = self.admin.inner().fetch_metadata(Some(topic), timeout)?;
-        Ok(md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect())
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let md = self.admin.inner().fetch_metadata(Some(topic), timeout)?;
+            let entry = md.topics().iter().find(|t| t.name() == topic);
+            let ids: Vec<i32> = entry
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            let error = entry.and_then(|t| t.error()).map(RDKafkaErrorCode::from);
+            match settled(error, ids.len()) {
+                Settled::Yes => return Ok(ids),
+                Settled::Missing => return Ok(Vec::new()),
+                Settled::NotYet if std::time::Instant::now() >= deadline => {
+                    return Err(StreamError::Kafka(
+                        rdkafka::error::KafkaError::MetadataFetch(
+                            error.unwrap_or(RDKafkaErrorCode::LeaderNotAvailable),
+                        ),
+                    ))
+                }
+                Settled::NotYet => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// What one metadata answer says about a topic.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// It exists, with these partitions.
+    Yes,
+    /// The broker says it does not exist.
+    Missing,
+    /// Being created, or not yet known to the broker answering: ask again.
+    NotYet,
+}
+
+fn settled(error: Option<RDKafkaErrorCode>, partitions: usize) -> Settled {
+    match error {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Settled::Missing,
+        None if partitions > 0 => Settled::Yes,
+        // Partitions listed but some leader is missing: the topic exists.
+        Some(RDKafkaErrorCode::LeaderNotAvailable) if partitions > 0 => Settled::Yes,
+        _ => Settled::NotYet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_of_a_topic_being_created_is_not_an_answer() {
+        assert_eq!(settled(None, 3), Settled::Yes);
+        assert_eq!(
+            settled(Some(RDKafkaErrorCode::UnknownTopicOrPartition), 0),
+            Settled::Missing
+        );
+        assert_eq!(
+            settled(Some(RDKafkaErrorCode::LeaderNotAvailable), 0),
+            Settled::NotYet
+        );
+        assert_eq!(settled(None, 0), Settled::NotYet);
+        assert_eq!(
+            settled(Some(RDKafkaErrorCode::LeaderNotAvailable), 2),
+            Settled::Yes
+        );
     }
 }
