@@ -4,6 +4,7 @@
 
 mod es;
 mod kafka;
+mod latency;
 mod peers;
 mod procmon;
 mod scale;
@@ -13,7 +14,7 @@ use e2e_tests::workload;
 use anyhow::{bail, Context as _, Result};
 use elasticsearch::http::Method;
 use futures::StreamExt as _;
-use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::options::FullDocumentType;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -873,255 +874,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.clamp(1, sorted.len()) - 1]
 }
 
-/// Phase 3 + 4: end-to-end latency at fixed rates, both binaries running.
-async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
-    let client = mongodb::Client::with_uri_str(&o.mongo_uri).await?;
-    let names = Names {
-        db: format!("bench_{tag}"),
-        prefix: format!("b{tag}"),
-    };
-    kafka::create_topics(&o.kafka, &names.topics(), 3).await?;
-    let db = client.database(&names.db);
-    // The collections exist before the streams open.
-    db.collection::<Document>("card")
-        .insert_one(doc! {"_id": "warm-card"})
-        .await?;
-    db.collection::<Document>("reply")
-        .insert_one(doc! {"_id": "warm-reply"})
-        .await?;
-    let sadmin = format!("127.0.0.1:{}", free_port()?);
-    let scfg = o.work.join(format!("mongo-source-{tag}.toml"));
-    std::fs::write(
-        &scfg,
-        source_toml(o, &o.mongo_uri, &names, &sadmin, "mode = \"now\""),
-    )?;
-    let yadmin = format!("127.0.0.1:{}", free_port()?);
-    let ycfg = o.work.join(format!("es-sync-{tag}.toml"));
-    std::fs::write(
-        &ycfg,
-        sync_toml(o, &names, &format!("{}-sync", names.prefix), &yadmin),
-    )?;
-    let mut src = Child::spawn(
-        &o.bin_dir.join("mongo-source"),
-        &scfg,
-        sadmin,
-        &o.work.join(format!("mongo-source-{tag}.log")),
-    )
-    .await?;
-    let mut snk = Child::spawn(
-        &o.bin_dir.join("es-sync"),
-        &ycfg,
-        yadmin,
-        &o.work.join(format!("es-sync-{tag}.log")),
-    )
-    .await?;
-    src.wait_ready("mongo-source", Duration::from_secs(90))
-        .await?;
-    snk.wait_ready("es-sync", Duration::from_secs(90)).await?;
-    let es = es::Es::new(&o.es)?;
-    let alias = format!("{}-cards", names.prefix);
-    let refresh = std::fs::read_to_string(o.repo.join("config/indices/cards.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["settings"]["refresh_interval"].as_str().map(String::from))
-        .unwrap_or_else(|| "1s".into());
-    let mut w = workload::Workload::new(o.seed + 1);
-    let cards = db.collection::<Document>("card");
-    let flowing = wait_flowing(&es, &alias, &cards, &mut w).await?;
-    log(&format!("[{tag}] pipeline flowing after {flowing:.1} s"));
-    let mut runs = vec![];
-    for &r in &o.rates {
-        let v = latency_run(o, &es, &alias, &cards, &mut w, r, &src, &snk).await?;
-        runs.push(v);
-    }
-    let src_peak = src
-        .mon
-        .samples()
-        .iter()
-        .map(|s| s.hwm_kib)
-        .max()
-        .unwrap_or(0);
-    let snk_peak = snk
-        .mon
-        .samples()
-        .iter()
-        .map(|s| s.hwm_kib)
-        .max()
-        .unwrap_or(0);
-    src.stop().await?;
-    snk.stop().await?;
-    Ok(json!({
-        "refresh_interval": refresh,
-        "runs": runs,
-        "mongo_source_peak_rss_mib": round(src_peak as f64 / 1024.0, 1),
-        "es_sync_peak_rss_mib": round(snk_peak as f64 / 1024.0, 1),
-        "method": "inserts of cards (insert_many every 10 ms to keep the rate); commit time = the insert's acknowledgement; searchable = first `_search` (terms on _id, every 50 ms) that returns the id; latency includes up to 50 ms of polling granularity"
-    }))
-}
-
-/// Warm-up: a card every 500 ms until one is searchable in `alias` (streams
-/// open, index bootstrapped); returns the seconds it took.
-async fn wait_flowing(
-    es: &es::Es,
-    alias: &str,
-    cards: &mongodb::Collection<Document>,
-    w: &mut workload::Workload,
-) -> Result<f64> {
-    let t0 = Instant::now();
-    loop {
-        let d = w.card();
-        let id = d.get_object_id("_id")?.to_hex();
-        cards.insert_one(d).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (s, v) = es
-            .call(Method::Get, &format!("/{alias}/_doc/{id}"), None)
-            .await
-            .unwrap_or((0, Value::Null));
-        if s == 200 && v["found"].as_bool() == Some(true) {
-            return Ok(t0.elapsed().as_secs_f64());
-        }
-        if t0.elapsed() > Duration::from_secs(120) {
-            bail!("pipeline not flowing after 120 s");
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn latency_run(
-    o: &Opts,
-    es: &es::Es,
-    alias: &str,
-    cards: &mongodb::Collection<Document>,
-    w: &mut workload::Workload,
-    rate_per_s: u64,
-    src: &Child,
-    snk: &Child,
-) -> Result<Value> {
-    use std::sync::{Arc, Mutex};
-    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let poller = {
-        let (pending, lat, stop, es, alias) = (
-            pending.clone(),
-            lat.clone(),
-            stop.clone(),
-            es.clone(),
-            alias.to_string(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let ids: Vec<String> = pending
-                    .lock()
-                    .expect("p")
-                    .keys()
-                    .take(20_000)
-                    .cloned()
-                    .collect();
-                if ids.is_empty() && stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                if !ids.is_empty() {
-                    let body = json!({"size": ids.len(), "_source": false, "query": {"terms": {"_id": ids}}});
-                    if let Ok((200, v)) = es
-                        .call(
-                            Method::Post,
-                            &format!("/{alias}/_search"),
-                            Some(body.to_string().into_bytes()),
-                        )
-                        .await
-                    {
-                        let now = Instant::now();
-                        let mut p = pending.lock().expect("p");
-                        let mut l = lat.lock().expect("l");
-                        for h in v["hits"]["hits"].as_array().cloned().unwrap_or_default() {
-                            if let Some(t) = h["_id"].as_str().and_then(|id| p.remove(id)) {
-                                l.push(now.duration_since(t).as_secs_f64() * 1000.0);
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let dur = Duration::from_secs(o.rate_secs);
-    let (s0, y0) = (src.mon.now(), snk.mon.now());
-    let (m0, e0) = (
-        src.metric("mongo_source_events_total").await,
-        snk.metric("es_sync_documents_total").await,
-    );
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while t0.elapsed() < dur {
-        tick.tick().await;
-        let due = (t0.elapsed().as_secs_f64() * rate_per_s as f64) as u64;
-        if due <= sent {
-            continue;
-        }
-        let k = (due - sent).min(rate_per_s.max(100));
-        let batch: Vec<Document> = (0..k).map(|_| w.card()).collect();
-        let ids: Vec<String> = batch
-            .iter()
-            .filter_map(|d| {
-                d.get("_id")
-                    .and_then(Bson::as_object_id)
-                    .map(|i| i.to_hex())
-            })
-            .collect();
-        cards.insert_many(batch).await?;
-        let now = Instant::now();
-        let mut p = pending.lock().expect("p");
-        for id in ids {
-            p.insert(id, now);
-        }
-        drop(p);
-        sent += k;
-    }
-    let write_s = t0.elapsed().as_secs_f64();
-    // Wait up to 60 s for the stragglers.
-    let t1 = Instant::now();
-    while !pending.lock().expect("p").is_empty() && t1.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let missing = pending.lock().expect("p").len();
-    pending.lock().expect("p").clear();
-    poller.await?;
-    let (s1, y1) = (src.mon.now(), snk.mon.now());
-    let (m1, e1) = (
-        src.metric("mongo_source_events_total").await,
-        snk.metric("es_sync_documents_total").await,
-    );
-    let mut l = lat.lock().expect("l").clone();
-    l.sort_by(|a, b| a.total_cmp(b));
-    let su = procmon::usage(&src.mon.samples(), s0, s1, (m1 - m0).max(0.0) as u64);
-    let yu = procmon::usage(&snk.mon.samples(), y0, y1, (e1 - e0).max(0.0) as u64);
-    let achieved = rate(sent, write_s);
-    log(&format!(
-        "[latency] target {rate_per_s}/s achieved {achieved:.0}/s: p50 {:.0} p95 {:.0} p99 {:.0} max {:.0} ms, missing {missing}; RSS steady source {:.1} sync {:.1} MiB",
-        pct(&l, 50.0), pct(&l, 95.0), pct(&l, 99.0), l.last().copied().unwrap_or(0.0), su.steady_rss_mib, yu.steady_rss_mib
-    ));
-    Ok(json!({
-        "target_per_s": rate_per_s,
-        "achieved_per_s": round(achieved, 0),
-        "seconds": o.rate_secs,
-        "changes": sent,
-        "measured": l.len(),
-        "missing_after_60s": missing,
-        "latency_ms": {
-            "p50": round(pct(&l, 50.0), 0), "p95": round(pct(&l, 95.0), 0),
-            "p99": round(pct(&l, 99.0), 0), "max": round(l.last().copied().unwrap_or(0.0), 0),
-        },
-        // Latency CDF for the plot: the 0th..100th percentiles.
-        "latency_cdf_ms": (0..=100).map(|p| round(pct(&l, f64::from(p)), 1)).collect::<Vec<_>>(),
-        "mongo_source": usage_json(&su),
-        "es_sync": usage_json(&yu),
-    }))
-}
-
 async fn server_versions(o: &Opts) -> Value {
     let mut v = json!({});
     if let Ok(c) = mongodb::Client::with_uri_str(&o.mongo_uri).await {
@@ -1159,7 +911,7 @@ async fn main() -> Result<()> {
             result["sync"] = json!({"error": format!("{e:#}")});
         }
     }
-    match phase_latency(&o, &format!("{tag}l")).await {
+    match latency::phase_latency(&o, &format!("{tag}l")).await {
         Ok(v) => result["latency"] = v,
         Err(e) => {
             log(&format!("latency phase failed: {e:#}"));

@@ -9,10 +9,11 @@
 //! - latency: commit to searchable at the fixed rates of phase 3, by the same
 //!   `latency_run` as ours.
 
+use crate::latency::{latency_run, wait_flowing};
 use crate::peers::{self, ratio};
 use crate::{
-    es, free_port, kafka, latency_run, log, procmon, round, source_toml, sync_toml, usage_json,
-    wait_flowing, Child, Names, Opts,
+    es, free_port, kafka, log, procmon, round, source_toml, sync_toml, usage_json, Child, Names,
+    Opts,
 };
 use anyhow::{Context as _, Result};
 use e2e_tests::workload;
