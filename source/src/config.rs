@@ -276,9 +276,12 @@ pub enum HistoryLostPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Events per transaction. Each commit costs a round trip to the
-    /// transaction coordinator (~5-20 ms), so larger batches raise
-    /// throughput; 1000 keeps the cost under 1% at thousands of events/s.
+    /// Events per transaction, and the change stream's cursor batch size.
+    /// Each commit costs a round trip to the transaction coordinator
+    /// (~5-20 ms), so larger batches raise throughput: on 100k events from
+    /// the Rust SecantusDB, 1000 ran at 18.9k/23.1k events/s, 2000 at
+    /// 23.6k/26.7k, 5000 at 22.9k/27.3k, with peak RSS about 48, 55 and 62 MiB.
+    /// 2000 takes most of the gain for little memory.
     pub max_events: usize,
     /// Bytes of serialised records per transaction: bounds the memory one
     /// stream holds (8 MiB) whatever the write rate or document size.
@@ -294,7 +297,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_events: 1000,
+            max_events: 2000,
             max_bytes: 8 << 20,
             max_wait_ms: 100,
             idle_commit_ms: 10_000,
