@@ -1,13 +1,14 @@
 //! Code shared by `mongo-source` and `es-sync`, and nothing else: the change
 //! event envelope and its JSON mapping, configuration loading, telemetry,
-//! the admin HTTP server, the retry policy, the Kafka access check and
-//! shutdown plumbing.
+//! the admin HTTP server, the retry policy, the Kafka access check,
+//! malloc tuning and shutdown plumbing.
 
 pub mod admin;
 pub mod config;
 pub mod ejson;
 pub mod event;
 pub mod kafka_access;
+pub mod malloc;
 pub mod retry;
 pub mod shutdown;
 pub mod state;

@@ -100,6 +100,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists: arenas made earlier would stay.
+    shared::malloc::limit_arenas();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
