@@ -9,6 +9,10 @@ import sys
 raw, out_json, out_md = sys.argv[1:4]
 r = json.load(open(raw))
 env = os.environ.get
+# Re-rendering a kept bench/results/<date>.json (no BENCH_* environment):
+# its machine and versions stay as recorded.
+rerender = "machine" in r and not env("BENCH_NPROC")
+old_r = {k: r.get(k) for k in ("machine", "versions", "wall_clock_s")}
 r["machine"] = {
     "nproc": int(env("BENCH_NPROC", "0") or 0),
     "memory": env("BENCH_MEM", ""),
@@ -27,6 +31,8 @@ r["versions"] = {
     **r.get("servers", {}),
 }
 r["wall_clock_s"] = int(env("BENCH_WALL_S", "0") or 0)
+if rerender:
+    r.update(old_r)
 json.dump(r, open(out_json, "w"), indent=2, ensure_ascii=False)
 
 
