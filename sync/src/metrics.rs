@@ -6,6 +6,7 @@
 //! | `es_sync_documents_total` | `index`, `outcome` = indexed, deleted, conflicted, dead_lettered, skipped | final outcome of every record |
 //! | `es_sync_bulk_duration_seconds` | | latency of one bulk HTTP request |
 //! | `es_sync_bulk_bytes` | | NDJSON bytes per bulk request |
+//! | `es_sync_bulk_in_flight` | | bulk requests in flight when one starts, itself included (how many of `bulk.max_in_flight` are used) |
 //! | `es_sync_retries_total` | `reason` (429, 5xx, transport, es_rejected_execution_exception, dlq, ...) | items (or DLQ writes) retried |
 //! | `es_sync_consumer_lag_records` | `topic`, `partition` | high watermark minus the committable offset |
 //! | `es_sync_consumer_lag_seconds` | `topic`, `partition` | now minus the event time of the oldest record not yet done (0 when caught up) |
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub bulk_duration: Histogram,
     /// Bulk request size.
     pub bulk_bytes: Histogram,
+    /// Requests in flight when a bulk starts (itself included).
+    pub bulk_in_flight: Histogram,
     /// Retries by reason.
     pub retries: Family<ReasonLabels, Counter>,
     /// Lag in records.
@@ -83,6 +86,7 @@ impl Default for Metrics {
             documents: Family::default(),
             bulk_duration: Histogram::new(exponential_buckets(0.002, 2.0, 14)),
             bulk_bytes: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            bulk_in_flight: Histogram::new(exponential_buckets(1.0, 2.0, 6)),
             retries: Family::default(),
             lag_records: Family::default(),
             lag_seconds: Family::default(),
@@ -112,6 +116,11 @@ impl Metrics {
             "bulk_bytes",
             "NDJSON bytes per bulk request",
             m.bulk_bytes.clone(),
+        );
+        r.register(
+            "bulk_in_flight",
+            "Bulk requests in flight when one starts, itself included",
+            m.bulk_in_flight.clone(),
         );
         r.register(
             "retries",

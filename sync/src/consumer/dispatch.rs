@@ -159,6 +159,8 @@ impl Loop {
             return false;
         }
         self.in_flight += 1;
+        #[allow(clippy::cast_precision_loss)]
+        self.metrics.bulk_in_flight.observe(self.in_flight as f64);
         self.tasks += 1;
         let svc = self.bulk.clone();
         let dlq = self.dlq.clone();
