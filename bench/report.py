@@ -212,21 +212,24 @@ if peaks:
     else:
         flat = "; flatness over document counts not measured in this run"
     w(f"| RSS of each binary ≤ 64 MiB at steady state under load | highest steady RSS {worst[1]} MiB ({worst[0]}); all: " + ", ".join(f"{n} {v}" for n, v in peaks) + " | " + ("met" if worst[1] <= 64 else f"missed by {worst[1] - 64:.1f} MiB") + flat + " |")
-kc = g(r, "peers", "kafka_connect", default={})
-if kc.get("status") == "run":
-    er, rr_ = kc["ratio_events_per_s"], kc["ratio_steady_rss"]
-    verdict = "met" if er >= 3 and rr_ <= 0.1 else "missed: " + ", ".join(
-        x for x in (f"events/s {er:.2f}x < 3x" if er < 3 else "", f"RSS {rr_:.3f} > 1/10" if rr_ > 0.1 else "") if x)
-    w(f"| ≥ 3x the Kafka Source Connector's events/s at ≤ 1/10 of its RSS | {er:.2f}x its events/s "
-      f"({f0(kc['mongo_source_events_per_s'])} vs {f0(kc['events_per_s'])}) at {rr_:.3f} of its steady RSS "
-      f"({kc['mongo_source_steady_rss_mib']} vs {g(kc, 'resources', 'steady_rss_mib')} MiB) | {verdict} |")
-else:
-    w(f"| ≥ 3x the Kafka Source Connector's events/s at ≤ 1/10 of its RSS | not measured: {kc.get('status', 'not run')}: {kc.get('reason', '')} | open |")
+for key, where in (("kafka_connect", "Python SecantusDB"), ("kafka_connect_rust_secantus", "Rust SecantusDB")):
+    kc = g(r, "peers", key, default={})
+    if kc.get("status") == "run":
+        er, rr_ = kc["ratio_events_per_s"], kc["ratio_steady_rss"]
+        verdict = "met" if er >= 3 and rr_ <= 0.1 else "missed: " + ", ".join(
+            x for x in (f"events/s {er:.2f}x < 3x" if er < 3 else "", f"RSS {rr_:.3f} > 1/10" if rr_ > 0.1 else "") if x)
+        w(f"| ≥ 3x the Kafka Source Connector's events/s at ≤ 1/10 of its RSS ({where}) | {er:.2f}x its events/s "
+          f"({f0(kc['mongo_source_events_per_s'])} vs {f0(kc['events_per_s'])}) at {rr_:.3f} of its steady RSS "
+          f"({kc['mongo_source_steady_rss_mib']} vs {g(kc, 'resources', 'steady_rss_mib')} MiB) | {verdict} |")
+    elif key == "kafka_connect":
+        w(f"| ≥ 3x the Kafka Source Connector's events/s at ≤ 1/10 of its RSS | not measured: {kc.get('status', 'not run')}: {kc.get('reason', '')} | open |")
+    elif kc:
+        w(f"| same, Rust SecantusDB | not measured: {kc.get('status')}: {kc.get('reason', '')} | open |")
 w("")
 
 w("## Peers")
 w("")
-w("Run in the same bench run, on the same servers, after phases 1 to 3; installed by `scripts/bench.d/peers` "
+w("Run in the same bench run, on the same servers, after phases 1 to 3 and the source phase on the Rust SecantusDB (Kafka Connect runs on both servers); installed by `scripts/bench.d/peers` "
   "(pinned versions, into `~/.cache/search-pipeline/peers/`, never committed). Ratio = ours / peer "
   "(above 1 = ours faster; for RSS and latency below 1 = ours smaller).")
 w("")
@@ -248,6 +251,14 @@ if kc.get("status") == "run":
     w(f"| Kafka Connect: peak RSS MiB | {ou.get('peak_rss_mib')} | {ku['peak_rss_mib']} | {ratio(ou.get('peak_rss_mib'), ku['peak_rss_mib'])} |")
     w(f"| Kafka Connect: CPU s / 1,000 events | {ou.get('cpu_s_per_1k_events')} | {ku['cpu_s_per_1k_events']} | {ratio(ou.get('cpu_s_per_1k_events'), ku['cpu_s_per_1k_events'])} |")
     w(f"| Kafka Connect: first record after spawn, s | {g(s, 'mongo_source', 'first_record_after_spawn_s')} | {kc['first_record_after_spawn_s']} | {ratio(g(s, 'mongo_source', 'first_record_after_spawn_s'), kc['first_record_after_spawn_s'])} |")
+kr = P.get("kafka_connect_rust_secantus", {})
+if kr.get("status") == "run":
+    ku, ou = kr["resources"], g(r, "source_rust_secantus", "mongo_source", "resources", default={})
+    w(f"| Kafka Connect on the Rust SecantusDB: events/s ({kr['events']} events of the Rust SecantusDB run) | {f0(kr['mongo_source_events_per_s'])} (`mongo-source`) | {f0(kr['events_per_s'])} | {kr['ratio_events_per_s']:.2f} |")
+    w(f"| Kafka Connect on the Rust SecantusDB: steady RSS MiB | {ou.get('steady_rss_mib')} | {ku['steady_rss_mib']} | {ratio(ou.get('steady_rss_mib'), ku['steady_rss_mib'])} |")
+    w(f"| Kafka Connect on the Rust SecantusDB: CPU s / 1,000 events | {ou.get('cpu_s_per_1k_events')} | {ku['cpu_s_per_1k_events']} | {ratio(ou.get('cpu_s_per_1k_events'), ku['cpu_s_per_1k_events'])} |")
+elif kr:
+    w(f"| Kafka Connect on the Rust SecantusDB | {kr.get('status')}: {kr.get('reason', '')} | | |")
 if mo.get("status") == "run":
     c = mo["catch_up"]
     mu, ours = c["monstache"], c["ours"]

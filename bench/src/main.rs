@@ -918,8 +918,7 @@ async fn main() -> Result<()> {
             result["latency"] = json!({"error": format!("{e:#}")});
         }
     }
-    result["peers"] = peers::run(&o, &result).await;
-    result["scale"] = scale::run(&o, &format!("{tag}x")).await;
+    // Before the peers: Kafka Connect runs on this phase's database too.
     if let Some(uri) = o.mongo_rs_uri.clone() {
         match phase_source(&o, &uri, &format!("{tag}r"), true).await {
             Ok(v) => result["source_rust_secantus"] = v,
@@ -929,6 +928,8 @@ async fn main() -> Result<()> {
             }
         }
     }
+    result["peers"] = peers::run(&o, &result).await;
+    result["scale"] = scale::run(&o, &format!("{tag}x")).await;
     result["runtime_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())

@@ -54,8 +54,9 @@ fn properties(pairs: &[(&str, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
-/// Runs the worker on phase 1's database (`src` is phase 1's JSON) and
-/// compares it with `mongo-source`'s figures of phase 1.
+/// Runs the worker on the database of a source phase (`src`, its JSON:
+/// phase 1 on the Python SecantusDB, or its rerun on the Rust one) and
+/// compares it with `mongo-source`'s figures of that phase.
 pub async fn run(o: &Opts, home: &Path, src: &Value) -> Result<Value> {
     let db = src["names"]["db"]
         .as_str()
@@ -67,6 +68,10 @@ pub async fn run(o: &Opts, home: &Path, src: &Value) -> Result<Value> {
     let ts = src["start_ts"]
         .as_u64()
         .context("phase 1 has no start_ts")?;
+    // The server of that phase (the Python or the Rust SecantusDB).
+    let server = src["server"]
+        .as_str()
+        .map_or_else(|| o.mongo_uri.clone(), String::from);
     let n = o.docs;
     let colls = ["card", "reply"];
     let topics: Vec<String> = colls.iter().map(|c| format!("{prefix}.{db}.{c}")).collect();
@@ -95,7 +100,7 @@ pub async fn run(o: &Opts, home: &Path, src: &Value) -> Result<Value> {
                 "com.mongodb.kafka.connect.MongoSourceConnector".into(),
             ),
             ("tasks.max", "1".into()),
-            ("connection.uri", o.mongo_uri.clone()),
+            ("connection.uri", server.clone()),
             ("database", db.to_string()),
             ("collection", c.to_string()),
             ("topic.prefix", prefix.clone()),
@@ -164,6 +169,7 @@ pub async fn run(o: &Opts, home: &Path, src: &Value) -> Result<Value> {
         .into();
     Ok(json!({
         "status": "run",
+        "server": server,
         "events": n,
         "events_per_s": round(peer, 0),
         "events_per_s_incl_startup": round(wall, 0),

@@ -66,6 +66,14 @@ pub async fn run(o: &Opts, result: &Value) -> Value {
             .unwrap_or_else(|e| failed("Kafka Connect", e)),
         None => json!({"status": "not run", "reason": p.status("kafka-connect")}),
     };
+    // Again on the fastest server, where mongo-source is not held back by
+    // the Python SecantusDB (when the Rust one ran).
+    let rs = &result["source_rust_secantus"];
+    if let (Some(home), true) = (&p.connect_home, rs.get("mongo_source").is_some()) {
+        out["kafka_connect_rust_secantus"] = kafka_connect::run(o, home, rs)
+            .await
+            .unwrap_or_else(|e| failed("Kafka Connect (Rust SecantusDB)", e));
+    }
     out["monstache"] = match &p.monstache_bin {
         Some(bin) => monstache::run(o, bin, &result["source"], &result["latency"])
             .await
