@@ -356,9 +356,15 @@ w("Measured by hand later on 2026-12-01 (session 3), on the shared bench, also n
 w("")
 w("- mongo-source's transaction size: on 100k events from the Rust SecantusDB, two runs each, `batch.max_events` "
   "1000 ran at 18.9k / 23.1k events/s, 2000 at 23.6k / 26.7k, 5000 at 22.9k / 27.3k (peak RSS about 48 / 55 / 62 MiB; "
-  "`bench/experiments/source-batch-size.sh`). The default is now 2000; with it (and the read-ahead above) the full run "
-  "reached 77% of the raw read on the Rust SecantusDB. Its CPU is 24-32 µs per event (table 4), a third of a core at "
-  "9k events/s: the rest of the gap is waiting on the server and on transaction commits that share the two cores.")
+  "`bench/experiments/source-batch-size.sh`). The default is now 2000; with it (and the read-ahead above) the two "
+  "full runs of session 3 reached 77% and 67% of the raw read on the Rust SecantusDB (`bench/results/2026-12-01T153108Z.json`, "
+  "`2026-12-01T161802Z.json`). Its CPU is 24-32 µs per event (table 4), a third of a core at "
+  "9k events/s: the rest of the gap is waiting on the server and on transaction commits that share the two cores. "
+  "Closing it means fewer commits in the way of reading (a transaction per 2000 events already) and less CPU per "
+  "event (raw BSON to JSON without building a `Document`, the ~22 µs of the profile above).")
+w("- the Kafka Connect ratio follows from that gap: the connector ran at 3,857 and 5,448 events/s on the Python "
+  "SecantusDB in those two runs and at 10,348 on the Rust one, so mongo-source, held to 65-77% of the raw read, "
+  "reached 1.6-2.4x of it. Its memory target is met in every run (0.05-0.07 of the connector's steady RSS).")
 w("- es-sync's request slots are used: over 100k records, 119 bulks started with 3.4 of the 4 slots in flight on "
   "average (`es_sync_bulk_in_flight`) and took 245 ms each (`es_sync_bulk_duration_seconds`), against ~176 ms per "
   "1000-document bulk in the `_bulk` baseline. Elasticsearch sets the pace; es-sync (32 µs of CPU per document, "
@@ -374,7 +380,8 @@ w("- latency at 1,000 changes/s: every kind of change has the same p99 (table 3)
   "With a 1 s refresh, the pipeline's own share at p99 is ~1.4 s at 1,000/s against ~0.5 s at 200/s: the mixed "
   "stream's writes, update lookups and indexing load the Python SecantusDB and the node on the same two cores. "
   "At 5,000/s the load generator itself reached only 571-739 changes/s against the Python SecantusDB, so that row "
-  "measures a saturated server, not the pipeline.")
+  "measures a saturated server, not the pipeline. No profile was taken of the latency runs: the figures above are "
+  "from the bench's own CPU and RSS sampling (table 4).")
 w("")
 w("## Not done yet")
 w("")
