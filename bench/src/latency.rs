@@ -3,7 +3,7 @@
 //! used for Monstache, `peers/monstache.rs`).
 
 use crate::{
-    es, free_port, kafka, log, pct, procmon, rate, round, source_toml, sync_toml, usage_json,
+    es, free_port, kafka, log, pct, procmon, rate, round, source_toml, spawn_es_sync, usage_json,
     workload, Child, Names, Opts,
 };
 use anyhow::{bail, Result};
@@ -35,12 +35,6 @@ pub async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
         &scfg,
         source_toml(o, &o.mongo_uri, &names, &sadmin, "mode = \"now\""),
     )?;
-    let yadmin = format!("127.0.0.1:{}", free_port()?);
-    let ycfg = o.work.join(format!("es-sync-{tag}.toml"));
-    std::fs::write(
-        &ycfg,
-        sync_toml(o, &names, &format!("{}-sync", names.prefix), &yadmin),
-    )?;
     let mut src = Child::spawn(
         &o.bin_dir.join("mongo-source"),
         &scfg,
@@ -48,13 +42,7 @@ pub async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
         &o.work.join(format!("mongo-source-{tag}.log")),
     )
     .await?;
-    let mut snk = Child::spawn(
-        &o.bin_dir.join("es-sync"),
-        &ycfg,
-        yadmin,
-        &o.work.join(format!("es-sync-{tag}.log")),
-    )
-    .await?;
+    let mut snk = spawn_es_sync(o, &names, &format!("{}-sync", names.prefix), tag).await?;
     src.wait_ready("mongo-source", Duration::from_secs(90))
         .await?;
     snk.wait_ready("es-sync", Duration::from_secs(90)).await?;
