@@ -62,20 +62,8 @@ pub async fn phase_latency(o: &Opts, tag: &str) -> Result<Value> {
         let v = latency_run(o, &es, &alias, &cards, &mut w, r, &src, &snk).await?;
         runs.push(v);
     }
-    let src_peak = src
-        .mon
-        .samples()
-        .iter()
-        .map(|s| s.hwm_kib)
-        .max()
-        .unwrap_or(0);
-    let snk_peak = snk
-        .mon
-        .samples()
-        .iter()
-        .map(|s| s.hwm_kib)
-        .max()
-        .unwrap_or(0);
+    let peak = |c: &Child| c.mon.samples().iter().map(|s| s.hwm_kib).max().unwrap_or(0);
+    let (src_peak, snk_peak) = (peak(&src), peak(&snk));
     src.stop().await?;
     snk.stop().await?;
     Ok(json!({
