@@ -35,6 +35,18 @@ def rate_series(points):
     return ts, rs
 
 
+def finish(fig, ax, xlabel, ylabel, title, caption, name):
+    """Labels, grid and legend, then saves the figure as `name` for the page."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name), dpi=110)
+    made.append((caption, name))
+
+
 series = []
 for key, label in [("source", "mongo-source (Python SecantusDB)"),
                    ("source_rust_secantus", "mongo-source (Rust SecantusDB)")]:
@@ -49,14 +61,8 @@ if series:
     for label, pts in series:
         t, v = rate_series(pts)
         ax.plot(t, v, label=label)
-    ax.set_xlabel("seconds since the binary was spawned")
-    ax.set_ylabel("per second")
-    ax.set_title("Throughput over time (measures 1 and 2)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "throughput.png"), dpi=110)
-    made.append(("Throughput over time", "throughput.png"))
+    finish(fig, ax, "seconds since the binary was spawned", "per second",
+           "Throughput over time (measures 1 and 2)", "Throughput over time", "throughput.png")
 
 runs = (r.get("latency") or {}).get("runs") or []
 runs = [x for x in runs if x.get("latency_cdf_ms")]
@@ -67,14 +73,8 @@ if runs:
         ax.plot(cdf, [p / 100 for p in range(len(cdf))],
                 label=f"{x['target_per_s']} changes/s (achieved {x['achieved_per_s']:.0f})")
     refresh = (r.get("latency") or {}).get("refresh_interval", "1s")
-    ax.set_xlabel(f"MongoDB commit to searchable, ms (index refresh {refresh})")
-    ax.set_ylabel("fraction of changes")
-    ax.set_title("End-to-end latency CDF (measure 3)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "latency-cdf.png"), dpi=110)
-    made.append(("End-to-end latency CDF", "latency-cdf.png"))
+    finish(fig, ax, f"MongoDB commit to searchable, ms (index refresh {refresh})", "fraction of changes",
+           "End-to-end latency CDF (measure 3)", "End-to-end latency CDF", "latency-cdf.png")
 
 scale = r.get("scale") or {}
 md = ["", "## 5. Scale", ""]
@@ -106,14 +106,8 @@ if scale:
         ax.plot(xs, [p["es_sync"]["resources"]["peak_rss_mib"] for p in docs], "o-", label="es-sync peak RSS")
         ax.axhline(64, color="grey", ls="--", label="target 64 MiB")
         ax.set_xscale("log")
-        ax.set_xlabel("documents")
-        ax.set_ylabel("MiB")
-        ax.set_title("Memory vs documents (measure 5)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "scale-memory.png"), dpi=110)
-        made.append(("Memory vs documents", "scale-memory.png"))
+        finish(fig, ax, "documents", "MiB", "Memory vs documents (measure 5)", "Memory vs documents",
+               "scale-memory.png")
 else:
     md.append("Not run.")
 md += ["", "## Plots", ""]

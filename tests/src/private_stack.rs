@@ -176,7 +176,7 @@ pub async fn es_call(
             Some(Duration::from_secs(30)),
         )
         .await
-        .unwrap_or_else(|e| panic!("request {path} to the private node: {e}"));
+        .unwrap_or_else(|e| panic!("request {path} to Elasticsearch: {e}"));
     let status = r.status_code().as_u16();
     let text = r.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -263,23 +263,9 @@ fn url_parse(s: &str) -> elasticsearch::http::Url {
     elasticsearch::http::Url::parse(s).expect("url")
 }
 
-/// One request to Elasticsearch: status and JSON body.
+/// One request to the test bench's Elasticsearch: status and JSON body.
 pub async fn es_call(method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string().into_bytes());
-    let r = es()
-        .send(
-            method,
-            path,
-            elasticsearch::http::headers::HeaderMap::new(),
-            None::<&()>,
-            body,
-            None,
-        )
-        .await
-        .expect("elasticsearch request");
-    let status = r.status_code().as_u16();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    crate::private_stack::es_call(&es(), method, path, body).await
 }
 
 /// `(version, _source)` of a document, `None` if absent.
