@@ -141,6 +141,51 @@ where
     }
 }
 
+/// Shutdown came before success ([`retry_forever`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cancelled;
+
+/// Runs `op` until it succeeds or `cancel` fires, whatever the error's
+/// class and however long it takes (`max_elapsed_ms` does not apply): for
+/// work that must not be given up, where every failure is a fault an
+/// operator fixes (a closed index, a missing permission) and giving up
+/// would lose data. `on_retry` sees each failure and the delay before the
+/// next try, and says so on status and in metrics.
+pub async fn retry_forever<T, E, F, Fut>(
+    policy: &RetryConfig,
+    cancel: &CancellationToken,
+    mut on_retry: impl FnMut(&E, Duration),
+    mut op: F,
+) -> Result<T, Cancelled>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let policy = RetryConfig {
+        max_elapsed_ms: 0,
+        ..policy.clone()
+    };
+    let mut schedule = policy.backoff();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let delay = schedule
+                    .next_backoff()
+                    .unwrap_or(Duration::from_millis(policy.max_ms));
+                on_retry(&e, delay);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Err(Cancelled),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +276,40 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("retry.max_ms"));
+    }
+
+    #[tokio::test]
+    async fn retry_forever_retries_fatal_errors_past_max_elapsed() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryConfig {
+            max_elapsed_ms: 1,
+            ..fast()
+        };
+        let out = retry_forever(
+            &policy,
+            &CancellationToken::new(),
+            |_: &E, _| {},
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                if n < 5 {
+                    Err(E(ErrorClass::Fatal))
+                } else {
+                    Ok(n)
+                }
+            },
+        )
+        .await;
+        assert_eq!(out, Ok(5));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let out: Result<(), Cancelled> = retry_forever(
+            &policy,
+            &cancel,
+            |_: &E, _| {},
+            || async { Err(E(ErrorClass::Retryable)) },
+        )
+        .await;
+        assert_eq!(out, Err(Cancelled));
     }
 }

@@ -1,215 +1,128 @@
-//! One raw change-stream document into the [`ChangeEvent`] written to Kafka.
-//! Pure functions: no I/O, unit-tested on canned change documents.
+//! From a change-stream document to the event written to Kafka: the
+//! decoding itself is the wire contract's ([`shared::wire::change_stream`]);
+//! what only the stream can know is here: the rank of a change among the
+//! changes of the same document inside one transaction ([`TxnRanks`]), the
+//! `n` of the version layout ([`shared::wire::version`]).
 
 use crate::error::StreamError;
-use mongodb::bson::{Bson, Document, Timestamp};
-use shared::ejson::{bson_to_json, canonical_key, document_to_json};
-use shared::event::{
-    ChangeEvent, ClusterTime, Namespace, Operation, SnapshotInfo, TxnInfo, UpdateDescription,
-    SCHEMA,
-};
-use shared::version::Version;
+use mongodb::bson::{Document, RawDocumentBuf};
+pub use shared::wire::change_stream::{marker, Decoded};
+use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, SnapshotInfo};
+use shared::wire::position::TxnProgress;
+use std::collections::HashMap;
 
-/// What a change-stream document means for the stream.
-#[derive(Debug)]
-pub enum Decoded {
-    /// A document change to produce, with its Kafka key.
-    Change {
-        /// Canonical Extended JSON of `_id`.
-        key: String,
-        /// The event.
-        event: Box<ChangeEvent>,
-    },
-    /// The collection was dropped or renamed away: every document is gone
-    /// as of `cluster_time` (the stream will be invalidated next).
-    CollectionGone {
-        /// `drop`, `rename` or `dropDatabase`.
-        op: String,
-        /// When.
-        cluster_time: Timestamp,
-    },
-    /// The stream was invalidated; reopen it with `startAfter`.
-    Invalidate,
-    /// An event type without meaning for the search index (DDL events).
-    Ignored(String),
+/// [`shared::wire::change_stream::read_raw`], with the stream's error.
+pub fn read_raw(raw: &RawDocumentBuf) -> Result<(Document, bool), StreamError> {
+    shared::wire::change_stream::read_raw(raw).map_err(|e| StreamError::BadEvent(e.0))
 }
 
-/// Reads a raw change event. Invalid UTF-8 in its strings (which mongod
-/// stores as given) is replaced by U+FFFD rather than making the event
-/// unreadable, which would stop the stream on it forever; the flag says
-/// whether that happened.
-pub fn read_raw(raw: &mongodb::bson::RawDocumentBuf) -> Result<(Document, bool), StreamError> {
-    match raw.to_document() {
-        Ok(d) => Ok((d, false)),
-        Err(_) => mongodb::bson::from_slice::<
-            mongodb::bson::serde_helpers::Utf8LossyDeserialization<Document>,
-        >(raw.as_bytes())
-        .map(|d| (d.0, true))
-        .map_err(|e| StreamError::BadEvent(format!("unreadable change event: {e}"))),
-    }
-}
-
-/// Decodes one change-stream document of namespace `ns`.
+/// [`shared::wire::change_stream::decode`], with the stream's error.
 pub fn decode(raw: &Document, ns: &Namespace) -> Result<Decoded, StreamError> {
-    let op_type = raw
-        .get_str("operationType")
-        .map_err(|_| StreamError::BadEvent("no operationType".into()))?;
-    let op = match op_type {
-        "insert" => Operation::Insert,
-        "update" => Operation::Update,
-        "replace" => Operation::Replace,
-        "delete" => Operation::Delete,
-        "drop" | "rename" | "dropDatabase" => {
-            let cluster_time = cluster_time_of(raw)?;
-            return Ok(Decoded::CollectionGone {
-                op: op_type.to_string(),
-                cluster_time,
-            });
-        }
-        "invalidate" => return Ok(Decoded::Invalidate),
-        other => return Ok(Decoded::Ignored(other.to_string())),
-    };
-    let ts = cluster_time_of(raw)?;
-    let version = Version::from_cluster_time(ts.time, ts.increment)
-        .map_err(|e| StreamError::BadEvent(e.to_string()))?;
-    let key_doc = raw
-        .get_document("documentKey")
-        .map_err(|_| StreamError::BadEvent(format!("{op_type} event without documentKey")))?;
-    let id = key_doc
-        .get("_id")
-        .ok_or_else(|| StreamError::BadEvent(format!("{op_type} event without documentKey._id")))?;
-    let event_ns = match raw.get_document("ns") {
-        Ok(n) => Namespace {
-            db: n.get_str("db").unwrap_or(&ns.db).to_string(),
-            coll: n.get_str("coll").unwrap_or(&ns.coll).to_string(),
-        },
-        Err(_) => ns.clone(),
-    };
-    let doc = match raw.get("fullDocument") {
-        Some(Bson::Document(d)) if op != Operation::Delete => Some(document_to_json(d)),
-        _ => None,
-    };
-    let update = match (op, raw.get_document("updateDescription")) {
-        (Operation::Update, Ok(u)) => Some(update_description(u)),
-        _ => None,
-    };
-    let wall_time = match raw.get("wallTime") {
-        Some(Bson::DateTime(dt)) => dt.try_to_rfc3339_string().ok(),
-        _ => None,
-    };
-    let txn = match (raw.get("lsid"), raw.get("txnNumber")) {
-        (Some(lsid), Some(n)) => Some(TxnInfo {
-            lsid: bson_to_json(lsid),
-            txn_number: match n {
-                Bson::Int64(n) => *n,
-                Bson::Int32(n) => i64::from(*n),
-                _ => 0,
-            },
-        }),
-        _ => None,
-    };
-    Ok(Decoded::Change {
-        key: canonical_key(id),
-        event: Box::new(ChangeEvent {
-            schema: SCHEMA.into(),
-            op,
-            ns: event_ns,
-            key: document_to_json(key_doc),
-            doc,
-            update,
-            cluster_time: ClusterTime {
-                t: ts.time,
-                i: ts.increment,
-            },
-            wall_time,
-            version: version.as_u64(),
-            txn,
-            snapshot: None,
-        }),
-    })
+    shared::wire::change_stream::decode(raw, ns).map_err(|e| StreamError::BadEvent(e.0))
 }
 
-fn cluster_time_of(raw: &Document) -> Result<Timestamp, StreamError> {
-    raw.get_timestamp("clusterTime")
-        .map_err(|_| StreamError::BadEvent("change event without clusterTime".into()))
-}
-
-fn update_description(u: &Document) -> UpdateDescription {
-    let updated_fields = match u.get_document("updatedFields") {
-        Ok(d) => d
-            .iter()
-            .map(|(k, v)| (k.clone(), bson_to_json(v)))
-            .collect(),
-        Err(_) => Default::default(),
-    };
-    let removed_fields = match u.get_array("removedFields") {
-        Ok(a) => a
-            .iter()
-            .filter_map(|b| b.as_str().map(str::to_string))
-            .collect(),
-        Err(_) => vec![],
-    };
-    let truncated_arrays = match u.get_array("truncatedArrays") {
-        Ok(a) => a.iter().map(bson_to_json).collect(),
-        Err(_) => vec![],
-    };
-    UpdateDescription {
-        updated_fields,
-        removed_fields,
-        truncated_arrays,
-    }
-}
-
-/// A snapshot copy of an existing document.
+/// [`shared::wire::change_stream::snapshot_record`], with the stream's error.
 pub fn snapshot_record(
     doc: &Document,
     ns: &Namespace,
     snapshot: &SnapshotInfo,
 ) -> Result<(String, ChangeEvent), StreamError> {
-    let id = doc
-        .get("_id")
-        .ok_or_else(|| StreamError::BadEvent("document without _id".into()))?;
-    let (t, i) = Version::from_u64(snapshot.version).cluster_time();
-    Ok((
-        canonical_key(id),
-        ChangeEvent {
-            schema: SCHEMA.into(),
-            op: Operation::Snapshot,
-            ns: ns.clone(),
-            key: serde_json::json!({ "_id": bson_to_json(id) }),
-            doc: Some(document_to_json(doc)),
-            update: None,
-            cluster_time: ClusterTime { t, i },
-            wall_time: None,
-            version: snapshot.version,
-            txn: None,
-            snapshot: Some(snapshot.clone()),
-        },
-    ))
+    shared::wire::change_stream::snapshot_record(doc, ns, snapshot)
+        .map_err(|e| StreamError::BadEvent(e.0))
 }
 
-/// A snapshot start or end marker.
-pub fn marker(op: Operation, ns: &Namespace, snapshot: &SnapshotInfo) -> ChangeEvent {
-    let (t, i) = Version::from_u64(snapshot.version).cluster_time();
-    ChangeEvent {
-        schema: SCHEMA.into(),
-        op,
-        ns: ns.clone(),
-        key: serde_json::Value::Null,
-        doc: None,
-        update: None,
-        cluster_time: ClusterTime { t, i },
-        wall_time: None,
-        version: snapshot.version,
-        txn: None,
-        snapshot: Some(snapshot.clone()),
+/// Identity of a transaction: session, number, cluster time.
+#[derive(Debug, Clone, PartialEq)]
+struct TxnId {
+    lsid: serde_json::Value,
+    txn_number: i64,
+    cluster_time: ClusterTime,
+}
+
+/// Ranks the changes of each document inside the current transaction, in
+/// stream order (0 for a document's first change in it). Changes of one
+/// transaction are contiguous in a change stream, so only the current one
+/// is tracked; its state is saved with each committed position
+/// ([`TxnRanks::progress`]) and restored when a stream resumes inside a
+/// transaction: the changes after the resume point then rank from the
+/// number of changes already written on, above every rank given before, so
+/// no two changes of one document share a version even across a restart.
+#[derive(Debug, Default)]
+pub struct TxnRanks {
+    current: Option<TxnId>,
+    /// Rank of the first change of each document since the resume point.
+    base: u32,
+    /// Changes per document key since the resume point (or the start of
+    /// the transaction).
+    seen: HashMap<String, u32>,
+    /// Changes of the current transaction written by the stream.
+    changes: u64,
+}
+
+impl TxnRanks {
+    /// A tracker that resumes after a committed position's `progress`.
+    pub fn resume(progress: Option<&TxnProgress>) -> Self {
+        let Some(p) = progress else {
+            return Self::default();
+        };
+        Self {
+            current: Some(TxnId {
+                lsid: p.lsid.clone(),
+                txn_number: p.txn_number,
+                cluster_time: p.cluster_time,
+            }),
+            base: u32::try_from(p.changes).unwrap_or(u32::MAX),
+            seen: HashMap::new(),
+            changes: p.changes,
+        }
+    }
+
+    /// Gives `event` (of document `key`) its rank and version; `true` when
+    /// the version had to be clamped ([`ChangeEvent::set_rank`]).
+    pub fn assign(&mut self, key: &str, event: &mut ChangeEvent) -> bool {
+        let Some(txn) = &event.txn else {
+            self.reset(None);
+            return event.set_rank(0);
+        };
+        let id = TxnId {
+            lsid: txn.lsid.clone(),
+            txn_number: txn.txn_number,
+            cluster_time: event.cluster_time,
+        };
+        if self.current.as_ref() != Some(&id) {
+            self.reset(Some(id));
+        }
+        let count = self.seen.entry(key.to_string()).or_insert(0);
+        let rank = self.base.saturating_add(*count);
+        *count = count.saturating_add(1);
+        self.changes += 1;
+        event.set_rank(rank)
+    }
+
+    fn reset(&mut self, id: Option<TxnId>) {
+        self.current = id;
+        self.base = 0;
+        self.seen.clear();
+        self.changes = 0;
+    }
+
+    /// What a position committed now must remember (`None` outside a
+    /// transaction).
+    pub fn progress(&self) -> Option<TxnProgress> {
+        self.current.as_ref().map(|id| TxnProgress {
+            lsid: id.lsid.clone(),
+            txn_number: id.txn_number,
+            cluster_time: id.cluster_time,
+            changes: self.changes,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, oid::ObjectId};
+    use mongodb::bson::{doc, Timestamp};
+    use shared::wire::version::{Version, MAX_RANK};
 
     fn ns() -> Namespace {
         Namespace {
@@ -218,178 +131,86 @@ mod tests {
         }
     }
 
-    fn ts(t: u32, i: u32) -> Timestamp {
-        Timestamp {
-            time: t,
-            increment: i,
-        }
-    }
-
-    #[test]
-    fn insert_becomes_event_with_key_and_version() {
-        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
-        let raw = doc! {
-            "_id": { "_data": "token" },
-            "operationType": "insert",
-            "clusterTime": ts(1_700_000_000, 7),
-            "wallTime": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
-            "ns": { "db": "mountain", "coll": "card" },
-            "documentKey": { "_id": oid },
-            "fullDocument": { "_id": oid, "title": "설악산 단풍", "likes": 3_i32 },
-        };
-        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
-            panic!()
-        };
-        assert_eq!(key, r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#);
-        assert_eq!(event.op, Operation::Insert);
-        assert_eq!(
-            event.version,
-            Version::from_cluster_time(1_700_000_000, 7)
-                .unwrap()
-                .as_u64()
-        );
-        assert_eq!(event.doc.as_ref().unwrap()["title"], "설악산 단풍");
-        assert_eq!(event.wall_time.as_deref(), Some("2023-11-14T22:13:20.123Z"));
-        assert!(event.txn.is_none());
-    }
-
-    #[test]
-    fn update_keeps_description_and_txn() {
-        let raw = doc! {
+    /// A decoded change of `id` at cluster time `(t, i)`, in transaction
+    /// `txn` of session "s" when given.
+    fn change(id: &str, t: u32, i: u32, txn: Option<i64>) -> (String, ChangeEvent) {
+        let mut raw = doc! {
             "_id": { "_data": "token" },
             "operationType": "update",
-            "clusterTime": ts(1_700_000_001, 1),
-            "documentKey": { "_id": "c1" },
-            "updateDescription": {
-                "updatedFields": { "title": "new", "tags.1": "x" },
-                "removedFields": ["old"],
-                "truncatedArrays": [{ "field": "tags", "newSize": 2_i32 }],
-            },
-            "fullDocument": { "_id": "c1", "title": "new" },
-            "lsid": { "id": "session" },
-            "txnNumber": 5_i64,
+            "clusterTime": Timestamp { time: t, increment: i },
+            "documentKey": { "_id": id },
+            "fullDocument": { "_id": id, "x": 1_i32 },
         };
+        if let Some(n) = txn {
+            raw.insert("lsid", doc! { "id": "s" });
+            raw.insert("txnNumber", n);
+        }
         let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
             panic!()
         };
-        assert_eq!(key, r#""c1""#);
-        let u = event.update.unwrap();
-        assert_eq!(u.updated_fields["tags.1"], "x");
-        assert_eq!(u.removed_fields, vec!["old".to_string()]);
-        assert_eq!(u.truncated_arrays.len(), 1);
-        assert_eq!(event.txn.unwrap().txn_number, 5);
+        (key, *event)
+    }
+
+    fn ranked(r: &mut TxnRanks, id: &str, t: u32, i: u32, txn: Option<i64>) -> ChangeEvent {
+        let (key, mut ev) = change(id, t, i, txn);
+        assert!(!r.assign(&key, &mut ev));
+        ev
     }
 
     #[test]
-    fn delete_has_no_document() {
-        let raw = doc! {
-            "_id": { "_data": "t" }, "operationType": "delete",
-            "clusterTime": ts(5, 1), "documentKey": { "_id": 9_i64 },
-        };
-        let Decoded::Change { key, event } = decode(&raw, &ns()).unwrap() else {
-            panic!()
-        };
-        assert_eq!(key, r#"{"$numberLong":"9"}"#);
-        assert_eq!(event.op, Operation::Delete);
-        assert!(event.doc.is_none());
+    fn changes_of_one_document_in_one_transaction_get_increasing_versions() {
+        let mut r = TxnRanks::default();
+        let a1 = ranked(&mut r, "a", 100, 5, Some(1));
+        let b1 = ranked(&mut r, "b", 100, 5, Some(1));
+        let a2 = ranked(&mut r, "a", 100, 5, Some(1));
+        let a3 = ranked(&mut r, "a", 100, 5, Some(1));
+        assert!(a1.version < a2.version && a2.version < a3.version);
+        assert_eq!(a1.version, b1.version, "other documents need no rank");
+        assert_eq!(a3.txn.as_ref().unwrap().rank, 2);
+        assert_eq!(Version::from_u64(a3.version).parts().n, 2);
+        // The next transaction (same session, next number) starts over and
+        // still comes after.
+        let a4 = ranked(&mut r, "a", 100, 6, Some(2));
+        assert_eq!(a4.txn.as_ref().unwrap().rank, 0);
+        assert!(a4.version > a3.version);
+        // A change outside a transaction has rank 0.
+        let a5 = ranked(&mut r, "a", 100, 7, None);
+        assert_eq!(Version::from_u64(a5.version).parts().n, 0);
+        assert!(r.progress().is_none());
     }
 
     #[test]
-    fn drop_and_invalidate_and_ddl() {
-        let drop = doc! { "_id": {}, "operationType": "drop", "clusterTime": ts(9, 2) };
-        assert!(matches!(
-            decode(&drop, &ns()).unwrap(),
-            Decoded::CollectionGone { .. }
-        ));
-        let inv = doc! { "_id": {}, "operationType": "invalidate", "clusterTime": ts(9, 3) };
-        assert!(matches!(decode(&inv, &ns()).unwrap(), Decoded::Invalidate));
-        let ddl = doc! { "_id": {}, "operationType": "createIndexes", "clusterTime": ts(9, 4) };
-        assert!(matches!(decode(&ddl, &ns()).unwrap(), Decoded::Ignored(_)));
+    fn a_resumed_transaction_ranks_above_what_was_written() {
+        let mut r = TxnRanks::default();
+        let a1 = ranked(&mut r, "a", 100, 5, Some(1));
+        let _b1 = ranked(&mut r, "b", 100, 5, Some(1));
+        let a2 = ranked(&mut r, "a", 100, 5, Some(1));
+        let saved = r.progress().unwrap();
+        assert_eq!(saved.changes, 3);
+        // Restart: the tracker is rebuilt from the committed position.
+        let mut r = TxnRanks::resume(Some(&saved));
+        let a3 = ranked(&mut r, "a", 100, 5, Some(1));
+        let b2 = ranked(&mut r, "b", 100, 5, Some(1));
+        assert!(a3.version > a2.version && a2.version > a1.version);
+        assert_eq!(Version::from_u64(b2.version).parts().n, 3);
+        assert_eq!(r.progress().unwrap().changes, 5);
+        // A resume point whose transaction is over: the next one starts at 0.
+        let mut r = TxnRanks::resume(Some(&saved));
+        let c = ranked(&mut r, "c", 100, 6, Some(2));
+        assert_eq!(Version::from_u64(c.version).parts().n, 0);
     }
 
     #[test]
-    fn malformed_events_are_errors_not_panics() {
-        let no_key = doc! { "operationType": "insert", "clusterTime": ts(1, 1) };
-        assert!(decode(&no_key, &ns())
-            .unwrap_err()
-            .to_string()
-            .contains("documentKey"));
-        let no_time = doc! { "operationType": "insert", "documentKey": { "_id": 1_i32 } };
-        assert!(decode(&no_time, &ns())
-            .unwrap_err()
-            .to_string()
-            .contains("clusterTime"));
-        assert!(decode(&doc! {}, &ns()).is_err());
-    }
-
-    /// A change event whose `fullDocument.body` holds bytes that are not UTF-8.
-    fn raw_with_invalid_utf8() -> mongodb::bson::RawDocumentBuf {
-        fn doc_bytes(elements: &[u8]) -> Vec<u8> {
-            let mut d = ((elements.len() + 5) as i32).to_le_bytes().to_vec();
-            d.extend_from_slice(elements);
-            d.push(0);
-            d
+    fn ranks_past_the_layout_are_clamped_and_reported() {
+        let mut r = TxnRanks::default();
+        let mut last = 0;
+        for k in 0..=MAX_RANK + 2 {
+            let (key, mut ev) = change("a", 100, 5, Some(1));
+            let clamped = r.assign(&key, &mut ev);
+            assert_eq!(clamped, k > MAX_RANK, "rank {k}");
+            assert!(ev.version >= last);
+            last = ev.version;
         }
-        fn string(name: &str, s: &[u8]) -> Vec<u8> {
-            let mut e = vec![0x02];
-            e.extend_from_slice(name.as_bytes());
-            e.push(0);
-            e.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
-            e.extend_from_slice(s);
-            e.push(0);
-            e
-        }
-        fn subdoc(name: &str, body: &[u8]) -> Vec<u8> {
-            let mut e = vec![0x03];
-            e.extend_from_slice(name.as_bytes());
-            e.push(0);
-            e.extend_from_slice(&doc_bytes(body));
-            e
-        }
-        let mut full = string("_id", b"u1");
-        full.extend(string("body", b"ok \xff\xfe bad"));
-        let mut ev = string("operationType", b"insert");
-        ev.extend(vec![0x11]);
-        ev.extend_from_slice(b"clusterTime\0");
-        ev.extend_from_slice(&1u32.to_le_bytes());
-        ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        ev.extend(subdoc("documentKey", &string("_id", b"u1")));
-        ev.extend(subdoc("fullDocument", &full));
-        mongodb::bson::RawDocumentBuf::from_bytes(doc_bytes(&ev)).unwrap()
-    }
-
-    #[test]
-    fn invalid_utf8_is_replaced_not_fatal() {
-        let raw = raw_with_invalid_utf8();
-        assert!(
-            raw.to_document().is_err(),
-            "the fixture really holds invalid UTF-8"
-        );
-        let (doc, lossy) = read_raw(&raw).unwrap();
-        assert!(lossy);
-        let Decoded::Change { event, .. } = decode(&doc, &ns()).unwrap() else {
-            panic!()
-        };
-        assert_eq!(event.doc.unwrap()["body"], "ok \u{fffd}\u{fffd} bad");
-        assert_eq!(
-            event.cluster_time,
-            ClusterTime {
-                t: 1_700_000_000,
-                i: 1
-            }
-        );
-    }
-
-    #[test]
-    fn snapshot_record_carries_snapshot_version() {
-        let snap = SnapshotInfo {
-            id: "s1".into(),
-            version: 42 << 30 | 3,
-        };
-        let (key, ev) = snapshot_record(&doc! { "_id": "a", "x": 1_i32 }, &ns(), &snap).unwrap();
-        assert_eq!(key, r#""a""#);
-        assert_eq!(ev.version, snap.version);
-        assert_eq!(ev.cluster_time, ClusterTime { t: 42, i: 3 });
-        assert_eq!(ev.op, Operation::Snapshot);
+        assert!(last < Version::of_cluster_time(100, 6).as_u64());
     }
 }

@@ -6,9 +6,9 @@
 use serde::Deserialize;
 use shared::admin::AdminConfig;
 use shared::config::{ConfigError, Secret};
-use shared::event::{default_topic, Namespace};
 use shared::retry::RetryConfig;
 use shared::telemetry::LogConfig;
+use shared::wire::event::{default_topic, Namespace};
 use std::collections::BTreeMap;
 
 /// Environment variable prefix of the overrides.

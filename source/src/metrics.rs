@@ -61,6 +61,9 @@ pub struct Metrics {
     pub dead_lettered: Family<StreamReason, Counter>,
     /// Records over the size limit.
     pub oversized: Family<StreamLabel, Counter>,
+    /// Changes whose version had to be clamped (increment or transaction
+    /// rank past the version layout).
+    pub versions_clamped: Family<StreamLabel, Counter>,
     /// Stream restarts after a failure.
     pub restarts: Family<StreamLabel, Counter>,
     /// Resume points lost from the oplog.
@@ -90,6 +93,7 @@ impl Metrics {
             token_age_seconds: Family::default(),
             dead_lettered: Family::default(),
             oversized: Family::default(),
+            versions_clamped: Family::default(),
             restarts: Family::default(),
             history_lost: Family::default(),
             snapshot_documents: Family::default(),
@@ -137,6 +141,11 @@ impl Metrics {
             m.oversized.clone(),
         );
         r.register(
+            "versions_clamped",
+            "Changes whose version was clamped (increment or transaction rank past the version layout)",
+            m.versions_clamped.clone(),
+        );
+        r.register(
             "stream_restarts",
             "Stream restarts after a failure",
             m.restarts.clone(),
@@ -181,6 +190,7 @@ impl Metrics {
         let _ = self.errors.get_or_create(&reason("retryable"));
         let _ = self.errors.get_or_create(&reason("fatal"));
         let _ = self.oversized.get_or_create(&label);
+        let _ = self.versions_clamped.get_or_create(&label);
         let _ = self.restarts.get_or_create(&label);
         let _ = self.history_lost.get_or_create(&label);
         let _ = self.snapshot_documents.get_or_create(&label);

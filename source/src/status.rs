@@ -4,8 +4,8 @@
 use crate::kafka::sink::Mode;
 use crate::metrics::{Metrics, StreamLabel};
 use serde_json::{json, Value};
-use shared::event::ClusterTime;
 use shared::state::StreamState;
+use shared::wire::event::ClusterTime;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;

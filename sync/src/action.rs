@@ -3,8 +3,11 @@
 //! - insert, update, replace, snapshot: `index` of the whole document with
 //!   `version_type=external` and the event's version;
 //! - delete: `delete` with `version_type=external` and the event's version;
-//! - update without a document (it was deleted before the lookup) and
-//!   `snapshot_start`: nothing (the delete that follows does the work);
+//! - update without a document but with its `updateDescription` (the
+//!   MongoDB Kafka Connector's default, or a lookup that found the document
+//!   deleted): a [`Action::Patch`], applied at send time to the document the
+//!   index holds if that one is older ([`crate::bulk::resolve`]);
+//! - update with neither, and `snapshot_start`: nothing;
 //! - `snapshot_end`: a [`Action::SnapshotEnd`] cleanup of older documents.
 //!
 //! External versions make every action idempotent and order-proof: an
@@ -25,7 +28,7 @@ use crate::config::{ProjectionConfig, TopicConfig};
 use crate::event::SourceEvent;
 use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
-use shared::event::Operation;
+use shared::wire::event::{Operation, UpdateDescription};
 
 /// The field holding the sync metadata in every document.
 pub const SYNC_FIELD: &str = "_sync";
@@ -56,6 +59,10 @@ pub enum Action {
         /// External version.
         version: u64,
     },
+    /// Apply `update` to the document the index holds, if it is older than
+    /// `version`; `before` (the pre-image, in search form) is the base when
+    /// the index holds nothing.
+    Patch(Box<Patch>),
     /// Remove documents of `ns` from `partition` older than `version`.
     SnapshotEnd {
         /// Target index or alias.
@@ -71,12 +78,44 @@ pub enum Action {
     Skip,
 }
 
+/// An update to apply to the indexed document ([`Action::Patch`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// Target index or alias.
+    pub index: String,
+    /// Elasticsearch `_id`.
+    pub id: String,
+    /// External version of the update.
+    pub version: u64,
+    /// What changed.
+    pub update: UpdateDescription,
+    /// The document before the change, in search form, when known.
+    pub before: Option<Map<String, Value>>,
+    /// The `_sync` object the patched document gets.
+    pub sync: Value,
+    /// The topic's projection (paths of the update go through it).
+    pub projection: ProjectionConfig,
+}
+
+impl Patch {
+    /// The document `base` (the indexed search form, `_sync` included)
+    /// with the update applied: the body of the `index` action at this
+    /// patch's version.
+    pub fn apply_to(&self, mut base: Map<String, Value>) -> Map<String, Value> {
+        base.remove(SYNC_FIELD);
+        crate::patch::apply(&mut base, &self.update, &self.projection);
+        base.insert(SYNC_FIELD.to_string(), self.sync.clone());
+        base
+    }
+}
+
 impl Action {
     /// Operation name for metrics (`index`, `delete`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Index { .. } => "index",
             Self::Delete { .. } => "delete",
+            Self::Patch(_) => "patch",
             Self::SnapshotEnd { .. } => "snapshot_end",
             Self::Skip => "skip",
         }
@@ -95,29 +134,29 @@ pub enum ActionError {
     /// The document is not a JSON object.
     #[error("document is not an object")]
     NotAnObject,
-    /// The event's cluster time is far ahead of the clock.
-    #[error("cluster time {t} is {ahead} s ahead of this host's clock (limit {limit} s)")]
-    FutureVersion {
-        /// Cluster time seconds of the event.
-        t: u32,
-        /// Seconds ahead.
-        ahead: u64,
-        /// The configured limit.
-        limit: u64,
-    },
 }
 
-/// Refuses an event from the future (see `consumer.max_future_seconds`).
-pub fn check_not_future(ev: &SourceEvent, now_secs: u64, limit: u64) -> Result<(), ActionError> {
-    let t = u64::from(ev.cluster_time.t);
-    if t > now_secs + limit {
-        return Err(ActionError::FutureVersion {
-            t: ev.cluster_time.t,
-            ahead: t - now_secs,
-            limit,
-        });
+/// Whether `ev` is too far ahead of the clocks to be applied now: its
+/// cluster time is more than `limit` seconds past both this host's clock
+/// (`now_secs`) and the record's Kafka timestamp (`record_secs`, the
+/// sender's clock), so a host whose clock is behind still accepts what its
+/// producer wrote. Such an event is not bad by itself (its version matches
+/// its cluster time, see [`crate::event`]): a clock is wrong somewhere, so
+/// the partition waits (and says so) until the clocks agree instead of
+/// dead-lettering the stream. `None` when it may be applied now, else how
+/// many seconds it is ahead. `limit = 0` turns the check off.
+pub fn ahead_of_clocks(
+    ev: &SourceEvent,
+    now_secs: u64,
+    record_secs: Option<u64>,
+    limit: u64,
+) -> Option<u64> {
+    if limit == 0 {
+        return None;
     }
-    Ok(())
+    let reference = now_secs.max(record_secs.unwrap_or(0));
+    let t = u64::from(ev.cluster_time.t);
+    (t > reference.saturating_add(limit)).then(|| t - reference)
 }
 
 impl ActionError {
@@ -127,7 +166,6 @@ impl ActionError {
             Self::MissingId(_) => "missing_id",
             Self::IdTooLong(_) => "id_too_long",
             Self::NotAnObject => "invalid_document",
-            Self::FutureVersion { .. } => "future_version",
         }
     }
 }
@@ -149,30 +187,33 @@ pub fn build(
             partition,
             version,
         }),
-        Operation::Delete => {
-            let id = find_id(&route.id_field, None, &ev.key)?;
-            Ok(Action::Delete {
-                index: index.to_string(),
-                id,
-                version,
-            })
-        }
+        Operation::Delete => Ok(Action::Delete {
+            index: index.to_string(),
+            id: key_id(&ev.key)?,
+            version,
+        }),
         Operation::Insert | Operation::Update | Operation::Replace | Operation::Snapshot => {
+            let sync = sync_object(ev, partition);
             let Some(doc) = &ev.doc else {
-                // An update whose lookup found nothing: a delete follows.
-                return Ok(Action::Skip);
+                return match (ev.op, &ev.update) {
+                    (Operation::Update, Some(update)) => Ok(Action::Patch(Box::new(Patch {
+                        index: index.to_string(),
+                        id: key_id(&ev.key)?,
+                        version,
+                        update: update.clone(),
+                        before: match &ev.before {
+                            Some(b) => Some(document(b, &ev.key, route)?.1),
+                            None => None,
+                        },
+                        sync,
+                        projection: route.projection.clone(),
+                    }))),
+                    // Nothing to apply (a delete follows a failed lookup).
+                    _ => Ok(Action::Skip),
+                };
             };
             let (id, mut body) = document(doc, &ev.key, route)?;
-            body.insert(
-                SYNC_FIELD.to_string(),
-                json!({
-                    "version": version,
-                    "op": ev.op.as_str(),
-                    "ns": ev.ns.to_string(),
-                    "partition": partition,
-                    "cluster_time": {"t": ev.cluster_time.t, "i": ev.cluster_time.i},
-                }),
-            );
+            body.insert(SYNC_FIELD.to_string(), sync);
             Ok(Action::Index {
                 index: index.to_string(),
                 id,
@@ -181,6 +222,17 @@ pub fn build(
             })
         }
     }
+}
+
+/// The `_sync` object of the document an event writes.
+fn sync_object(ev: &SourceEvent, partition: i32) -> Value {
+    json!({
+        "version": ev.version.as_u64(),
+        "op": ev.op.as_str(),
+        "ns": ev.ns.to_string(),
+        "partition": partition,
+        "cluster_time": {"t": ev.cluster_time.t, "i": ev.cluster_time.i},
+    })
 }
 
 /// The Elasticsearch id and body (without `_sync`) of a MongoDB document
@@ -194,7 +246,7 @@ pub fn document(
     if !doc.is_object() {
         return Err(ActionError::NotAnObject);
     }
-    let id = find_id(&route.id_field, Some(doc), key)?;
+    let id = key_id(key)?;
     let Value::Object(mut body) = to_search_json(doc) else {
         return Err(ActionError::NotAnObject);
     };
@@ -202,43 +254,88 @@ pub fn document(
     Ok((id, project(body, &route.projection)))
 }
 
-/// The `_id` from `field` (dotted path), looked up in the document, then in
-/// the key (which holds `_id` and any shard key).
-fn find_id(field: &str, doc: Option<&Value>, key: &Value) -> Result<String, ActionError> {
-    let lookup = |root: &Value| {
-        field
-            .split('.')
-            .try_fold(root, |v, seg| v.get(seg))
-            .filter(|v| !v.is_null())
-            .cloned()
-    };
-    let value = doc
-        .and_then(lookup)
-        .or_else(|| lookup(key))
-        .ok_or_else(|| ActionError::MissingId(field.to_string()))?;
-    let id = render_id(&value);
+/// The Elasticsearch `_id` of the document with key `key` (`{"_id": ..}`
+/// plus any shard key): [`render_id`] of its `_id`.
+pub fn key_id(key: &Value) -> Result<String, ActionError> {
+    let value = key
+        .get("_id")
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| ActionError::MissingId("_id".to_string()))?;
+    let id = render_id(value);
     if id.len() > MAX_ID_BYTES {
         return Err(ActionError::IdTooLong(id.len()));
-    }
-    if id.is_empty() {
-        return Err(ActionError::MissingId(field.to_string()));
     }
     Ok(id)
 }
 
-/// ObjectId -> hex, string as is, number -> decimal, anything else ->
-/// its canonical (compact) Extended JSON text.
+/// The Elasticsearch `_id` of a MongoDB `_id` (Extended JSON). One-to-one,
+/// so two MongoDB documents never share an Elasticsearch document:
+///
+/// - ObjectId: its 24 hex digits (the common case stays readable);
+/// - number (int32, int64, double): its decimal text (`5`, `-2`, `1.5`);
+///   MongoDB's unique `_id` index holds numbers by value, so `5` and
+///   `NumberLong(5)` are one document there too;
+/// - string: itself, unless it could be read as one of the other forms
+///   ([`string_is_ambiguous`]): then `s:` and itself (`"5"` is `s:5`, a
+///   string of 24 hex digits is `s:65a1...`);
+/// - anything else (booleans, null, dates, UUIDs and other binaries,
+///   Decimal128, embedded documents, arrays): its canonical Extended JSON
+///   text, which begins with `{`, `[`, `t`, `f` or `n`.
 pub fn render_id(value: &Value) -> String {
     match value {
+        Value::String(s) if string_is_ambiguous(s) => format!("s:{s}"),
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Object(m) if m.len() == 1 => match m.iter().next().map(|(k, v)| (k.as_str(), v)) {
             Some(("$oid", Value::String(s))) => s.clone(),
-            Some(("$numberInt" | "$numberLong", Value::String(s))) => s.clone(),
+            Some(("$numberInt" | "$numberLong" | "$numberDouble", Value::String(s))) => s.clone(),
             _ => value.to_string(),
         },
         other => other.to_string(),
     }
+}
+
+/// The MongoDB `_id` (Extended JSON) that [`render_id`] turns into
+/// `es_id`: its inverse (a number comes back as a plain JSON number,
+/// which MongoDB compares by value with an int32, int64 or double `_id`).
+pub fn parse_id(es_id: &str) -> Value {
+    if let Some(s) = es_id.strip_prefix("s:") {
+        return Value::String(s.to_string());
+    }
+    if es_id.len() == 24 && es_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return json!({ "$oid": es_id });
+    }
+    if matches!(es_id, "NaN" | "Infinity" | "-Infinity") {
+        return json!({ "$numberDouble": es_id });
+    }
+    if string_is_ambiguous(es_id) {
+        if let Ok(v) = serde_json::from_str::<Value>(es_id) {
+            return v;
+        }
+    }
+    Value::String(es_id.to_string())
+}
+
+/// Whether a string `_id` could be taken for the rendering of another type
+/// (and so gets the `s:` tag): empty, a number's text, 24 hex digits (an
+/// ObjectId), `true`/`false`/`null`, `Infinity`/`-Infinity`/`NaN`, text
+/// beginning with `{` or `[` (Extended JSON), or already beginning with the
+/// tag `s:`.
+pub fn string_is_ambiguous(s: &str) -> bool {
+    let number_like = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        && s.bytes().any(|b| b.is_ascii_digit());
+    let object_id = s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    s.is_empty()
+        || number_like
+        || object_id
+        || matches!(
+            s,
+            "true" | "false" | "null" | "Infinity" | "-Infinity" | "NaN"
+        )
+        || s.starts_with(['{', '['])
+        || s.starts_with("s:")
 }
 
 /// Applies include, then exclude, then rename to the top-level fields.
@@ -264,6 +361,7 @@ pub fn project(mut body: Map<String, Value>, p: &ProjectionConfig) -> Map<String
 pub fn action_id(a: &Action) -> Option<&str> {
     match a {
         Action::Index { id, .. } | Action::Delete { id, .. } => Some(id),
+        Action::Patch(p) => Some(&p.id),
         _ => None,
     }
 }
@@ -272,8 +370,8 @@ pub fn action_id(a: &Action) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::event::Format;
-    use shared::event::{ClusterTime, Namespace};
-    use shared::version::Version;
+    use shared::wire::event::{ClusterTime, Namespace};
+    use shared::wire::version::Version;
     use std::collections::BTreeMap;
 
     fn route() -> TopicConfig {
@@ -295,6 +393,8 @@ mod tests {
             },
             key: json!({"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}}),
             doc,
+            update: None,
+            before: None,
             version: Version::from_u64(77),
             cluster_time: ClusterTime { t: 10, i: 2 },
             format: Format::Native,
@@ -302,13 +402,17 @@ mod tests {
     }
 
     #[test]
-    fn events_far_in_the_future_are_refused() {
-        let e = ev(Operation::Insert, None);
-        assert!(check_not_future(&e, 10, 0).is_ok());
-        assert!(check_not_future(&e, 5, 5).is_ok());
-        let err = check_not_future(&e, 4, 5).unwrap_err();
-        assert_eq!(err.kind(), "future_version");
-        assert!(err.to_string().contains("6 s ahead"), "{err}");
+    fn events_ahead_of_both_clocks_wait() {
+        let e = ev(Operation::Insert, None); // cluster time t = 10
+        assert_eq!(ahead_of_clocks(&e, 10, None, 1), None);
+        assert_eq!(ahead_of_clocks(&e, 5, None, 5), None);
+        assert_eq!(ahead_of_clocks(&e, 4, None, 5), Some(6));
+        // This host's clock is behind, the sender's is not: accepted.
+        assert_eq!(ahead_of_clocks(&e, 1, Some(9), 5), None);
+        // Both behind: it waits.
+        assert_eq!(ahead_of_clocks(&e, 1, Some(2), 5), Some(8));
+        // 0 turns the check off.
+        assert_eq!(ahead_of_clocks(&e, 0, None, 0), None);
     }
 
     fn card() -> Value {
@@ -365,11 +469,34 @@ mod tests {
     }
 
     #[test]
-    fn update_without_doc_and_snapshot_start_do_nothing() {
+    fn update_without_doc_patches_or_does_nothing() {
         assert_eq!(
             build(&ev(Operation::Update, None), &route(), "c", 0).unwrap(),
             Action::Skip
         );
+        let mut e = ev(Operation::Update, None);
+        e.update = Some(
+            serde_json::from_value(
+                json!({"updated_fields": {"likes": 4}, "removed_fields": ["secret"]}),
+            )
+            .unwrap(),
+        );
+        e.before = Some(card());
+        let Action::Patch(p) = build(&e, &route(), "cards", 3).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.id.as_str(), p.version), ("65a1b2c3d4e5f60718293a4b", 77));
+        let before = p.before.clone().unwrap();
+        assert!(
+            before.get("_id").is_none(),
+            "the pre-image is in search form"
+        );
+        let after = p.apply_to(before);
+        assert_eq!(after["likes"], 4);
+        assert!(after.get("secret").is_none());
+        assert_eq!(after["created_at"], "2024-01-02T03:04:05.678Z");
+        assert_eq!(after[SYNC_FIELD]["version"], 77);
+        assert_eq!(after[SYNC_FIELD]["partition"], 3);
         assert_eq!(
             build(&ev(Operation::SnapshotStart, None), &route(), "c", 0).unwrap(),
             Action::Skip
@@ -392,8 +519,12 @@ mod tests {
 
     #[test]
     fn ids_render_by_type() {
-        assert_eq!(render_id(&json!({"$oid": "abc"})), "abc");
+        assert_eq!(
+            render_id(&json!({"$oid": "65a1b2c3d4e5f60718293a4b"})),
+            "65a1b2c3d4e5f60718293a4b"
+        );
         assert_eq!(render_id(&json!("plain")), "plain");
+        assert_eq!(render_id(&json!("설악산-1")), "설악산-1");
         assert_eq!(render_id(&json!(42)), "42");
         assert_eq!(
             render_id(&json!({"$numberLong": "9007199254740993"})),
@@ -404,23 +535,78 @@ mod tests {
     }
 
     #[test]
-    fn custom_id_field_and_missing_id() {
-        let mut r = route();
-        r.id_field = "author.id".into();
-        let mut doc = card();
-        doc["author"] = json!({"id": 9});
-        let Action::Index { id, .. } =
-            build(&ev(Operation::Insert, Some(doc)), &r, "c", 0).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(id, "9");
-        let err = build(&ev(Operation::Insert, Some(card())), &r, "c", 0).unwrap_err();
-        assert_eq!(err.kind(), "missing_id");
-        let long = json!({"_id": "x".repeat(600)});
-        let err = build(&ev(Operation::Insert, Some(long.clone())), &route(), "c", 0);
-        // the doc id wins over the key
-        assert_eq!(err.unwrap_err(), ActionError::IdTooLong(600));
+    fn ids_of_different_values_never_collide() {
+        let ids = [
+            json!({"$oid": "65a1b2c3d4e5f60718293a4b"}),
+            json!("65a1b2c3d4e5f60718293a4b"),
+            json!("s:65a1b2c3d4e5f60718293a4b"),
+            json!("s:s:65a1b2c3d4e5f60718293a4b"),
+            json!(5),
+            json!("5"),
+            json!("s:5"),
+            json!(-1.5),
+            json!("-1.5"),
+            json!("1e3"),
+            json!({"$numberDouble": "NaN"}),
+            json!("NaN"),
+            json!(true),
+            json!("true"),
+            json!(null),
+            json!("null"),
+            json!(""),
+            json!("s:"),
+            json!({"$date": "2024-01-02T03:04:05.678Z"}),
+            json!(r#"{"$date":"2024-01-02T03:04:05.678Z"}"#),
+            json!({"$binary": {"base64": "AQID", "subType": "04"}}),
+            json!({"a": 1}),
+            json!(r#"{"a":1}"#),
+            json!([1, 2]),
+            json!("[1,2]"),
+            json!("plain"),
+            json!("s"),
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for id in &ids {
+            if let Some(other) = seen.insert(render_id(id), id) {
+                panic!("{id} and {other} both render as {}", render_id(id));
+            }
+        }
+        for id in &ids {
+            let back = parse_id(&render_id(id));
+            assert_eq!(render_id(&back), render_id(id), "{id} comes back as {back}");
+        }
+        assert_eq!(
+            parse_id("65a1b2c3d4e5f60718293a4b"),
+            json!({"$oid": "65a1b2c3d4e5f60718293a4b"})
+        );
+        assert_eq!(parse_id("s:5"), json!("5"));
+        assert_eq!(parse_id("5"), json!(5));
+        assert_eq!(render_id(&json!("5")), "s:5");
+        assert_eq!(
+            render_id(&json!("65a1b2c3d4e5f60718293a4b")),
+            "s:65a1b2c3d4e5f60718293a4b"
+        );
+    }
+
+    #[test]
+    fn missing_or_long_ids_are_errors() {
+        let mut e = ev(Operation::Delete, None);
+        e.key = json!({});
+        assert_eq!(
+            build(&e, &route(), "c", 0).unwrap_err().kind(),
+            "missing_id"
+        );
+        e.key = json!({"_id": null});
+        assert_eq!(
+            build(&e, &route(), "c", 0).unwrap_err().kind(),
+            "missing_id"
+        );
+        let mut e = ev(Operation::Insert, Some(json!({"_id": "x".repeat(600)})));
+        e.key = json!({"_id": "x".repeat(600)});
+        assert_eq!(
+            build(&e, &route(), "c", 0).unwrap_err(),
+            ActionError::IdTooLong(600)
+        );
     }
 
     #[test]

@@ -206,9 +206,13 @@ pub struct TopicConfig {
     /// JSON file with `settings` and `mappings` for new concrete indices;
     /// relative paths are relative to the config file.
     pub index_file: PathBuf,
-    /// Field whose value becomes the Elasticsearch `_id` (dotted path into
-    /// the document; default `_id`). ObjectIds become their hex string,
-    /// strings stay as they are, numbers become decimal digits.
+    /// Field whose value becomes the Elasticsearch `_id`: only `_id` (the
+    /// default) is accepted. Another field cannot be kept equal to MongoDB:
+    /// a delete event carries only the document key, so the document could
+    /// not be found to delete, and a changed value would leave the old
+    /// document searchable. Index the field as a normal field and query it.
+    /// How `_id` values become Elasticsearch ids:
+    /// [`crate::action::render_id`].
     #[serde(default = "default_id_field")]
     pub id_field: String,
     /// Which fields of the document are indexed.
@@ -310,9 +314,10 @@ pub struct ConsumerConfig {
     /// before they are abandoned (their records are redelivered later).
     pub shutdown_timeout_ms: u64,
     /// An event whose cluster time is more than this many seconds ahead of
-    /// this host's clock is dead-lettered (`future_version`): indexed, its
-    /// external version would block every real change of the document
-    /// until that time. One hour covers any sane clock skew.
+    /// both this host's clock and its record's Kafka timestamp waits (its
+    /// partition holds, `/status` says why) until the clocks catch up:
+    /// indexed early, its version would tie the document to a clock that is
+    /// wrong somewhere. One hour covers any sane skew; 0 turns it off.
     pub max_future_seconds: u64,
 }
 
@@ -436,10 +441,16 @@ impl SyncConfig {
                     "required",
                 ));
             }
-            if t.id_field.is_empty() || t.id_field.split('.').any(str::is_empty) {
+            if t.id_field != "_id" {
                 return Err(ConfigError::invalid(
                     format!("topics[{i}].id_field"),
-                    "must be a dotted field path",
+                    format!(
+                        "`{}` is not supported, only `_id`: delete events carry only the \
+                         document key, so a document indexed under another field could not be \
+                         deleted, and a changed value would leave the old document searchable; \
+                         index the field as a normal field and query it instead",
+                        t.id_field
+                    ),
                 ));
             }
             let p = &t.projection;
@@ -621,7 +632,7 @@ mod tests {
                 "topics[1].topic",
             ),
             (
-                &[("ES_SYNC__TOPICS__0__ID_FIELD", "a..b")],
+                &[("ES_SYNC__TOPICS__0__ID_FIELD", "slug")],
                 "topics[0].id_field",
             ),
             (

@@ -180,10 +180,82 @@ pub async fn call_ok(
     if (200..300).contains(&status) {
         Ok(value)
     } else {
-        let mut body = value.to_string();
-        body.truncate(2000);
-        Err(EsError::Status { what, status, body })
+        Err(EsError::Status {
+            what,
+            status,
+            body: shorten(value.to_string(), 2000),
+        })
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary (error
+/// bodies are often Korean: a byte cut inside a character would panic).
+pub fn shorten(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
+}
+
+/// One document as `_mget` returned it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    /// The index holds it, at this (external) version.
+    Found {
+        /// Its version.
+        version: u64,
+        /// Its `_source`.
+        source: serde_json::Map<String, Value>,
+    },
+    /// The index does not hold it.
+    Missing,
+}
+
+/// Reads `docs` (index or alias, id) with one realtime `_mget`: a write
+/// acknowledged before is always seen, refreshed or not. A per-document
+/// error (a missing index, a closed one) fails the whole call, with its
+/// type in the message, since the caller cannot decide on a partial answer.
+pub async fn mget(es: &Elasticsearch, docs: &[(String, String)]) -> Result<Vec<Fetched>, EsError> {
+    let body = serde_json::json!({
+        "docs": docs.iter().map(|(index, id)| serde_json::json!({"_index": index, "_id": id})).collect::<Vec<_>>()
+    });
+    let out = call_ok(es, Method::Post, "/_mget?realtime=true", Some(&body)).await?;
+    let answers = out
+        .get("docs")
+        .and_then(Value::as_array)
+        .filter(|a| a.len() == docs.len())
+        .ok_or_else(|| EsError::Status {
+            what: "POST /_mget".into(),
+            status: 200,
+            body: shorten(format!("unexpected answer: {out}"), 2000),
+        })?;
+    answers
+        .iter()
+        .map(|d| {
+            if let Some(e) = d.get("error") {
+                return Err(EsError::Status {
+                    what: "POST /_mget".into(),
+                    status: 200,
+                    body: shorten(format!("document error: {e}"), 2000),
+                });
+            }
+            match (d.get("found").and_then(Value::as_bool), d.get("_source")) {
+                (Some(true), Some(Value::Object(source))) => Ok(Fetched::Found {
+                    version: d.get("_version").and_then(Value::as_u64).unwrap_or(0),
+                    source: source.clone(),
+                }),
+                (Some(true), _) => Err(EsError::Refused(format!(
+                    "document {} has no _source: patches need _source enabled",
+                    d.get("_id").unwrap_or(&Value::Null)
+                ))),
+                _ => Ok(Fetched::Missing),
+            }
+        })
+        .collect()
 }
 
 fn method_name(m: &Method) -> &'static str {
@@ -283,6 +355,16 @@ mod tests {
             "{unauthorized}"
         );
         assert!(!s(404).to_string().contains("authentication"));
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_character_boundary() {
+        // 2000 bytes fall inside a three-byte Hangul syllable.
+        let korean = "가".repeat(1000);
+        let cut = shorten(korean.clone(), 2000);
+        assert_eq!(cut.len(), 1998);
+        assert!(korean.starts_with(&cut));
+        assert_eq!(shorten("short".into(), 2000), "short");
     }
 
     #[test]

@@ -2,14 +2,23 @@
 //!
 //! Two producers are understood:
 //!
-//! - `mongo-source`: a [`shared::event::ChangeEvent`] as JSON (schema
+//! - `mongo-source`: a [`shared::wire::event::ChangeEvent`] as JSON (schema
 //!   `mongo-source.change.v1`), version taken from its `version` field;
 //! - the MongoDB Kafka Source Connector: the change stream document as
 //!   Extended JSON, either raw (`StringConverter`), as a JSON string
 //!   (`JsonConverter`, `schemas.enable=false`) or inside the JsonConverter
 //!   envelope `{"schema": {..}, "payload": "<string>"}`. Its version is
-//!   derived from `clusterTime` with [`Version::from_cluster_time`], the
-//!   same rule `mongo-source` uses, so both producers' versions compare.
+//!   derived from `clusterTime` with the layout `mongo-source` uses
+//!   ([`shared::wire::version`]), so both producers' versions compare; its
+//!   updates usually carry only `updateDescription` (the connector's
+//!   default), which es-sync applies to the indexed document
+//!   ([`crate::patch`]).
+//!
+//! A native event's `version` must be the one its `cluster_time` gives
+//! ([`ChangeEvent::version_is_consistent`]): a version that is not could
+//! only come from a broken or forged producer, and applied it would freeze
+//! a document (too high) or delete a namespace (a too high
+//! `snapshot.version`) forever, so such a record is refused as bad.
 //!
 //! Delivery guarantee of this stage: none needed, it is a pure function. A
 //! record that cannot be decoded gives a [`DecodeError`]; the consumer sends
@@ -17,8 +26,10 @@
 //! partition.
 
 use serde_json::Value;
-use shared::event::{ChangeEvent, ClusterTime, Namespace, Operation, SCHEMA};
-use shared::version::Version;
+use shared::wire::event::{
+    ChangeEvent, ClusterTime, Namespace, Operation, OperationType, UpdateDescription, SCHEMA,
+};
+use shared::wire::version::Version;
 
 /// A decoded change (or marker), whatever its producer.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +43,12 @@ pub struct SourceEvent {
     pub key: Value,
     /// The full document (Extended JSON) when there is one.
     pub doc: Option<Value>,
+    /// For updates: what changed (applied to the indexed document when
+    /// `doc` is absent).
+    pub update: Option<UpdateDescription>,
+    /// The document before the change (pre-image), when the producer
+    /// had one: the base of `update` when the index has no document.
+    pub before: Option<Value>,
     /// The version used as Elasticsearch external version (for a
     /// `snapshot_end` marker: the snapshot version).
     pub version: Version,
@@ -166,6 +183,17 @@ fn decode_native(value: Value) -> Result<SourceEvent, DecodeError> {
             "{version} is outside 1..2^63-1"
         )));
     }
+    if !ev.version_is_consistent() {
+        return Err(DecodeError::BadVersion(format!(
+            "version {} (snapshot version {}) was not made from cluster time {{t: {}, i: {}}}",
+            ev.version,
+            ev.snapshot
+                .as_ref()
+                .map_or("none".to_string(), |s| s.version.to_string()),
+            ev.cluster_time.t,
+            ev.cluster_time.i
+        )));
+    }
     if !ev.op.is_marker() && ev.id().is_none_or(Value::is_null) {
         return Err(DecodeError::MissingId);
     }
@@ -174,6 +202,8 @@ fn decode_native(value: Value) -> Result<SourceEvent, DecodeError> {
         ns: ev.ns,
         key: ev.key,
         doc: ev.doc.filter(|d| !d.is_null()),
+        update: ev.update,
+        before: ev.before.filter(|d| !d.is_null()),
         version: Version::from_u64(version),
         cluster_time: ev.cluster_time,
         format: Format::Native,
@@ -186,11 +216,8 @@ fn decode_connector(mut map: serde_json::Map<String, Value>) -> Result<SourceEve
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let op = match op_name.as_str() {
-        "insert" => Operation::Insert,
-        "update" => Operation::Update,
-        "replace" => Operation::Replace,
-        "delete" => Operation::Delete,
+    let op = match Operation::from_operation_type(&op_name) {
+        OperationType::Change(op) => op,
         _ => return Err(DecodeError::UnknownOperation(op_name)),
     };
     let (t, i) = map
@@ -202,8 +229,19 @@ fn decode_connector(mut map: serde_json::Map<String, Value>) -> Result<SourceEve
         })?;
     let t = u32::try_from(t).map_err(|_| DecodeError::BadVersion(format!("t = {t} too large")))?;
     let i = u32::try_from(i).map_err(|_| DecodeError::BadVersion(format!("i = {i} too large")))?;
-    let version =
-        Version::from_cluster_time(t, i).map_err(|e| DecodeError::BadVersion(e.to_string()))?;
+    // The changes of one transaction share its cluster time; the token's
+    // txnOpIndex orders them (ranks past the layout are clamped).
+    let rank = match map.get("txnNumber") {
+        Some(_) => map
+            .get("_id")
+            .and_then(|id| id.get("_data"))
+            .and_then(Value::as_str)
+            .and_then(shared::wire::resume_token::txn_op_index)
+            .filter(|(at, _)| *at == (t, i))
+            .map_or(0, |(_, n)| u32::try_from(n).unwrap_or(u32::MAX)),
+        None => 0,
+    };
+    let version = Version::saturating(t, i, rank).0;
     let ns = map
         .get("ns")
         .and_then(|ns| {
@@ -223,14 +261,65 @@ fn decode_connector(mut map: serde_json::Map<String, Value>) -> Result<SourceEve
             "{op_name} without `fullDocument`"
         )));
     }
+    let before = map
+        .remove("fullDocumentBeforeChange")
+        .filter(|d| !d.is_null());
+    let update = match map.remove("updateDescription") {
+        Some(u) if op == Operation::Update => Some(connector_update(u)?),
+        _ => None,
+    };
     Ok(SourceEvent {
         op,
         ns,
         key,
         doc,
+        update,
+        before,
         version,
         cluster_time: ClusterTime { t, i },
         format: Format::Connector,
+    })
+}
+
+/// The connector's `updateDescription` (camelCase, Extended JSON) as the
+/// wire contract's [`UpdateDescription`].
+fn connector_update(u: Value) -> Result<UpdateDescription, DecodeError> {
+    let bad = |what: &str| DecodeError::Invalid(format!("`updateDescription.{what}`"));
+    let Value::Object(mut u) = u else {
+        return Err(DecodeError::Invalid(
+            "`updateDescription` must be an object".into(),
+        ));
+    };
+    let updated_fields = match u.remove("updatedFields") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(bad("updatedFields must be an object")),
+    };
+    let removed_fields = match u.remove("removedFields") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(bad("removedFields must hold strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("removedFields must be an array")),
+    };
+    let truncated_arrays = match u.remove("truncatedArrays") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("truncatedArrays must be an array")),
+    };
+    let disambiguated_paths = match u.remove("disambiguatedPaths") {
+        Some(Value::Object(m)) => m,
+        _ => Default::default(),
+    };
+    Ok(UpdateDescription {
+        updated_fields,
+        removed_fields,
+        truncated_arrays,
+        disambiguated_paths,
     })
 }
 
@@ -246,7 +335,7 @@ mod tests {
             "key": {"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}},
             "doc": {"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}, "title": "한라산"},
             "cluster_time": {"t": 1_700_000_000u32, "i": 3},
-            "version": 1_825_361_100_800_000_003u64
+            "version": Version::of_cluster_time(1_700_000_000, 3).as_u64()
         })
     }
 
@@ -269,7 +358,7 @@ mod tests {
     fn native_event_decodes() {
         let ev = decode(Some(&bytes(&native("update")))).unwrap();
         assert_eq!(ev.op, Operation::Update);
-        assert_eq!(ev.version.as_u64(), 1_825_361_100_800_000_003);
+        assert_eq!(ev.version, Version::of_cluster_time(1_700_000_000, 3));
         assert_eq!(ev.format, Format::Native);
         assert_eq!(ev.doc.unwrap()["title"], "한라산");
     }
@@ -283,18 +372,81 @@ mod tests {
 
     #[test]
     fn snapshot_end_takes_the_snapshot_version() {
+        let at = Version::of_cluster_time(1_700_000_000, 4).as_u64();
         let v = json!({
             "schema": SCHEMA, "op": "snapshot_end",
             "ns": {"db": "mountain", "coll": "card"}, "key": null,
-            "cluster_time": {"t": 1, "i": 0}, "version": 5,
-            "snapshot": {"id": "s1", "version": 42}
+            "cluster_time": {"t": 1_700_000_000u32, "i": 4}, "version": at,
+            "snapshot": {"id": "s1", "version": at}
         });
         let ev = decode(Some(&bytes(&v))).unwrap();
         assert_eq!(ev.op, Operation::SnapshotEnd);
-        assert_eq!(ev.version.as_u64(), 42);
+        assert_eq!(ev.version.as_u64(), at);
         let mut v = v;
         v.as_object_mut().unwrap().remove("snapshot");
         assert_eq!(decode(Some(&bytes(&v))).unwrap_err().kind(), "bad_version");
+    }
+
+    #[test]
+    fn versions_not_made_from_the_cluster_time_are_refused() {
+        // A huge version would freeze the document forever.
+        let mut v = native("update");
+        v["version"] = json!(1u64 << 62);
+        let err = decode(Some(&bytes(&v))).unwrap_err();
+        assert_eq!(err.kind(), "bad_version");
+        assert!(
+            err.to_string().contains("not made from cluster time"),
+            "{err}"
+        );
+        // A huge snapshot version would delete every document of the namespace.
+        let at = Version::of_cluster_time(1_700_000_000, 4).as_u64();
+        let end = json!({
+            "schema": SCHEMA, "op": "snapshot_end",
+            "ns": {"db": "mountain", "coll": "card"}, "key": null,
+            "cluster_time": {"t": 1_700_000_000u32, "i": 4}, "version": at,
+            "snapshot": {"id": "s1", "version": (1u64 << 62)}
+        });
+        assert_eq!(
+            decode(Some(&bytes(&end))).unwrap_err().kind(),
+            "bad_version"
+        );
+        // A transaction rank is part of a consistent version.
+        let mut v = native("update");
+        v["version"] = json!(Version::new(1_700_000_000, 3, 7).unwrap().as_u64());
+        assert!(decode(Some(&bytes(&v))).is_ok());
+        // Records of the first layout (t << 30 | i) are still read.
+        let mut v = native("update");
+        v["version"] = json!((1_700_000_000u64 << 30) | 3);
+        assert_eq!(
+            decode(Some(&bytes(&v))).unwrap().version.as_u64(),
+            (1_700_000_000u64 << 30) | 3
+        );
+    }
+
+    #[test]
+    fn connector_update_without_full_document_keeps_its_delta() {
+        let mut c = change_doc();
+        c["operationType"] = json!("update");
+        c.as_object_mut().unwrap().remove("fullDocument");
+        c["updateDescription"] = json!({
+            "updatedFields": {"title": "새 제목", "tags.1": "x"},
+            "removedFields": ["draft"],
+            "truncatedArrays": [{"field": "tags", "newSize": 2}]
+        });
+        c["fullDocumentBeforeChange"] =
+            json!({"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}, "title": "옛 제목"});
+        let ev = decode(Some(&bytes(&c))).unwrap();
+        assert_eq!(ev.doc, None);
+        let u = ev.update.unwrap();
+        assert_eq!(u.updated_fields["title"], "새 제목");
+        assert_eq!(u.removed_fields, vec!["draft".to_string()]);
+        assert_eq!(u.truncated_arrays.len(), 1);
+        assert_eq!(ev.before.unwrap()["title"], "옛 제목");
+        c["updateDescription"] = json!({"removedFields": "draft"});
+        assert_eq!(
+            decode(Some(&bytes(&c))).unwrap_err().kind(),
+            "invalid_event"
+        );
     }
 
     #[test]
@@ -308,14 +460,31 @@ mod tests {
         assert_eq!(raw, as_string);
         assert_eq!(raw, enveloped);
         assert_eq!(raw.format, Format::Connector);
-        assert_eq!(
-            raw.version,
-            Version::from_cluster_time(1_700_000_000, 7).unwrap()
-        );
+        assert_eq!(raw.version, Version::of_cluster_time(1_700_000_000, 7));
         assert_eq!(
             raw.key,
             json!({"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}})
         );
+    }
+
+    #[test]
+    fn connector_transaction_changes_are_ranked_by_their_token() {
+        let in_txn = |token: &str| {
+            let mut c = change_doc();
+            c["clusterTime"] = json!({"$timestamp": {"t": 1_630_438_675u32, "i": 7}});
+            c["_id"] = json!({"_data": token});
+            c["txnNumber"] = json!({"$numberLong": "3"});
+            c["lsid"] = json!({"id": {"$binary": {"base64": "AAAA", "subType": "04"}}});
+            decode(Some(&bytes(&c))).unwrap().version
+        };
+        let first = in_txn("82612E8513000000072B022C0100296E");
+        let fourth = in_txn("82612E8513000000072B022C01002B066E");
+        assert_eq!(first, Version::of_cluster_time(1_630_438_675, 7));
+        assert_eq!(fourth, Version::new(1_630_438_675, 7, 3).unwrap());
+        assert!(fourth < Version::of_cluster_time(1_630_438_675, 8));
+        // An opaque token (another server) or one of another time: rank 0.
+        assert_eq!(in_txn("8265abc"), first);
+        assert_eq!(in_txn("82612E8513000000082B022C01002B066E"), first);
     }
 
     #[test]
@@ -357,7 +526,7 @@ mod tests {
         c["clusterTime"] = json!(5);
         assert_eq!(kind(&bytes(&c)), "bad_version");
         let mut c = change_doc();
-        c["clusterTime"] = json!({"$timestamp": {"t": 1, "i": 1u64 << 31}});
+        c["clusterTime"] = json!({"$timestamp": {"t": 1, "i": 1u64 << 33}});
         assert_eq!(kind(&bytes(&c)), "bad_version");
         let mut c = change_doc();
         c.as_object_mut().unwrap().remove("documentKey");

@@ -21,10 +21,9 @@ pub mod event;
 pub mod index_bootstrap;
 pub mod metrics;
 pub mod offsets;
-pub mod reindex;
-pub mod replay;
+pub mod ops;
+pub mod patch;
 pub mod status;
-pub mod verify;
 
 pub use config::SyncConfig;
 

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Parser, Subcommand};
-use es_sync::replay::{self, Target};
+use es_sync::ops::replay::{self, Target};
 use std::path::PathBuf;
 
 /// Kafka change-event topics into Elasticsearch, idempotent and replayable.
@@ -96,6 +96,12 @@ enum Command {
         /// Name of the new concrete index, e.g. cards-000002.
         #[arg(long, value_name = "NEW_INDEX")]
         into: String,
+        /// Where the documents come from: `topic` (the topic alone, refused
+        /// when it no longer holds every document), `index` (a copy of the
+        /// current index, then the topic from the running group's offsets),
+        /// or `auto`: `topic` when its history is complete, else `index`.
+        #[arg(long, value_name = "SOURCE", default_value = "auto")]
+        from: es_sync::ops::reindex::From,
     },
 }
 
@@ -173,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             quiet,
         } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let request = es_sync::verify::Request {
+            let request = es_sync::ops::verify::Request {
                 topic,
                 mongodb_uri,
                 collection,
@@ -182,23 +188,30 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 sample,
                 progress: !quiet,
             };
-            let report = rt.block_on(es_sync::verify::verify(&cfg, request))?;
+            let report = rt.block_on(es_sync::ops::verify::verify(&cfg, request))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.equal {
                 return Ok(std::process::ExitCode::from(1));
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Reindex { topic, into } => {
+        Command::Reindex { topic, into, from } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let report = rt.block_on(async {
                 let shutdown = shared::shutdown::on_signal();
-                es_sync::reindex::reindex(cfg, &topic, &into, shutdown).await
+                es_sync::ops::reindex::reindex(cfg, &topic, &into, from, shutdown).await
             })?;
             println!(
-                "alias {} now points at {} (was {:?}); consumer group {} can be deleted; \
-                 the old indices are kept",
-                report.alias, report.index, report.previous, report.group
+                "alias {} now points at {} (was {:?}), built from the {}; consumer group {} can \
+                 be deleted; the old indices are kept",
+                report.alias,
+                report.index,
+                report.previous,
+                match report.from {
+                    es_sync::ops::reindex::From::Index => "current index and the topic",
+                    _ => "topic",
+                },
+                report.group
             );
             Ok(std::process::ExitCode::SUCCESS)
         }

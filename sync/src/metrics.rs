@@ -3,7 +3,7 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `es_sync_documents_total` | `index`, `outcome` = indexed, deleted, conflicted, dead_lettered, skipped | final outcome of every record |
+//! | `es_sync_documents_total` | `index`, `outcome` = indexed, deleted, conflicted, dead_lettered, skipped, skipped_no_base | final outcome of every record (`skipped_no_base`: an update that carries only what changed, for a document the index does not hold) |
 //! | `es_sync_bulk_duration_seconds` | | latency of one bulk HTTP request |
 //! | `es_sync_bulk_bytes` | | NDJSON bytes per bulk request |
 //! | `es_sync_bulk_in_flight` | | bulk requests in flight when one starts, itself included (how many of `bulk.max_in_flight` are used) |
@@ -13,6 +13,7 @@
 //! | `es_sync_buffered_records` | | records received and not yet done |
 //! | `es_sync_consumer_paused` | | 1 while consumption is paused for backpressure |
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
+//! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -78,6 +79,8 @@ pub struct Metrics {
     pub paused: Gauge,
     /// Documents removed by snapshot cleanups.
     pub cleanups: Family<IndexLabels, Counter>,
+    /// Records held for the clock.
+    pub clock_holds: Counter,
 }
 
 impl Default for Metrics {
@@ -93,6 +96,7 @@ impl Default for Metrics {
             buffered: Gauge::default(),
             paused: Gauge::default(),
             cleanups: Family::default(),
+            clock_holds: Counter::default(),
         }
     }
 }
@@ -151,6 +155,11 @@ impl Metrics {
             "snapshot_cleanups",
             "Documents removed by re-snapshot cleanups",
             m.cleanups.clone(),
+        );
+        r.register(
+            "clock_holds",
+            "Records held because their cluster time is ahead of the clocks",
+            m.clock_holds.clone(),
         );
         m
     }

@@ -33,6 +33,10 @@ pub struct PartitionStatus {
     pub outstanding: usize,
     /// Whether a bulk request or cleanup of this partition is in flight.
     pub in_flight: bool,
+    /// Why the partition waits instead of going on (a record ahead of the
+    /// clocks, a snapshot cleanup that keeps failing), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +153,7 @@ mod tests {
             lag_records: Some(2),
             outstanding: 1,
             in_flight: false,
+            waiting: None,
         }
     }
 

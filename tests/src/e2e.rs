@@ -120,17 +120,38 @@ index_file = "{indices}/replies.json"
     pub fn sync_dlq(&self) -> String {
         format!("{}.dlq.sync", self.source.prefix)
     }
+
+    /// The judge: `es-sync verify` (in this process) of both collections;
+    /// panics with the reports unless both are equal.
+    pub async fn assert_verified(&self) -> Vec<es_sync::ops::verify::Report> {
+        let cfg = es_sync::config::SyncConfig::load(&self.write_sync()).expect("es-sync config");
+        let mut reports = Vec::new();
+        for coll in ["card", "reply"] {
+            let req = es_sync::ops::verify::Request {
+                topic: self.source.topic(coll),
+                mongodb_uri: crate::mongodb_uri(),
+                collection: None,
+                repair: false,
+                batch: 500,
+                sample: 5,
+                progress: false,
+            };
+            let report = es_sync::ops::verify::verify(&cfg, req)
+                .await
+                .unwrap_or_else(|e| panic!("verify {coll}: {e:#}"));
+            reports.push(report);
+        }
+        assert!(
+            reports.iter().all(|r| r.equal),
+            "the verifier finds differences: {reports:#?}"
+        );
+        reports
+    }
 }
 
-/// The Elasticsearch id of a MongoDB `_id` (as es-sync derives it).
+/// The Elasticsearch id of a MongoDB `_id` (es-sync's own rule).
 pub fn es_id(id: &Bson) -> String {
-    match id {
-        Bson::ObjectId(o) => o.to_hex(),
-        Bson::String(s) => s.clone(),
-        Bson::Int32(n) => n.to_string(),
-        Bson::Int64(n) => n.to_string(),
-        other => shared::ejson::canonical_key(other),
-    }
+    es_sync::action::render_id(&shared::ejson::bson_to_json(id))
 }
 
 /// Every document of `alias`, by id (refreshes first).

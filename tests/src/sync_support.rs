@@ -16,9 +16,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use shared::admin::AdminConfig;
-use shared::event::SCHEMA;
 use shared::retry::RetryConfig;
-use shared::version::Version;
+use shared::wire::event::SCHEMA;
+use shared::wire::version::Version;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -181,7 +181,7 @@ pub async fn produce(
 
 /// A version for a cluster time second `t` and increment `i`.
 pub fn version(t: u32, i: u32) -> u64 {
-    Version::from_cluster_time(t, i).expect("version").as_u64()
+    Version::of_cluster_time(t, i).as_u64()
 }
 
 /// A 24-hex-digit ObjectId made from `n`.
@@ -217,6 +217,18 @@ pub fn native(op: &str, id: &str, t: u32, i: u32, doc: Option<Value>) -> Vec<u8>
         ev["doc"] = d;
     }
     ev.to_string().into_bytes()
+}
+
+/// A native `snapshot_start` marker with snapshot version `(t, i)`.
+pub fn snapshot_start(t: u32, i: u32) -> Vec<u8> {
+    json!({
+        "schema": SCHEMA, "op": "snapshot_start",
+        "ns": {"db": "mountain", "coll": "card"}, "key": null,
+        "cluster_time": {"t": t, "i": i}, "version": version(t, i),
+        "snapshot": {"id": uid(), "version": version(t, i)}
+    })
+    .to_string()
+    .into_bytes()
 }
 
 /// A native `snapshot_end` marker with snapshot version `(t, i)`.
@@ -293,13 +305,22 @@ pub async fn get_doc(index: &str, id: &str) -> Option<(u64, Value)> {
 
 /// Every document of `index` as id -> (version, source), after a refresh.
 pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
-    es_call(Method::Post, &format!("/{index}/_refresh"), None).await;
-    let (status, body) = es_call(
-        Method::Post,
-        &format!("/{index}/_search"),
-        Some(json!({"size": 10000, "version": true, "query": {"match_all": {}}})),
-    )
-    .await;
+    // A just-created index answers 503 until its shard has started (seen on
+    // a loaded machine): that is "not yet", not a failure.
+    let started = Instant::now();
+    let (status, body) = loop {
+        es_call(Method::Post, &format!("/{index}/_refresh"), None).await;
+        let (status, body) = es_call(
+            Method::Post,
+            &format!("/{index}/_search"),
+            Some(json!({"size": 10000, "version": true, "query": {"match_all": {}}})),
+        )
+        .await;
+        if status != 503 || started.elapsed() > Duration::from_secs(30) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     if status == 404 {
         return BTreeMap::new();
     }
@@ -318,6 +339,41 @@ pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
             )
         })
         .collect()
+}
+
+/// Everything `topic` holds after `wait` of reading.
+pub async fn read_topic_for(topic: &str, wait: Duration) -> Vec<ReadRecord> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let c: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", format!("reader-{}", uid()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(m)) = tokio::time::timeout_at(end, c.recv()).await {
+        out.push(ReadRecord {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    out
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.

@@ -218,6 +218,11 @@ async fn reindex_builds_a_new_index_and_swaps_the_alias_while_searches_answer() 
     create_topic(&n.topic, 2).await;
     let p = producer();
     let t = 1_700_003_000;
+    // The topic begins with a snapshot in every partition, as mongo-source
+    // writes it: its history is complete, so it is rebuilt from the topic.
+    for part in 0..2 {
+        produce(&p, &n.topic, "", &snapshot_start(t - 1, 0), Some(part)).await;
+    }
     for k in 0..100u32 {
         let id = oid(7000 + u64::from(k));
         produce(
@@ -282,14 +287,16 @@ async fn reindex_builds_a_new_index_and_swaps_the_alias_while_searches_answer() 
         })
     };
     let new_index = format!("{}-000002", n.alias);
-    let report = es_sync::reindex::reindex(
+    let report = es_sync::ops::reindex::reindex(
         config(&n),
         &n.topic,
         &new_index,
+        es_sync::ops::reindex::From::Auto,
         tokio_util::sync::CancellationToken::new(),
     )
     .await
     .expect("reindex");
+    assert_eq!(report.from, es_sync::ops::reindex::From::Topic);
     writer.await.expect("writer");
     assert_eq!(report.previous, vec![format!("{}-000001", n.alias)]);
     let (s, body) = es_call(Method::Get, &format!("/_alias/{alias}"), None).await;
@@ -312,6 +319,124 @@ async fn reindex_builds_a_new_index_and_swaps_the_alias_while_searches_answer() 
         failures.load(Ordering::Relaxed),
         0,
         "every search answered with every document"
+    );
+    main.stop().await;
+}
+
+/// Deletes the records of `topic` partition 0 before `offset` (what
+/// retention does to a topic that deletes after 7 days).
+async fn delete_records_before(topic: &str, offset: i64) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .create()
+        .expect("admin");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .expect("tpl");
+    admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_never_swaps_in_an_index_that_misses_documents() {
+    let n = Names::new("rdxh");
+    create_topic(&n.topic, 1).await;
+    let p = producer();
+    let t = 1_700_004_000;
+    produce(&p, &n.topic, "", &snapshot_start(t - 1, 0), Some(0)).await;
+    // 30 documents never changed again, then 10 changed later.
+    for k in 0..40u32 {
+        let id = oid(8000 + u64::from(k));
+        let ev = native("insert", &id, t, k + 1, Some(card(&id, "old", 1)));
+        produce(&p, &n.topic, &id, &ev, None).await;
+    }
+    let main = start(config(&n));
+    let alias = n.alias.clone();
+    eventually(WAIT, "40 documents", || async {
+        (all_docs(&alias).await.len() == 40).then_some(())
+    })
+    .await;
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    // Retention takes the snapshot and the 40 inserts; 10 updates remain.
+    delete_records_before(&n.topic, 41).await;
+    for k in 30..40u32 {
+        let id = oid(8000 + u64::from(k));
+        let ev = native("update", &id, t + 1, k, Some(card(&id, "new", 2)));
+        produce(&p, &n.topic, &id, &ev, None).await;
+    }
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+
+    // From the topic alone the new index would hold 10 documents: refused.
+    let err = es_sync::ops::reindex::reindex(
+        config(&n),
+        &n.topic,
+        &format!("{}-000002", n.alias),
+        es_sync::ops::reindex::From::Topic,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("partition 0") && msg.contains("starts at offset 41"),
+        "{msg}"
+    );
+    assert!(msg.contains("--from index"), "{msg}");
+    let (s, body) = es_call(Method::Get, &format!("/_alias/{alias}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+        Some(vec![format!("{}-000001", n.alias)]),
+        "the alias did not move"
+    );
+
+    // auto: copy the current index, then the topic from the running group's offsets.
+    let new_index = format!("{}-000003", n.alias);
+    let writer = {
+        let (topic, p) = (n.topic.clone(), p.clone());
+        tokio::spawn(async move {
+            for k in 0..10u32 {
+                let id = oid(8000 + u64::from(k));
+                let ev = native("update", &id, t + 2, k, Some(card(&id, "during", 3)));
+                produce(&p, &topic, &id, &ev, None).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let report = es_sync::ops::reindex::reindex(
+        config(&n),
+        &n.topic,
+        &new_index,
+        es_sync::ops::reindex::From::Auto,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("reindex from the index");
+    writer.await.expect("writer");
+    assert_eq!(report.from, es_sync::ops::reindex::From::Index);
+    eventually(
+        WAIT,
+        "every document in the new index, at its newest",
+        || async {
+            let d = all_docs(&new_index).await;
+            let title = |k: u64| d.get(&oid(8000 + k)).map(|(_, s)| s["title"].clone());
+            (d.len() == 40
+                && (0..10).all(|k| title(k) == Some(json!("during")))
+                && (10..30).all(|k| title(k) == Some(json!("old")))
+                && (30..40).all(|k| title(k) == Some(json!("new"))))
+            .then_some(())
+        },
+    )
+    .await;
+    let (_, body) = es_call(Method::Get, &format!("/_alias/{alias}"), None).await;
+    assert_eq!(
+        body.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+        Some(vec![new_index.clone()])
     );
     main.stop().await;
 }

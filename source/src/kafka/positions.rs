@@ -13,70 +13,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use shared::event::ClusterTime;
+use shared::wire::position::POSITION_SCHEMA;
+pub use shared::wire::position::{Position, SnapshotProgress, TxnProgress};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-/// The stored position of one stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Position {
-    /// Stream name (`db.collection`), also the record key.
-    pub stream: String,
-    /// Resume token (canonical Extended JSON of the opaque token), if the
-    /// change stream produced one yet.
-    #[serde(default)]
-    pub token: Option<Value>,
-    /// Cluster time of the last event covered (lag and status).
-    #[serde(default)]
-    pub cluster_time: Option<ClusterTime>,
-    /// Where to start the change stream when there is no token yet: right
-    /// after a snapshot, its start time.
-    #[serde(default)]
-    pub start_at: Option<ClusterTime>,
-    /// The token is an invalidate event's: reopen with `startAfter`.
-    #[serde(default)]
-    pub after_invalidate: bool,
-    /// Snapshot in progress, if any.
-    #[serde(default)]
-    pub snapshot: Option<SnapshotProgress>,
-    /// Events written by this stream so far.
-    #[serde(default)]
-    pub events: u64,
-    /// When this position was committed (ISO-8601).
-    pub committed_at: String,
-}
-
-/// Progress of a snapshot copy, so a crash resumes the copy where it was.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotProgress {
-    /// Snapshot run id.
-    pub id: String,
-    /// Snapshot version (from the cluster time read before the copy).
-    pub version: u64,
-    /// The `_id` of the last document copied (Extended JSON); the copy
-    /// goes on after it in `_id` order.
-    #[serde(default)]
-    pub last_id: Option<Value>,
-    /// Documents copied so far.
-    #[serde(default)]
-    pub copied: u64,
-    /// Whether the start marker was written.
-    #[serde(default)]
-    pub started: bool,
-}
-
-impl Position {
-    /// The record that stores this position.
-    pub fn to_record(&self, topic: &str) -> Record {
-        Record {
-            topic: topic.to_string(),
-            partition: None,
-            key: Some(self.stream.clone()),
-            value: serde_json::to_vec(self).unwrap_or_default(),
-            headers: vec![("schema", "mongo-source.position.v1".to_string())],
-        }
+/// The record that stores `position`.
+pub fn to_record(position: &Position, topic: &str) -> Record {
+    Record {
+        topic: topic.to_string(),
+        partition: None,
+        key: Some(position.stream.clone()),
+        value: position.to_json(),
+        headers: vec![("schema", POSITION_SCHEMA.to_string())],
     }
 }
 
@@ -197,27 +146,4 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{}-{nanos}", std::process::id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn position_round_trips() {
-        let p = Position {
-            stream: "mountain.card".into(),
-            token: Some(serde_json::json!({"_data": "8265..."})),
-            cluster_time: Some(ClusterTime { t: 5, i: 1 }),
-            start_at: None,
-            after_invalidate: false,
-            snapshot: None,
-            events: 10,
-            committed_at: "2026-12-01T00:00:00Z".into(),
-        };
-        let r = p.to_record("live.mongo-source.offsets");
-        assert_eq!(r.key.as_deref(), Some("mountain.card"));
-        let back: Position = serde_json::from_slice(&r.value).unwrap();
-        assert_eq!(back, p);
-    }
 }

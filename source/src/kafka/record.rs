@@ -2,8 +2,8 @@
 //! dead-letter pointer that replaces a record over the limit.
 
 use serde_json::json;
-use shared::event::{ChangeEvent, Namespace, HEADER_OP, HEADER_SCHEMA, HEADER_VERSION};
-use shared::version::Version;
+use shared::wire::event::{ChangeEvent, Namespace, HEADER_OP, HEADER_SCHEMA, HEADER_VERSION};
+use shared::wire::version::Version;
 
 /// Bytes a record adds on the wire beyond key, value and headers: the
 /// record-batch header (61) plus the record's own varints and attributes,
@@ -114,7 +114,7 @@ pub fn oversized_pointer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::event::{ClusterTime, Operation, SCHEMA};
+    use shared::wire::event::{ClusterTime, Operation, SCHEMA};
 
     fn ev(doc_len: usize) -> ChangeEvent {
         ChangeEvent {
@@ -127,9 +127,10 @@ mod tests {
             key: json!({"_id": "a"}),
             doc: Some(json!({"_id": "a", "body": "x".repeat(doc_len)})),
             update: None,
+            before: None,
             cluster_time: ClusterTime { t: 1, i: 1 },
             wall_time: None,
-            version: 1 << 30 | 1,
+            version: shared::wire::version::Version::of_cluster_time(1, 1).as_u64(),
             txn: None,
             snapshot: None,
         }

@@ -18,16 +18,16 @@ use super::large_event::{self, Fragments, Mode};
 use super::pipeline::{self, Pending};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
-use crate::change::{decode, marker, Decoded};
+use crate::change::{decode, marker, Decoded, TxnRanks};
 use crate::error::{Result, StreamError};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use shared::ejson::json_to_bson;
-use shared::event::{ClusterTime, Operation, SnapshotInfo};
 use shared::state::StreamState;
-use shared::version::Version;
+use shared::wire::change_stream::collection_gone_snapshot;
+use shared::wire::event::{ClusterTime, Operation};
 use std::time::{Duration, Instant};
 
 /// The event as a document (see [`crate::change::read_raw`]).
@@ -53,9 +53,11 @@ pub async fn follow(
         start_at: None,
         after_invalidate: false,
         snapshot: None,
+        txn: None,
         events: 0,
         committed_at: now_iso(),
     });
+    let mut ranks = TxnRanks::resume(position.txn.as_ref());
     let mut start = start;
     let mut split = server_splits(ctx).await;
     let mut mode = Mode::Normal;
@@ -69,7 +71,17 @@ pub async fn follow(
             r => r?,
         };
         ctx.status.set_state(StreamState::Running);
-        match drain(ctx, writer, &mut stream, &mut position, mode, split).await? {
+        let drained = drain(
+            ctx,
+            writer,
+            &mut stream,
+            &mut position,
+            &mut ranks,
+            mode,
+            split,
+        )
+        .await?;
+        match drained {
             Drained::Shutdown => return Ok(()),
             Drained::TooLarge => {
                 mode = mode.after_too_large();
@@ -216,11 +228,22 @@ async fn drain(
     writer: &Writer,
     stream: &mut ChangeStream<RawDocumentBuf>,
     position: &mut Pos,
+    ranks: &mut TxnRanks,
     mode: Mode,
     split: bool,
 ) -> Result<Drained> {
     let mut pending: Pending<'_> = None;
-    let out = drain_pipelined(ctx, writer, stream, position, mode, split, &mut pending).await;
+    let out = drain_pipelined(
+        ctx,
+        writer,
+        stream,
+        position,
+        ranks,
+        mode,
+        split,
+        &mut pending,
+    )
+    .await;
     // Whatever ended the loop, the batch already handed over is committed
     // (or its failure reported) before the caller moves on.
     let last = pipeline::settle(&mut pending).await;
@@ -234,6 +257,7 @@ async fn drain_pipelined<'a>(
     writer: &'a Writer,
     stream: &mut ChangeStream<RawDocumentBuf>,
     position: &mut Pos,
+    ranks: &mut TxnRanks,
     mode: Mode,
     split: bool,
     pending: &mut Pending<'a>,
@@ -292,24 +316,28 @@ async fn drain_pipelined<'a>(
             };
             match next {
                 Some(doc) => match decode(&doc, &ctx.spec.ns)? {
-                    Decoded::Change { key, event } if mode == Mode::SkipOne => {
-                        let pointer = large_event::too_large_pointer(
-                            &ctx.cfg.topics.dlq_topic(),
-                            &ctx.spec.topic,
-                            &key,
-                            &event,
-                            split,
-                        );
-                        writer.dead_letter(
-                            ctx,
-                            &mut batch,
-                            pointer,
-                            large_event::REASON,
-                            event.cluster_time,
-                        );
-                    }
-                    Decoded::Change { key, event } => {
-                        writer.add(ctx, &mut batch, None, Some(key), &event)?;
+                    Decoded::Change { key, mut event } => {
+                        if ranks.assign(&key, &mut event) {
+                            version_clamped(ctx, &key, &event);
+                        }
+                        if mode == Mode::SkipOne {
+                            let pointer = large_event::too_large_pointer(
+                                &ctx.cfg.topics.dlq_topic(),
+                                &ctx.spec.topic,
+                                &key,
+                                &event,
+                                split,
+                            );
+                            writer.dead_letter(
+                                ctx,
+                                &mut batch,
+                                pointer,
+                                large_event::REASON,
+                                event.cluster_time,
+                            );
+                        } else {
+                            writer.add(ctx, &mut batch, None, Some(key), &event)?;
+                        }
                     }
                     Decoded::CollectionGone { op, cluster_time } => {
                         collection_gone(ctx, writer, &mut batch, &op, cluster_time)?;
@@ -353,6 +381,7 @@ async fn drain_pipelined<'a>(
             next.token = token.or(next.token);
             next.after_invalidate = invalidated;
             next.cluster_time = batch.last.or(next.cluster_time);
+            next.txn = ranks.progress();
             next.events += batch.ops.values().sum::<u64>() + batch.dead_lettered;
             next.committed_at = now_iso();
             *position = next.clone();
@@ -389,13 +418,8 @@ fn collection_gone(
     op: &str,
     ts: Timestamp,
 ) -> Result<()> {
-    let version = Version::from_cluster_time(ts.time, ts.increment)
-        .map_err(|e| StreamError::BadEvent(e.to_string()))?;
     tracing::warn!(stream = %ctx.spec.name, op, "collection gone: announcing an empty snapshot");
-    let snap = SnapshotInfo {
-        id: format!("{op}-{}-{}", ts.time, ts.increment),
-        version: version.as_u64(),
-    };
+    let snap = collection_gone_snapshot(op, ts);
     for op in [Operation::SnapshotStart, Operation::SnapshotEnd] {
         let ev = marker(op, &ctx.spec.ns, &snap);
         for p in &writer.partitions {
@@ -407,4 +431,23 @@ fn collection_gone(
         i: ts.increment,
     });
     Ok(())
+}
+
+/// A change whose version had to be clamped ([`TxnRanks::assign`]): more
+/// than 524,287 oplog entries in one second, or more than 255 changes of
+/// one document in one transaction. Order is kept; two such changes of one
+/// document may share a version. Logged and counted, never silent.
+fn version_clamped(ctx: &StreamCtx, key: &str, event: &shared::wire::event::ChangeEvent) {
+    tracing::warn!(
+        stream = %ctx.spec.name,
+        key,
+        t = event.cluster_time.t,
+        i = event.cluster_time.i,
+        rank = event.txn.as_ref().map_or(0, |t| t.rank),
+        "version clamped: increment or transaction rank past the version layout"
+    );
+    ctx.metrics
+        .versions_clamped
+        .get_or_create(&ctx.label())
+        .inc();
 }

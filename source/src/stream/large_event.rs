@@ -30,7 +30,7 @@ use crate::kafka::record::Record;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use serde_json::json;
-use shared::event::{ChangeEvent, HEADER_OP, HEADER_VERSION};
+use shared::wire::event::{ChangeEvent, HEADER_OP, HEADER_VERSION};
 
 /// `BSONObjectTooLarge`: a change event over 16 MB.
 pub const TOO_LARGE_CODE: i32 = 10334;
@@ -272,7 +272,7 @@ mod tests {
     use super::*;
     use crate::change::{decode, Decoded};
     use mongodb::bson::Timestamp;
-    use shared::event::Namespace;
+    use shared::wire::event::Namespace;
 
     #[test]
     fn split_support_by_version() {

@@ -22,10 +22,10 @@ use crate::kafka::topics::Topics;
 use crate::metrics::{Metrics, StreamLabel, StreamReason};
 use crate::status::StreamStatus;
 use mongodb::bson::{Bson, Timestamp};
-use shared::event::ClusterTime;
 use shared::retry::{Classify, ErrorClass};
 use shared::shutdown::CancellationToken;
 use shared::state::StreamState;
+use shared::wire::event::ClusterTime;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -26,9 +26,8 @@ use crate::metrics::StreamLabel;
 use futures::TryStreamExt as _;
 use mongodb::bson::{doc, Bson, Document};
 use shared::ejson::{bson_to_json, json_to_bson};
-use shared::event::{ClusterTime, Operation, SnapshotInfo};
 use shared::state::StreamState;
-use shared::version::Version;
+use shared::wire::event::{ClusterTime, Operation, SnapshotInfo};
 
 /// Runs (or resumes, given the stored position) a snapshot and returns the
 /// position from which the change stream starts.
@@ -38,8 +37,7 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         Some(p) if p.snapshot.is_some() => p,
         previous => {
             let ts = current_cluster_time(ctx).await?;
-            let version = Version::from_cluster_time(ts.time, ts.increment)
-                .map_err(|e| StreamError::Internal(e.to_string()))?;
+            let version = shared::wire::change_stream::snapshot_version(ts);
             Pos {
                 stream: ctx.spec.name.clone(),
                 token: None,
@@ -51,11 +49,12 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
                 after_invalidate: false,
                 snapshot: Some(SnapshotProgress {
                     id: uuid::Uuid::new_v4().to_string(),
-                    version: version.as_u64(),
+                    version,
                     last_id: None,
                     copied: 0,
                     started: false,
                 }),
+                txn: None,
                 events: previous.map_or(0, |p| p.events),
                 committed_at: now_iso(),
             }

@@ -9,7 +9,7 @@ use crate::kafka::positions::Position;
 use crate::kafka::record::{oversized_pointer, Record};
 use crate::kafka::sink::{Mode, Sink};
 use crate::metrics::{StreamLabel, StreamOp, StreamReason};
-use shared::event::{ChangeEvent, ClusterTime};
+use shared::wire::event::{ChangeEvent, ClusterTime};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,8 @@ impl Writer {
     /// and metrics.
     pub async fn commit(&self, ctx: &StreamCtx, batch: Batch, position: &Position) -> Result<()> {
         let started = Instant::now();
-        let pos_record = position.to_record(&ctx.cfg.topics.offsets_topic());
+        let pos_record =
+            crate::kafka::positions::to_record(position, &ctx.cfg.topics.offsets_topic());
         let mut late_dlq = 0;
         self.sink
             .write(&batch.records, pos_record, |r| {

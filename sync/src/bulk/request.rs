@@ -50,7 +50,7 @@ pub fn encode(action: &Action) -> Option<Vec<u8>> {
             json!({"delete": {"_index": index, "_id": id, "version": version, "version_type": "external"}}),
             None,
         ),
-        Action::SnapshotEnd { .. } | Action::Skip => return None,
+        Action::Patch(_) | Action::SnapshotEnd { .. } | Action::Skip => return None,
     };
     let mut out = head.to_string().into_bytes();
     out.push(b'\n');

@@ -41,6 +41,8 @@ pub enum Final {
     },
     /// Given up because of `stop`; redelivered later.
     Abandoned,
+    /// Not sent: nothing to write (a patch without a base document).
+    Skipped,
 }
 
 /// Sends bulk requests.

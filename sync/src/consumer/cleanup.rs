@@ -1,11 +1,13 @@
 //! Snapshot cleanup: at the end of a snapshot, delete the documents of
 //! that partition and namespace older than the snapshot (refresh, then
-//! delete-by-query), retried; dead-lettered when it keeps failing.
+//! delete-by-query), retried with backoff until it succeeds, whatever the
+//! error: the partition waits meanwhile and `/status` says why. Its marker
+//! is never dead-lettered (that would leave documents deleted in MongoDB
+//! searchable).
 
-use super::partition::Work;
+use super::partition::{Waiting, Work};
 use super::{Loop, Report, Tp};
 use crate::action::Action;
-use crate::dlq::DlqReason;
 use crate::elastic;
 use serde_json::json;
 
@@ -36,22 +38,37 @@ impl Loop {
         let stop = self.hard_stop.clone();
         let metrics = self.metrics.clone();
         let retry = self.cfg.retry.clone();
-        let dlq = self.dlq.clone();
         let tp = tp.clone();
         let offset = q.offset;
-        let record = q.record;
         tokio::spawn(async move {
             let query = json!({"bool": {"filter": [
                 {"range": {"_sync.version": {"lt": version}}},
                 {"term": {"_sync.partition": partition}},
                 {"term": {"_sync.ns": ns}},
             ]}});
-            let result = shared::retry::retry(
+            let mut failures = 0u64;
+            // Every failure (a closed or blocked index, a missing alias or
+            // permission, a node away) is one an operator fixes: never
+            // dead-lettered, since the documents deleted in MongoDB would
+            // then stay searchable.
+            let result = shared::retry::retry_forever(
                 &retry,
                 &stop,
                 |e: &elastic::EsError, d| {
                     metrics.retry("cleanup", 1);
-                    tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "snapshot cleanup failed; retrying");
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(%index, %ns, partition, error = %e, "snapshot cleanup failed; retrying until it succeeds");
+                    } else {
+                        tracing::debug!(%index, error = %e, delay_ms = d.as_millis() as u64, "snapshot cleanup still failing");
+                    }
+                    let _ = tx.send(Report::Waiting {
+                        tp: tp.clone(),
+                        epoch,
+                        why: Some(Waiting::Cleanup(format!(
+                            "snapshot cleanup of {ns} in {index} failing ({failures} tries), retrying: {e}"
+                        ))),
+                    });
                 },
                 || async {
                     elastic::refresh(&es, &index).await?;
@@ -59,32 +76,24 @@ impl Loop {
                 },
             )
             .await;
-            let finished = match result {
+            let done = match result {
                 Ok(deleted) => {
-                    tracing::info!(%index, %ns, partition, version, deleted, "snapshot cleanup done");
+                    tracing::info!(%index, %ns, partition, version, deleted, failures, "snapshot cleanup done");
                     metrics
                         .cleanups
                         .get_or_create(&crate::metrics::IndexLabels {
                             index: index.clone(),
                         })
                         .inc_by(deleted);
-                    true
+                    vec![(tp.clone(), epoch, offset)]
                 }
-                Err(shared::retry::RetryError::Failed(e)) => {
-                    let why = DlqReason {
-                        error_type: "snapshot_cleanup_failed".into(),
-                        reason: e.to_string(),
-                        index: Some(index.clone()),
-                    };
-                    dlq.send(&record, &why, &stop).await
-                }
-                Err(shared::retry::RetryError::Cancelled) => false,
+                Err(shared::retry::Cancelled) => Vec::new(),
             };
-            let done = if finished {
-                vec![(tp.clone(), epoch, offset)]
-            } else {
-                Vec::new()
-            };
+            let _ = tx.send(Report::Waiting {
+                tp: tp.clone(),
+                epoch,
+                why: None,
+            });
             let _ = tx.send(Report::Finished {
                 release: vec![(tp, epoch)],
                 done,

@@ -43,6 +43,7 @@ impl Loop {
                 () = sleep_until_opt(deadline) => {}
                 _ = tick.tick() => {
                     ticks += 1;
+                    self.release_clock_holds();
                     self.publish_status();
                     // Watermarks (lag) and reachability every 2 s.
                     if ticks % 2 == 1 {
@@ -110,6 +111,19 @@ impl Loop {
                 }
                 for (tp, epoch, offset) in done {
                     self.mark_done(&tp, epoch, offset);
+                }
+            }
+            Report::Waiting { tp, epoch, why } => {
+                if let Some(p) = self.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
+                    match why {
+                        Some(w) => p.waiting = Some(w),
+                        // The end of a cleanup episode clears only its own reason.
+                        None => {
+                            if matches!(p.waiting, Some(super::partition::Waiting::Cleanup(_))) {
+                                p.waiting = None;
+                            }
+                        }
+                    }
                 }
             }
             Report::Watermarks(marks) => {

@@ -6,6 +6,7 @@ use super::partition::{Queued, Work};
 use super::{Loop, Tp};
 use crate::action::{self, Action};
 use crate::bulk::request::encode;
+use crate::bulk::resolve::{Body, Target};
 use crate::dlq::{DlqReason, RawRecord};
 use crate::event;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -56,6 +57,11 @@ impl Loop {
         part.outstanding_bytes += size;
         let epoch = part.epoch;
         let index = route.alias.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let record_secs = record.timestamp.and_then(|t| u64::try_from(t / 1000).ok());
+        let mut ahead = None;
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -63,16 +69,14 @@ impl Loop {
                 index: None,
             })
             .and_then(|ev| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                action::check_not_future(&ev, now, cfg.consumer.max_future_seconds)
-                    .and_then(|()| action::build(&ev, route, &index, tp.1))
-                    .map_err(|e| DlqReason {
-                        error_type: e.kind().into(),
-                        reason: e.to_string(),
-                        index: Some(index.clone()),
-                    })
+                ahead =
+                    action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
+                        .map(|secs| (u64::from(ev.cluster_time.t), secs));
+                action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
+                    error_type: e.kind().into(),
+                    reason: e.to_string(),
+                    index: Some(index.clone()),
+                })
             });
         match built {
             Ok(Action::Skip) => {
@@ -81,30 +85,84 @@ impl Loop {
             }
             Ok(a @ Action::SnapshotEnd { .. }) => {
                 let part = self.partition(&tp);
-                part.queue.push_back(Queued {
-                    offset,
-                    received: Instant::now(),
-                    work: Work::Cleanup { action: a },
-                    record,
-                });
+                let work = Work::Cleanup { action: a };
+                match ahead {
+                    Some((t, secs)) => self.hold_for_clock(&tp, offset, record, work, t, secs),
+                    None => part.queue.push_back(Queued {
+                        offset,
+                        received: Instant::now(),
+                        work,
+                        record,
+                        clock: None,
+                    }),
+                }
             }
             Ok(a) => {
                 let kind = a.kind();
-                let Some(lines) = encode(&a) else { return };
+                let (body, target, size) = match a {
+                    Action::Patch(p) => {
+                        let target = Target {
+                            index: p.index.clone(),
+                            id: p.id.clone(),
+                            version: p.version,
+                            delete: false,
+                        };
+                        // Estimated: the patched document is built at send time.
+                        let size = record.size();
+                        (Body::Patch(p), target, size)
+                    }
+                    a => {
+                        let Some(target) = target_of(&a) else { return };
+                        let Some(lines) = encode(&a) else { return };
+                        let size = lines.len();
+                        (Body::Ready(lines), target, size)
+                    }
+                };
                 let part = self.partition(&tp);
                 part.queued_items += 1;
-                part.queued_bytes += lines.len();
-                part.queue.push_back(Queued {
-                    offset,
-                    received: Instant::now(),
-                    work: Work::Bulk { lines, index, kind },
-                    record,
-                });
+                part.queued_bytes += size;
+                let work = Work::Bulk {
+                    body,
+                    target,
+                    size,
+                    kind,
+                };
+                match ahead {
+                    Some((t, secs)) => self.hold_for_clock(&tp, offset, record, work, t, secs),
+                    None => self.partition(&tp).queue.push_back(Queued {
+                        offset,
+                        received: Instant::now(),
+                        work,
+                        record,
+                        clock: None,
+                    }),
+                }
             }
             Err(why) => {
                 let index_label = why.index.clone().unwrap_or_else(|| index.clone());
                 self.spawn_dlq(tp, epoch, record, why, index_label);
             }
         }
+    }
+}
+
+/// What an `index` or `delete` action targets.
+fn target_of(a: &Action) -> Option<Target> {
+    match a {
+        Action::Index {
+            index, id, version, ..
+        } => Some(Target {
+            index: index.clone(),
+            id: id.clone(),
+            version: *version,
+            delete: false,
+        }),
+        Action::Delete { index, id, version } => Some(Target {
+            index: index.clone(),
+            id: id.clone(),
+            version: *version,
+            delete: true,
+        }),
+        _ => None,
     }
 }

@@ -43,6 +43,7 @@
 
 mod backpressure;
 mod cleanup;
+mod clock;
 mod config;
 mod control;
 mod dispatch;
@@ -84,6 +85,12 @@ enum Report {
     },
     /// Watermarks fetched.
     Watermarks(Vec<(Tp, i64)>),
+    /// A partition's work waits on a fault (or no longer does: `None`).
+    Waiting {
+        tp: Tp,
+        epoch: u64,
+        why: Option<partition::Waiting>,
+    },
 }
 
 /// Runs the consumer until `shutdown` fires (see the module documentation).

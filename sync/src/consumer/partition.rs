@@ -4,6 +4,7 @@
 
 use super::{Loop, Tp};
 use crate::action::Action;
+use crate::bulk::resolve::{Body, Target};
 use crate::dlq::RawRecord;
 use crate::offsets::OffsetTracker;
 use rdkafka::consumer::Consumer;
@@ -16,8 +17,10 @@ use std::time::Instant;
 /// What waits in a partition queue.
 pub(super) enum Work {
     Bulk {
-        lines: Vec<u8>,
-        index: String,
+        body: Body,
+        target: Target,
+        /// NDJSON bytes (estimated for a patch).
+        size: usize,
         kind: &'static str,
     },
     Cleanup {
@@ -30,6 +33,16 @@ pub(super) struct Queued {
     pub(super) received: Instant,
     pub(super) work: Work,
     pub(super) record: Arc<RawRecord>,
+    /// Held until the clocks reach this cluster time (seconds) minus
+    /// `consumer.max_future_seconds` ([`crate::action::ahead_of_clocks`]).
+    pub(super) clock: Option<u64>,
+}
+
+impl Queued {
+    /// Whether it may be sent now (not held for the clock).
+    pub(super) fn ready(&self) -> bool {
+        self.clock.is_none()
+    }
 }
 
 pub(super) struct Partition {
@@ -47,6 +60,25 @@ pub(super) struct Partition {
     pub(super) high_watermark: Option<i64>,
     pub(super) stored: Option<i64>,
     pub(super) state: StreamState,
+    /// Why the partition waits, shown on `/status` (`None` when it does not).
+    pub(super) waiting: Option<Waiting>,
+}
+
+/// Why a partition waits instead of going on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// A record ahead of the clocks ([`super::clock`]).
+    Clock(String),
+    /// A snapshot cleanup keeps failing ([`super::cleanup`]).
+    Cleanup(String),
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Clock(m) | Self::Cleanup(m) => f.write_str(m),
+        }
+    }
 }
 
 impl Partition {
@@ -72,6 +104,7 @@ impl Loop {
             high_watermark: None,
             stored: None,
             state: StreamState::Running,
+            waiting: None,
         });
         if entry.epoch == epoch {
             self.next_epoch += 1;

@@ -42,6 +42,8 @@ impl Loop {
                 partition: *partition,
                 state: if self.paused {
                     StreamState::Paused
+                } else if p.waiting.is_some() {
+                    StreamState::Retrying
                 } else {
                     p.state
                 },
@@ -50,6 +52,7 @@ impl Loop {
                 lag_records: lag,
                 outstanding: p.tracker.outstanding(),
                 in_flight: p.busy,
+                waiting: p.waiting.as_ref().map(ToString::to_string),
             });
         }
         let (n, _) = self.buffered();

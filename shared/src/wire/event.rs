@@ -1,6 +1,7 @@
 //! The change event envelope that `mongo-source` writes to Kafka and
 //! `es-sync` reads (schema `mongo-source.change.v1`, described with examples
-//! in `docs/events.md`).
+//! in `docs/events.md`). Built from a change-stream document by
+//! [`super::change_stream`], versioned by [`super::version`].
 //!
 //! - Kafka key: the canonical Extended JSON of the document `_id`
 //!   ([`crate::ejson::canonical_key`]), so one document always lands in one
@@ -9,6 +10,7 @@
 //!   Extended JSON ([`crate::ejson`]), lossless for every BSON type.
 //! - Kafka headers: [`HEADER_OP`], [`HEADER_VERSION`], [`HEADER_SCHEMA`].
 
+use super::version::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -74,6 +76,36 @@ impl Operation {
     pub fn is_marker(self) -> bool {
         matches!(self, Self::SnapshotStart | Self::SnapshotEnd)
     }
+
+    /// What a change stream's `operationType` means: the one mapping both
+    /// `mongo-source` and `es-sync` (reading the MongoDB Kafka Connector's
+    /// records) use.
+    pub fn from_operation_type(op_type: &str) -> OperationType {
+        match op_type {
+            "insert" => OperationType::Change(Self::Insert),
+            "update" => OperationType::Change(Self::Update),
+            "replace" => OperationType::Change(Self::Replace),
+            "delete" => OperationType::Change(Self::Delete),
+            "drop" | "rename" | "dropDatabase" => OperationType::CollectionGone,
+            "invalidate" => OperationType::Invalidate,
+            _ => OperationType::Other,
+        }
+    }
+}
+
+/// The meaning of a change stream `operationType`
+/// ([`Operation::from_operation_type`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationType {
+    /// A change of one document.
+    Change(Operation),
+    /// The collection was dropped or renamed away (`drop`, `rename`,
+    /// `dropDatabase`).
+    CollectionGone,
+    /// The stream was invalidated.
+    Invalidate,
+    /// Anything else (DDL events): no meaning for the index.
+    Other,
 }
 
 /// Database and collection of a change.
@@ -112,6 +144,12 @@ pub struct UpdateDescription {
     /// Arrays truncated (`{"field": path, "newSize": n}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated_arrays: Vec<Value>,
+    /// For a path of `updated_fields`/`removed_fields` whose segments are
+    /// ambiguous (a field name with a dot, or made of digits), its segments
+    /// spelled out: strings are field names, numbers array indexes
+    /// (MongoDB 6.1+ `disambiguatedPaths`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub disambiguated_paths: Map<String, Value>,
 }
 
 /// Transaction a change belonged to.
@@ -121,6 +159,11 @@ pub struct TxnInfo {
     pub lsid: Value,
     /// Transaction number within the session.
     pub txn_number: i64,
+    /// Rank of this change among the changes of the same document in this
+    /// transaction (0 for the first): the `n` of the version layout
+    /// ([`super::version`]). Absent (0) in events written before issue 14.
+    #[serde(default)]
+    pub rank: u32,
 }
 
 /// Snapshot a record or marker belongs to.
@@ -150,13 +193,17 @@ pub struct ChangeEvent {
     /// For updates: which fields changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateDescription>,
+    /// The document before the change (`fullDocumentBeforeChange`), when
+    /// the change stream was asked for pre-images and had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
     /// Cluster time of the change (for snapshot records: of the snapshot).
     pub cluster_time: ClusterTime,
     /// Wall-clock time of the change on the server, ISO-8601, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_time: Option<String>,
-    /// The version ([`crate::version::Version`]): strictly increasing per
-    /// document in source order.
+    /// The version ([`Version`]): strictly increasing per document in
+    /// commit order.
     pub version: u64,
     /// Transaction info when the change was part of one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +217,31 @@ impl ChangeEvent {
     /// The `_id` of the document, Extended JSON (absent for markers).
     pub fn id(&self) -> Option<&Value> {
         self.key.get("_id")
+    }
+
+    /// Gives this change rank `n` inside its transaction and the version
+    /// that goes with it; `true` when the cluster time's increment or the
+    /// rank had to be clamped ([`Version::saturating`]).
+    pub fn set_rank(&mut self, n: u32) -> bool {
+        let (version, clamped) = Version::saturating(self.cluster_time.t, self.cluster_time.i, n);
+        self.version = version.as_u64();
+        if let Some(txn) = &mut self.txn {
+            txn.rank = n.min(super::version::MAX_RANK);
+        }
+        clamped
+    }
+
+    /// Whether `version` is what a source writes for this event's cluster
+    /// time (see [`Version::matches_cluster_time`]); for markers and
+    /// snapshot records, the snapshot version must match too.
+    pub fn version_is_consistent(&self) -> bool {
+        let ct = self.cluster_time;
+        let own = Version::from_u64(self.version).matches_cluster_time(ct.t, ct.i);
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| Version::from_u64(s.version).matches_cluster_time(ct.t, ct.i));
+        own && snapshot
     }
 }
 
@@ -198,7 +270,9 @@ mod tests {
                 updated_fields: json!({"title": "한라산"}).as_object().unwrap().clone(),
                 removed_fields: vec!["old".into()],
                 truncated_arrays: vec![],
+                disambiguated_paths: Map::new(),
             }),
+            before: None,
             cluster_time: ClusterTime {
                 t: 1_700_000_000,
                 i: 3,

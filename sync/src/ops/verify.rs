@@ -23,13 +23,13 @@ use crate::elastic;
 use anyhow::Context as _;
 use elasticsearch::http::Method;
 use futures::TryStreamExt as _;
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::bson::{doc, Bson, Document};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use shared::ejson::{bson_to_json, canonical_key, document_to_json, json_to_bson};
-use shared::event::{ChangeEvent, ClusterTime, Namespace, Operation, SnapshotInfo, SCHEMA};
-use shared::version::Version;
+use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, SnapshotInfo, SCHEMA};
+use shared::wire::version::Version;
 use std::time::{Duration, Instant};
 
 /// What to verify.
@@ -117,27 +117,17 @@ pub fn same_content(expected: &Map<String, Value>, indexed: &Value) -> bool {
 
 /// MongoDB values whose rendering as an Elasticsearch id is `id`.
 pub fn id_candidates(id: &str) -> Vec<Bson> {
-    let mut out = vec![Bson::String(id.to_string())];
-    if id.len() == 24 {
-        if let Ok(oid) = ObjectId::parse_str(id) {
-            out.push(Bson::ObjectId(oid));
-        }
-    }
-    if let Ok(n) = id.parse::<i64>() {
-        out.push(Bson::Int64(n));
+    let parsed = action::parse_id(id);
+    if let Some(n) = parsed.as_i64() {
+        let mut out = vec![Bson::Int64(n), Bson::Double(n as f64)];
         if let Ok(small) = i32::try_from(n) {
             out.push(Bson::Int32(small));
         }
-        out.push(Bson::Double(n as f64));
+        return out;
     }
-    if id.starts_with('{') || id.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Value>(id) {
-            if let Ok(b) = json_to_bson(&v) {
-                out.push(b);
-            }
-        }
-    }
-    out
+    json_to_bson(&parsed)
+        .map(|b| vec![b])
+        .unwrap_or_else(|_| vec![Bson::String(id.to_string())])
 }
 
 struct Ctx<'a> {
@@ -185,7 +175,7 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     let es = elastic::client(&cfg.elasticsearch)?;
     let repair = if req.repair {
         let ts = cluster_time(&client, &collection).await?;
-        let version = Version::from_cluster_time(ts.t, ts.i)?.as_u64();
+        let version = Version::of_cluster_time(ts.t, ts.i).as_u64();
         let producer: FutureProducer = crate::consumer::consumer_config(cfg, "unused")
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
@@ -445,21 +435,9 @@ async fn emit_document(ctx: &mut Ctx<'_>, d: &Document) -> anyhow::Result<()> {
     let Some(id) = d.get("_id") else {
         return Ok(());
     };
-    let (t, i) = Version::from_u64(info.version).cluster_time();
-    let ev = ChangeEvent {
-        schema: SCHEMA.into(),
-        op: Operation::Snapshot,
-        ns: ctx.ns.clone(),
-        key: json!({ "_id": bson_to_json(id) }),
-        doc: Some(document_to_json(d)),
-        update: None,
-        cluster_time: ClusterTime { t, i },
-        wall_time: None,
-        version: info.version,
-        txn: None,
-        snapshot: Some(info.clone()),
-    };
-    produce(producer, &ctx.route.topic, &canonical_key(id), &ev).await?;
+    let (key, ev) = shared::wire::change_stream::snapshot_record(d, &ctx.ns, info)?;
+    debug_assert_eq!(key, canonical_key(id));
+    produce(producer, &ctx.route.topic, &key, &ev).await?;
     ctx.report.repaired += 1;
     Ok(())
 }
@@ -468,30 +446,12 @@ async fn emit_delete(ctx: &mut Ctx<'_>, es_id: &str) -> anyhow::Result<()> {
     let Some((producer, info)) = &ctx.repair else {
         return Ok(());
     };
-    let (t, i) = Version::from_u64(info.version).cluster_time();
-    // A key whose id renders to the same Elasticsearch id.
-    let mut key = Map::new();
-    key.insert(ctx.route.id_field.clone(), Value::String(es_id.to_string()));
-    let ev = ChangeEvent {
-        schema: SCHEMA.into(),
-        op: Operation::Delete,
-        ns: ctx.ns.clone(),
-        key: Value::Object(key),
-        doc: None,
-        update: None,
-        cluster_time: ClusterTime { t, i },
-        wall_time: None,
-        version: info.version,
-        txn: None,
-        snapshot: None,
-    };
-    produce(
-        producer,
-        &ctx.route.topic,
-        &Value::String(es_id.to_string()).to_string(),
-        &ev,
-    )
-    .await?;
+    // The `_id` that renders to this Elasticsearch id, keyed as a change
+    // of that document would be (so it lands in the same partition).
+    let id = action::parse_id(es_id);
+    let bson = json_to_bson(&id).map_err(|e| anyhow::anyhow!("id {es_id}: {e}"))?;
+    let ev = shared::wire::change_stream::delete_event(&ctx.ns, &bson, info.version);
+    produce(producer, &ctx.route.topic, &canonical_key(&bson), &ev).await?;
     ctx.report.repaired += 1;
     Ok(())
 }
@@ -567,6 +527,11 @@ mod tests {
         assert!(c.iter().any(|b| matches!(b, Bson::ObjectId(_))));
         let c = id_candidates("42");
         assert!(c.contains(&Bson::Int32(42)) && c.contains(&Bson::Int64(42)));
-        assert!(c.contains(&Bson::String("42".into())));
+        assert!(
+            !c.contains(&Bson::String("42".into())),
+            "the string is s:42"
+        );
+        assert_eq!(id_candidates("s:42"), vec![Bson::String("42".into())]);
+        assert_eq!(id_candidates("plain"), vec![Bson::String("plain".into())]);
     }
 }

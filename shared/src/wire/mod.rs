@@ -1,0 +1,18 @@
+//! The wire contract between `mongo-source` and `es-sync`, in one place:
+//! every record either binary writes or reads is built and parsed here.
+//! The schema of each is documented once, in `docs/events.md`.
+//!
+//! - [`event`]: the change event (`mongo-source.change.v1`): value, key,
+//!   headers;
+//! - [`change_stream`]: a MongoDB change-stream document (or a snapshot
+//!   copy) into a change event;
+//! - [`version`]: the version layout (the Elasticsearch external version);
+//! - [`position`]: the resume position record of a `mongo-source` stream;
+//! - [`resume_token`]: the transaction index inside a MongoDB resume token
+//!   (for the MongoDB Kafka Connector's records).
+
+pub mod change_stream;
+pub mod event;
+pub mod position;
+pub mod resume_token;
+pub mod version;
