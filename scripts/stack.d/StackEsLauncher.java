@@ -3,7 +3,10 @@
 //
 // usage: java -cp <lib>/*:<classes> StackEsLauncher BASE_PATH SETTINGS_FILE
 //   BASE_PATH      runner base folder (node_1/{config,data,logs} below it)
-//   SETTINGS_FILE  java.util.Properties file of node settings; must hold http.port
+//   SETTINGS_FILE  java.util.Properties file of node settings; must hold http.port.
+//                  The key stack.plugin_types (not a node setting) lists plugin
+//                  classes on the classpath to load, comma-separated (the nori
+//                  plugin StackNoriEsPlugin unless ES_NORI=0).
 import static org.codelibs.elasticsearch.runner.ElasticsearchClusterRunner.newConfigs;
 
 import java.io.IOException;
@@ -29,6 +32,7 @@ public final class StackEsLauncher {
         }
         final int httpPort = Integer.parseInt(props.getProperty("http.port"));
         final String clusterName = props.getProperty("cluster.name", "search-pipeline-stack");
+        final String pluginTypes = (String) props.remove("stack.plugin_types");
 
         final ElasticsearchClusterRunner runner = new ElasticsearchClusterRunner();
         // No port probing: the node binds exactly http.port or fails.
@@ -46,7 +50,12 @@ public final class StackEsLauncher {
             }
         }, "stack-shutdown"));
         try {
-            runner.build(newConfigs().basePath(args[0]).numOfNode(1).baseHttpPort(httpPort - 1).clusterName(clusterName));
+            final ElasticsearchClusterRunner.Configs configs = newConfigs().basePath(args[0]).numOfNode(1)
+                    .baseHttpPort(httpPort - 1).clusterName(clusterName);
+            if (pluginTypes != null && !pluginTypes.isBlank()) {
+                configs.pluginTypes(pluginTypes);
+            }
+            runner.build(configs);
         } catch (final RuntimeException e) {
             e.printStackTrace();
             // halt, not exit: closing a half-started node from the shutdown

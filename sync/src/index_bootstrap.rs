@@ -5,8 +5,14 @@
 //! existing alias or index is used as it is: its mapping is never changed
 //! (a mapping change is a reindex, see `es-sync reindex`).
 //!
+//! An engine without the nori plugin refuses the shipped index files; the
+//! index is then created from their bigram fallback, loudly (see
+//! [`crate::analysis`]): a search backend that works, degraded, beats a
+//! pipeline that cannot start.
+//!
 //! Delivery guarantee: none (idempotent set-up, retried on transient errors).
 
+use crate::analysis;
 use crate::elastic::{self, EsError};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
@@ -111,8 +117,36 @@ pub async fn ensure(
 }
 
 /// Creates `name` from `index_file`, optionally with `alias` as its write
-/// alias. Returns the raw answer.
+/// alias. When the engine refuses the file for want of nori, creates it
+/// from the file's bigram fallback instead (logged at `warn`). Returns the
+/// raw answer of the last request.
 pub async fn create_index(
+    es: &Elasticsearch,
+    name: &str,
+    index_file: &Value,
+    alias: Option<&str>,
+) -> Result<(u16, Value), EsError> {
+    let (status, body) = put_index(es, name, index_file, alias).await?;
+    let Some(reason) = analysis::missing_nori(status, &body) else {
+        return Ok((status, body));
+    };
+    tracing::warn!(
+        index = name,
+        %reason,
+        "the engine has no nori (analysis-nori plugin): creating the index with the cjk bigram \
+         analyzer instead; Korean search is degraded until the plugin is installed and the \
+         index rebuilt (es-sync reindex)"
+    );
+    put_index(
+        es,
+        name,
+        &analysis::cjk_fallback(index_file, &reason),
+        alias,
+    )
+    .await
+}
+
+async fn put_index(
     es: &Elasticsearch,
     name: &str,
     index_file: &Value,
@@ -169,7 +203,9 @@ mod tests {
                 m["_sync"]["properties"]["partition"]["type"], "integer",
                 "{f}"
             );
-            assert_eq!(m["body"]["analyzer"], "cjk", "{f}");
+            assert_eq!(m["body"]["analyzer"], "ko_index", "{f}");
+            assert_eq!(m["body"]["search_analyzer"], "ko_search", "{f}");
+            assert_eq!(m["body"]["fields"]["bigram"]["analyzer"], "cjk", "{f}");
             assert!(v["settings"]["index.gc_deletes"].is_string(), "{f}");
         }
     }

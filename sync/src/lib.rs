@@ -12,6 +12,7 @@
 //! newer state.
 
 pub mod action;
+pub mod analysis;
 pub mod bulk;
 pub mod config;
 pub mod consumer;
@@ -58,11 +59,17 @@ pub async fn run_with_status(
             &config.retry,
             &shutdown,
             |e, d| tracing::warn!(alias = %t.alias, error = %e, delay_ms = d.as_millis() as u64, "index bootstrap failed; retrying"),
-            || index_bootstrap::ensure(&es, &t.alias, &file),
+            || async {
+                index_bootstrap::ensure(&es, &t.alias, &file).await?;
+                analysis::inspect(&es, &t.alias, &file).await
+            },
         )
         .await;
         match result {
-            Ok(_) => {}
+            Ok(a) => {
+                analysis::log(&a);
+                status.set_index_analysis(a);
+            }
             Err(shared::retry::RetryError::Cancelled) => return Ok(()),
             Err(shared::retry::RetryError::Failed(e)) => {
                 return Err(e).with_context(|| format!("bootstrap of alias {}", t.alias))

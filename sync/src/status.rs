@@ -1,6 +1,8 @@
 //! What `/status` and `/readyz` show: per partition its state, offsets and
-//! lag; Kafka and Elasticsearch reachability. The consumer updates it about
-//! once a second; the admin server reads it.
+//! lag; Kafka and Elasticsearch reachability; per alias the text analysis of
+//! its live index (nori, or the cjk fallback; see [`crate::analysis`]). The
+//! consumer updates it about once a second, the bootstrap the analysis; the
+//! admin server reads it.
 //!
 //! Ready means: Elasticsearch answered its last ping, Kafka answered its
 //! last metadata request, the consumer runs, and no assigned partition is
@@ -8,6 +10,7 @@
 //!
 //! Delivery guarantee: none (observability only).
 
+use crate::analysis::IndexAnalysis;
 use serde::Serialize;
 use shared::admin::AdminState;
 use shared::state::StreamState;
@@ -47,6 +50,7 @@ struct Inner {
     kafka_ok: bool,
     buffered_records: usize,
     partitions: BTreeMap<(String, i32), PartitionStatus>,
+    indices: BTreeMap<String, IndexAnalysis>,
     group: String,
 }
 
@@ -97,6 +101,11 @@ impl SyncStatus {
         g.paused = paused;
     }
 
+    /// Records the analysis of one alias's live index (bootstrap).
+    pub fn set_index_analysis(&self, a: IndexAnalysis) {
+        self.lock().indices.insert(a.alias.clone(), a);
+    }
+
     /// The per-partition view.
     pub fn partitions(&self) -> Vec<PartitionStatus> {
         self.lock().partitions.values().cloned().collect()
@@ -135,6 +144,7 @@ impl AdminState for SyncStatus {
             "elasticsearch_ok": g.elasticsearch_ok,
             "kafka_ok": g.kafka_ok,
             "partitions": g.partitions.values().collect::<Vec<_>>(),
+            "indices": g.indices.values().collect::<Vec<_>>(),
         })
     }
 }
@@ -170,6 +180,28 @@ mod tests {
         let (ready, detail) = s.readiness();
         assert!(!ready);
         assert_eq!(detail["failed_partitions"][0], "t/0");
+    }
+
+    #[test]
+    fn status_lists_the_analysis_of_each_alias() {
+        let s = SyncStatus::new("g");
+        s.set_index_analysis(IndexAnalysis {
+            alias: "cards".into(),
+            index: "cards-000001".into(),
+            analysis: crate::analysis::AnalysisMode::CjkFallback,
+            fallback_reason: Some("Unknown tokenizer type [nori_tokenizer]".into()),
+            live_revision: Some(1),
+            shipped_revision: Some(1),
+            reindex_needed: true,
+        });
+        let v = s.status();
+        assert_eq!(v["indices"][0]["alias"], "cards");
+        assert_eq!(v["indices"][0]["analysis"], "cjk_fallback");
+        assert_eq!(
+            v["indices"][0]["fallback_reason"],
+            "Unknown tokenizer type [nori_tokenizer]"
+        );
+        assert_eq!(v["indices"][0]["reindex_needed"], true);
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn free_port() -> u16 {
 pub mod sync_support;
 
 pub mod e2e;
+pub mod korean_corpus;
 pub mod private_stack;
 pub mod secure_stack;
 pub mod source;

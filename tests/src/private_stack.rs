@@ -36,16 +36,22 @@ impl PrivateElasticsearch {
     /// (`Some(1)` makes the node reject writes with real 429s under load).
     /// Blocks until the node answers (about 8 s).
     pub fn start_with(write_queue_size: Option<u32>) -> Self {
-        Self::start_configured(write_queue_size, "")
+        Self::start_configured(write_queue_size, "", true)
     }
 
     /// Starts a node with more node settings (`ES_EXTRA_SETTINGS`, e.g.
     /// `"http.max_content_length=1mb"`).
     pub fn start_with_settings(settings: &str) -> Self {
-        Self::start_configured(None, settings)
+        Self::start_configured(None, settings, true)
     }
 
-    fn start_configured(write_queue_size: Option<u32>, settings: &str) -> Self {
+    /// Starts a node without the Korean analyzer nori (`ES_NORI=0`), like
+    /// a stock engine without the `analysis-nori` plugin.
+    pub fn start_without_nori() -> Self {
+        Self::start_configured(None, "", false)
+    }
+
+    fn start_configured(write_queue_size: Option<u32>, settings: &str, nori: bool) -> Self {
         let dir = std::env::temp_dir().join(crate::unique("stack-es-"));
         let http_port = crate::free_port();
         let mut transport_port = crate::free_port();
@@ -63,6 +69,7 @@ impl PrivateElasticsearch {
             cmd.env("ES_WRITE_QUEUE_SIZE", q.to_string());
         }
         cmd.env("ES_EXTRA_SETTINGS", settings);
+        cmd.env("ES_NORI", if nori { "1" } else { "0" });
         let st = cmd.status().expect("run scripts/stack");
         assert!(
             st.success(),

@@ -303,6 +303,15 @@ pub async fn get_doc(index: &str, id: &str) -> Option<(u64, Value)> {
     ))
 }
 
+/// The concrete indices `alias` points at (panics if the alias is missing).
+pub async fn alias_targets(alias: &str) -> Vec<String> {
+    let (s, body) = es_call(Method::Get, &format!("/_alias/{alias}"), None).await;
+    assert_eq!(s, 200, "alias {alias}: {body}");
+    body.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// Every document of `index` as id -> (version, source), after a refresh.
 pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
     // A just-created index answers 503 until its shard has started (seen on

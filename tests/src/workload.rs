@@ -178,9 +178,75 @@ impl Workload {
     }
 }
 
+/// Posts written as people write them (particles, verb endings), for the
+/// Korean search examples of `scripts/run-local`: a search for 단풍 finds
+/// "단풍이", one for 설악산 finds "설악산에서" (the generated cards are
+/// bare word lists). `(mountain, title, body)`.
+pub const WRITTEN_POSTS: [(&str, &str, &str); 5] = [
+    (
+        "설악산",
+        "설악산에서 단풍이 들었다",
+        "지난 주말 설악산에서 단풍이 절정이었습니다. 대청봉으로 오르는 길에 단풍이 곱게 물들었어요.",
+    ),
+    (
+        "지리산",
+        "지리산 종주를 마치고",
+        "성삼재에서 출발해 천왕봉까지 이틀 걸렸습니다. 대피소에서 하룻밤 묵었고 일출을 보았습니다.",
+    ),
+    (
+        "한라산",
+        "한라산 눈꽃 산행 후기",
+        "백록담까지 올라가는 길이 미끄러웠지만 눈꽃이 아름다웠습니다. 아이젠을 꼭 챙기세요.",
+    ),
+    (
+        "북한산",
+        "북한산에 오르려면 어디에 주차하나요?",
+        "주말에 북한산 백운대에 가려고 합니다. 주차하기 좋은 입구를 알려 주세요.",
+    ),
+    (
+        "무등산",
+        "무등산 입석대 사진",
+        "무등산 입석대와 서석대를 다녀왔습니다. 날씨가 맑아서 사진이 잘 나왔어요.",
+    ),
+];
+
+impl Workload {
+    /// The [`WRITTEN_POSTS`] as cards (new ids, seeded authors and times).
+    pub fn written_cards(&mut self) -> Vec<Document> {
+        WRITTEN_POSTS
+            .iter()
+            .map(|(mountain, title, body)| {
+                let id = ObjectId::new();
+                self.card_ids.push(id);
+                let created = self.at();
+                doc! {
+                    "_id": id,
+                    "title": *title,
+                    "body": *body,
+                    "author": self.author(),
+                    "tags": ["후기"],
+                    "mountain": *mountain,
+                    "likes": self.rng.random_range(0..200_i32),
+                    "created_at": created,
+                    "updated_at": created,
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_posts_hold_the_inflected_forms_run_local_searches() {
+        let cards = Workload::new(3).written_cards();
+        assert_eq!(cards.len(), WRITTEN_POSTS.len());
+        let titles: Vec<&str> = cards.iter().map(|c| c.get_str("title").unwrap()).collect();
+        assert!(titles.contains(&"설악산에서 단풍이 들었다"));
+        assert!(cards.iter().all(|c| c.get_str("mountain").is_ok()));
+    }
 
     #[test]
     fn same_seed_same_text() {

@@ -1,4 +1,5 @@
-//! Loads the sample data set (seeded cards and replies) into MongoDB.
+//! Loads the sample data set (seeded cards and replies, plus the few
+//! written posts of `Workload::written_cards`) into MongoDB.
 //!
 //! `sample-data --uri URI --db mountain --cards 300 --replies 600 [--seed 42]`
 
@@ -48,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut w = Workload::new(seed);
-    let docs: Vec<Document> = (0..cards).map(|_| w.card()).collect();
+    let mut docs: Vec<Document> = (0..cards).map(|_| w.card()).collect();
+    let written = w.written_cards();
+    let n_written = written.len();
+    docs.extend(written);
     for chunk in docs.chunks(100) {
         db.collection::<Document>("card")
             .insert_many(chunk.to_vec())
@@ -61,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     println!(
-        "loaded {cards} cards and {replies} replies into {}",
+        "loaded {cards} cards (+{n_written} written posts) and {replies} replies into {}",
         db.name()
     );
     Ok(())
