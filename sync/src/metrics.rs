@@ -14,6 +14,7 @@
 //! | `es_sync_consumer_paused` | | 1 while consumption is paused for backpressure |
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
+//! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -81,6 +82,8 @@ pub struct Metrics {
     pub cleanups: Family<IndexLabels, Counter>,
     /// Records held for the clock.
     pub clock_holds: Counter,
+    /// Partitions waiting on a fault, by reason.
+    pub waiting: Family<ReasonLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -97,6 +100,7 @@ impl Default for Metrics {
             paused: Gauge::default(),
             cleanups: Family::default(),
             clock_holds: Counter::default(),
+            waiting: Family::default(),
         }
     }
 }
@@ -155,6 +159,11 @@ impl Metrics {
             "snapshot_cleanups",
             "Documents removed by re-snapshot cleanups",
             m.cleanups.clone(),
+        );
+        r.register(
+            "partitions_waiting",
+            "Partitions waiting on a fault an operator fixes, by reason",
+            m.waiting.clone(),
         );
         r.register(
             "clock_holds",

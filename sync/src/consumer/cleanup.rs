@@ -5,7 +5,7 @@
 //! is never dead-lettered (that would leave documents deleted in MongoDB
 //! searchable).
 
-use super::partition::{Waiting, Work};
+use super::partition::{WaitKind, Waiting, Work};
 use super::{Loop, Report, Tp};
 use crate::action::Action;
 use crate::elastic;
@@ -65,9 +65,9 @@ impl Loop {
                     let _ = tx.send(Report::Waiting {
                         tp: tp.clone(),
                         epoch,
-                        why: Some(Waiting::Cleanup(format!(
+                        why: Waiting::Cleanup(format!(
                             "snapshot cleanup of {ns} in {index} failing ({failures} tries), retrying: {e}"
-                        ))),
+                        )),
                     });
                 },
                 || async {
@@ -89,10 +89,10 @@ impl Loop {
                 }
                 Err(shared::retry::Cancelled) => Vec::new(),
             };
-            let _ = tx.send(Report::Waiting {
+            let _ = tx.send(Report::WaitOver {
                 tp: tp.clone(),
                 epoch,
-                why: None,
+                kind: WaitKind::Cleanup,
             });
             let _ = tx.send(Report::Finished {
                 release: vec![(tp, epoch)],

@@ -5,7 +5,7 @@
 //! succeeds, then sends.
 
 use super::clock::sendable;
-use super::partition::{Queued, Work};
+use super::partition::{Queued, WaitKind, Waiting, Work};
 use super::{Loop, Report, Tp};
 use crate::bulk::request::Item;
 use crate::bulk::resolve::{self, Body, Resolved, Target};
@@ -184,6 +184,7 @@ impl Loop {
         self.metrics.bulk_in_flight.observe(self.in_flight as f64);
         self.tasks += 1;
         let job = BulkJob {
+            tx: self.tx.clone(),
             svc: self.bulk.clone(),
             es: self.es.clone(),
             retry: self.cfg.retry.clone(),
@@ -235,6 +236,7 @@ impl Loop {
 
 /// What a bulk task needs.
 struct BulkJob {
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
     svc: BulkService,
     es: Elasticsearch,
     retry: RetryConfig,
@@ -251,11 +253,14 @@ impl BulkJob {
         };
         let mut finals: Vec<Option<Final>> = Vec::with_capacity(batch.len());
         let mut items = Vec::new();
+        // The partition of each item sent, to show it waiting when blocked.
+        let mut item_tps: Vec<(Tp, u64)> = Vec::new();
         let mut metas = Vec::with_capacity(batch.len());
         for (taken, r) in batch.into_iter().zip(resolved) {
             match r {
                 Resolved::Send(lines) => {
                     finals.push(None);
+                    item_tps.push((taken.meta.tp.clone(), taken.meta.epoch));
                     items.push(Item {
                         lines,
                         meta: metas.len(),
@@ -270,8 +275,35 @@ impl BulkJob {
             }
             metas.push(taken.meta);
         }
-        for (k, fin) in self.svc.execute(items, &self.stop).await {
+        let mut waited: Vec<(Tp, u64)> = Vec::new();
+        let tx = self.tx.clone();
+        let on_blocked = |blocked: &[usize], reason: &str| {
+            let mut tps: Vec<&(Tp, u64)> =
+                blocked.iter().filter_map(|&i| item_tps.get(i)).collect();
+            tps.dedup();
+            for (tp, epoch) in tps {
+                let _ = tx.send(Report::Waiting {
+                    tp: tp.clone(),
+                    epoch: *epoch,
+                    why: Waiting::Index(format!(
+                        "Elasticsearch refuses writes to {}, retrying until it accepts them: {reason}",
+                        tp.0
+                    )),
+                });
+                if !waited.contains(&(tp.clone(), *epoch)) {
+                    waited.push((tp.clone(), *epoch));
+                }
+            }
+        };
+        for (k, fin) in self.svc.execute(items, &self.stop, on_blocked).await {
             finals[k] = Some(fin);
+        }
+        for (tp, epoch) in waited {
+            let _ = self.tx.send(Report::WaitOver {
+                tp,
+                epoch,
+                kind: WaitKind::Index,
+            });
         }
         let mut done = Vec::with_capacity(metas.len());
         for (meta, fin) in metas.into_iter().zip(finals) {

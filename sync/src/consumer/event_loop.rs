@@ -115,14 +115,14 @@ impl Loop {
             }
             Report::Waiting { tp, epoch, why } => {
                 if let Some(p) = self.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
-                    match why {
-                        Some(w) => p.waiting = Some(w),
-                        // The end of a cleanup episode clears only its own reason.
-                        None => {
-                            if matches!(p.waiting, Some(super::partition::Waiting::Cleanup(_))) {
-                                p.waiting = None;
-                            }
-                        }
+                    p.waiting = Some(why);
+                }
+            }
+            Report::WaitOver { tp, epoch, kind } => {
+                if let Some(p) = self.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
+                    // The end of one episode clears only its own reason.
+                    if p.waiting.as_ref().is_some_and(|w| w.kind() == kind) {
+                        p.waiting = None;
                     }
                 }
             }

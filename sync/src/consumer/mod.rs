@@ -85,11 +85,17 @@ enum Report {
     },
     /// Watermarks fetched.
     Watermarks(Vec<(Tp, i64)>),
-    /// A partition's work waits on a fault (or no longer does: `None`).
+    /// A partition's work waits on a fault.
     Waiting {
         tp: Tp,
         epoch: u64,
-        why: Option<partition::Waiting>,
+        why: partition::Waiting,
+    },
+    /// A partition's wait of this kind is over.
+    WaitOver {
+        tp: Tp,
+        epoch: u64,
+        kind: partition::WaitKind,
     },
 }
 

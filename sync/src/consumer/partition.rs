@@ -71,12 +71,42 @@ pub(super) enum Waiting {
     Clock(String),
     /// A snapshot cleanup keeps failing ([`super::cleanup`]).
     Cleanup(String),
+    /// Elasticsearch refuses writes to the index (a block, a closed or
+    /// missing index, a permission; [`crate::bulk::retry`]).
+    Index(String),
+}
+
+/// The kind of a [`Waiting`], to end one wait without ending another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaitKind {
+    Clock,
+    Cleanup,
+    Index,
+}
+
+impl Waiting {
+    pub(super) fn kind(&self) -> WaitKind {
+        match self {
+            Self::Clock(_) => WaitKind::Clock,
+            Self::Cleanup(_) => WaitKind::Cleanup,
+            Self::Index(_) => WaitKind::Index,
+        }
+    }
+
+    /// Short label for the metric.
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Self::Clock(_) => "clock",
+            Self::Cleanup(_) => "cleanup",
+            Self::Index(_) => "index",
+        }
+    }
 }
 
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Clock(m) | Self::Cleanup(m) => f.write_str(m),
+            Self::Clock(m) | Self::Cleanup(m) | Self::Index(m) => f.write_str(m),
         }
     }
 }

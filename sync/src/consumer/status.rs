@@ -55,6 +55,19 @@ impl Loop {
                 waiting: p.waiting.as_ref().map(ToString::to_string),
             });
         }
+        for reason in ["index", "cleanup", "clock"] {
+            let n = self
+                .parts
+                .values()
+                .filter(|p| p.waiting.as_ref().is_some_and(|w| w.label() == reason))
+                .count();
+            self.metrics
+                .waiting
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         let (n, _) = self.buffered();
         self.status.set_partitions(out, n, self.paused);
     }
