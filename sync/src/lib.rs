@@ -25,6 +25,8 @@ pub mod offsets;
 pub mod ops;
 pub mod patch;
 pub mod status;
+#[doc(hidden)]
+pub mod test_faults;
 
 pub use config::SyncConfig;
 
