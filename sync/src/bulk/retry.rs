@@ -179,13 +179,14 @@ const INDEX_LEVEL_TYPES: [&str; 8] = [
 ];
 
 /// Reasons of an `illegal_argument_exception` that are about the index:
-/// the mapping's field limit (raised by an operator), an alias with no
-/// (or several) write index.
-const INDEX_LEVEL_REASONS: [&str; 4] = [
+/// the mapping's field limit (a new field meets it; an operator raises
+/// it), an alias with no (or several) write index. (The mapping *depth*
+/// limit is not among them: a document nested deeper than the index allows
+/// is the document's shape, dead-lettered with its reason.)
+const INDEX_LEVEL_REASONS: [&str; 3] = [
     "Limit of total fields",
     "no write index is defined for alias",
     "has more than one index associated with it",
-    "Limit of mapping depth",
 ];
 
 /// Whether an item error is an operator-fixable fault of the index (see
@@ -322,6 +323,13 @@ mod tests {
             classify(Some(200), Some(&body), 2),
             vec![Outcome::Success; 2]
         );
+    }
+
+    #[test]
+    fn a_document_nested_too_deep_is_permanent() {
+        let item = json!({"index": {"status": 400, "error": {"type": "illegal_argument_exception",
+            "reason": "Limit of mapping depth [20] has been exceeded due to object field [d.a.a.a]"}}});
+        assert!(matches!(classify_item(&item), Outcome::Permanent { .. }));
     }
 
     #[test]
