@@ -30,8 +30,7 @@ use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
 use shared::wire::event::{Operation, UpdateDescription};
 
-/// The field holding the sync metadata in every document.
-pub const SYNC_FIELD: &str = "_sync";
+pub use crate::config::SYNC_FIELD;
 
 /// Longest `_id` Elasticsearch accepts, in bytes.
 pub const MAX_ID_BYTES: usize = 512;

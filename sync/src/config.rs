@@ -224,6 +224,10 @@ fn default_id_field() -> String {
     "_id".into()
 }
 
+/// The field es-sync adds to every document it writes (its version, op,
+/// namespace, partition, cluster time): a projection may not produce it.
+pub const SYNC_FIELD: &str = "_sync";
+
 /// `[topics.projection]`: applied to top-level fields, in the order
 /// include, exclude, rename.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
@@ -463,7 +467,7 @@ impl SyncConfig {
                 }
             }
             for (from, to) in &p.rename {
-                if to.is_empty() || to == "_id" || to == crate::action::SYNC_FIELD {
+                if to.is_empty() || to == "_id" || to == SYNC_FIELD {
                     return Err(ConfigError::invalid(
                         format!("topics[{i}].projection.rename.{from}"),
                         format!("cannot rename to `{to}`"),
