@@ -43,6 +43,9 @@ pub struct SyncConfig {
     /// Admin HTTP server (health, readiness, status, metrics).
     #[serde(default = "default_admin")]
     pub admin: AdminConfig,
+    /// Replies rolled up into their card (optional, see [`crate::rollup`]).
+    #[serde(default)]
+    pub rollup: Option<crate::rollup::RollupConfig>,
 }
 
 fn default_admin() -> AdminConfig {
@@ -520,6 +523,17 @@ impl SyncConfig {
         self.retry.validate("retry")?;
         self.log.validate()?;
         self.admin.validate()?;
+        if let Some(r) = &self.rollup {
+            let mut topics: Vec<&str> = self.topics.iter().map(|t| t.topic.as_str()).collect();
+            // `reindex` narrows the topics and names the other index itself.
+            if r.parent_index.is_some() {
+                topics.push(&r.parent_topic);
+            }
+            if r.child_index.is_some() {
+                topics.push(&r.child_topic);
+            }
+            r.validate(&topics)?;
+        }
         Ok(())
     }
 

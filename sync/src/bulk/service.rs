@@ -51,6 +51,9 @@ pub struct BulkService {
     client: Elasticsearch,
     retry: RetryConfig,
     metrics: Metrics,
+    /// Requests answer only once their documents are searchable
+    /// (`refresh=wait_for`).
+    wait_for_refresh: bool,
 }
 
 impl BulkService {
@@ -60,6 +63,17 @@ impl BulkService {
             client,
             retry,
             metrics,
+            wait_for_refresh: false,
+        }
+    }
+
+    /// This service, its requests answering once their documents are
+    /// searchable (`refresh=wait_for`: the next scheduled refresh, never an
+    /// extra one).
+    pub fn waiting_for_refresh(&self) -> Self {
+        Self {
+            wait_for_refresh: true,
+            ..self.clone()
         }
     }
 
@@ -68,12 +82,11 @@ impl BulkService {
     async fn send_once(&self, payload: Vec<u8>) -> (Option<u16>, Option<serde_json::Value>) {
         let size = payload.len();
         let started = Instant::now();
-        let resp = self
-            .client
-            .bulk(BulkParts::None)
-            .body(vec![Bytes::from(payload)])
-            .send()
-            .await;
+        let mut req = self.client.bulk(BulkParts::None);
+        if self.wait_for_refresh {
+            req = req.refresh(elasticsearch::params::Refresh::WaitFor);
+        }
+        let resp = req.body(vec![Bytes::from(payload)]).send().await;
         self.metrics
             .bulk_duration
             .observe(started.elapsed().as_secs_f64());

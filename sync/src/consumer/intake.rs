@@ -2,7 +2,7 @@
 //! queued on its partition (bulk item or snapshot cleanup) or sent to the
 //! dead-letter queue.
 
-use super::partition::{Queued, Work};
+use super::partition::{Hint, Queued, Work};
 use super::poller::Tp;
 use super::Loop;
 use crate::action::{self, Action};
@@ -50,6 +50,8 @@ impl Loop {
             .map_or(0, |d| d.as_secs());
         let record_secs = record.timestamp.and_then(|t| u64::try_from(t / 1000).ok());
         let mut ahead = None;
+        let mut hint = Hint::Plain;
+        let role = self.rollup.as_ref().and_then(|p| p.role(&tp.0));
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -60,11 +62,15 @@ impl Loop {
                 ahead =
                     action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
                         .map(|secs| (u64::from(ev.cluster_time.t), secs));
-                action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
+                let mut a = action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
                     error_type: e.kind().into(),
                     reason: e.to_string(),
                     index: Some(index.clone()),
-                })
+                })?;
+                if let (Some(plan), Some(role)) = (&self.rollup, role) {
+                    hint = crate::rollup::annotate(plan, role, &ev, &mut a);
+                }
+                Ok(a)
             });
         let work = match built {
             Ok(Action::Skip) => {
@@ -98,6 +104,7 @@ impl Loop {
                     target,
                     size,
                     kind,
+                    hint,
                 }
             }
             Err(why) => {

@@ -133,6 +133,10 @@ impl Loop {
             dlq: self.dlq.clone(),
             stop: self.stop_of(tp, epoch),
             metrics: self.metrics.clone(),
+            rollup: self
+                .rollup
+                .as_ref()
+                .and_then(|p| p.role(&tp.0).map(|r| (p.clone(), r))),
         };
         let unit = Unit {
             tp: tp.clone(),

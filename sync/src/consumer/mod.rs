@@ -120,6 +120,7 @@ pub async fn run(
         .map_err(|e| KafkaError::Subscription(format!("cannot start the poller thread: {e}")))?;
     let dlq = DlqWriter::new(&cfg, metrics.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let cfg_for_rollup = cfg.clone();
     let mut lp = Loop {
         bulk: BulkService::new(es.clone(), cfg.retry.clone(), metrics.clone()),
         limits: BulkLimits::from(&cfg.bulk),
@@ -144,6 +145,7 @@ pub async fn run(
         kafka_ok: false,
         pinging: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         panics: 0,
+        rollup: crate::rollup::Plan::of(&cfg_for_rollup).map(Arc::new),
     };
     lp.status.set_running(true);
     let out = lp.main(records, events, rx, control, shutdown).await;
@@ -190,6 +192,8 @@ struct Loop {
     pinging: Arc<std::sync::atomic::AtomicBool>,
     /// Tasks that panicked since the start.
     panics: u64,
+    /// Replies rolled up into cards, when configured.
+    rollup: Option<Arc<crate::rollup::Plan>>,
 }
 
 impl Loop {

@@ -4,6 +4,7 @@
 use crate::action::Action;
 use crate::bulk::resolve::{Body, Target};
 use crate::dlq::RawRecord;
+pub(super) use crate::rollup::Hint;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ pub(super) enum Work {
         /// NDJSON bytes (estimated for a patch).
         size: usize,
         kind: &'static str,
+        /// What it means for the roll-up.
+        hint: Hint,
     },
     Cleanup {
         action: Action,

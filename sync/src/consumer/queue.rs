@@ -360,6 +360,7 @@ mod tests {
                 },
                 size: 10,
                 kind: "index",
+                hint: crate::rollup::Hint::Plain,
             },
             record: Arc::new(RawRecord::default()),
             clock: None,
