@@ -245,9 +245,8 @@ async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::C
     let password = match (&cfg.mongodb.password, &cfg.mongodb.password_file) {
         (Some(p), _) => Some(p.expose().to_string()),
         (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("mongodb.password_file {}: {e}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
+            shared::config::read_secret_file("mongodb.password_file", path)?
+                .expose()
                 .to_string(),
         ),
         (None, None) => None,
@@ -272,4 +271,34 @@ async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::C
     ));
     tracing::info!(uri = %redacted, "mongodb");
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_mongodb_password_file_is_refused_by_name() {
+        let path = std::env::temp_dir().join(format!("mongo-source-pw-{}", std::process::id()));
+        std::fs::write(&path, "\n").unwrap();
+        let text = format!(
+            "[mongodb]\nuri = \"mongodb://127.0.0.1:1\"\ndatabase = \"d\"\nusername = \"u\"\n\
+             password_file = {:?}\n[kafka]\nbootstrap_servers = \"k:1\"\n\
+             [topics]\nprefix = \"p\"\n[[collections]]\nname = \"c\"\n",
+            path.display().to_string()
+        );
+        let cfg: SourceConfig =
+            shared::config::load_str(&text, std::path::Path::new("t.toml"), "NONE", Vec::new())
+                .unwrap();
+        let err = mongo_options(&cfg).await.unwrap_err().to_string();
+        assert!(
+            err.contains("mongodb.password_file") && err.contains("is empty"),
+            "{err}"
+        );
+        std::fs::write(&path, "pw\n").unwrap();
+        let opts = mongo_options(&cfg).await.unwrap();
+        let cred = opts.credential.unwrap();
+        assert_eq!(cred.password.as_deref(), Some("pw"));
+        let _ = std::fs::remove_file(path);
+    }
 }
