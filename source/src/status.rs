@@ -216,8 +216,16 @@ pub struct StatusBoard {
     pub mongo_connected: std::sync::atomic::AtomicBool,
     /// This instance's name in the cluster.
     pub instance: String,
-    /// What the other instances report.
-    pub members: Arc<crate::cluster::members::Members>,
+    /// What every instance of the cluster reports (see [`ClusterView`]).
+    pub members: Arc<dyn ClusterView>,
+}
+
+/// The cluster-wide part of `/status`, rendered by whoever collects the
+/// other instances' reports (`cluster::members`). A trait, so that this
+/// module (which the cluster code writes to) does not depend on it.
+pub trait ClusterView: Send + Sync {
+    /// `{"members": [...], "owners": {stream: instance}}`.
+    fn to_json(&self) -> Value;
 }
 
 impl StatusBoard {
