@@ -12,6 +12,7 @@
 mod changes;
 pub mod large_event;
 mod pipeline;
+pub mod poison;
 pub mod snapshot;
 mod writer;
 
