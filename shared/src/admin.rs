@@ -4,8 +4,8 @@
 //!
 //! It binds to 127.0.0.1 by default. Mutating routes are wrapped by
 //! [`protected`]: they need `Authorization: Bearer <admin.token>` and are
-//! switched off (403) when no token is configured; an empty token file or
-//! the placeholder of `deploy/env.example` is refused at start-up. Request
+//! switched off (403) when no token is configured; an empty token (or token
+//! file) or a `change-me...` placeholder is refused at start-up. Request
 //! bodies are bounded, a client must send a request's header within
 //! [`ServeLimits::header_read_timeout`], and at most
 //! [`ServeLimits::max_connections`] connections are served at once (more
@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The start of every placeholder secret in `deploy/env.example`.
+/// The start of a placeholder secret (`change-me-admin-token`), as
+/// deployment templates write them (this project's `deploy/env.example`
+/// did, before the compose secrets of `deploy/make-secrets.sh`).
 pub const PLACEHOLDER_PREFIX: &str = "change-me";
 
 /// `[admin]` section of both configs.
@@ -91,7 +93,7 @@ impl AdminConfig {
     }
 }
 
-/// A usable token: not empty, not the placeholder of `deploy/env.example`.
+/// A usable token: not empty, not a `change-me...` placeholder.
 fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
     if token.trim().is_empty() {
         return Err(ConfigError::invalid(key, "must not be empty"));
@@ -103,8 +105,8 @@ fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::invalid(
             key,
-            "is still the placeholder of deploy/env.example (change-me...): set a random \
-             token (e.g. `openssl rand -hex 24`), or no token to turn the mutating \
+            "is still a change-me... placeholder: set a random token (e.g. `openssl rand \
+             -hex 24`, or deploy/make-secrets.sh), or no token to turn the mutating \
              endpoints off",
         ));
     }
@@ -359,13 +361,8 @@ mod tests {
             err.contains("admin.token") && err.contains("placeholder"),
             "{err}"
         );
-        // The shipped template's value, read as a file.
-        let template = include_str!("../../deploy/env.example");
-        let placeholder = template
-            .lines()
-            .find_map(|l| l.strip_prefix("MONGO_SOURCE__ADMIN__TOKEN="))
-            .expect("the template sets the token");
-        let (cfg, path) = token_file(&format!("{placeholder}\n"));
+        // The old deploy/env.example's value, read from a file.
+        let (cfg, path) = token_file("Change-Me-admin-token\n");
         let err = cfg.resolve_token().unwrap_err().to_string();
         assert!(
             err.contains("admin.token_file") && err.contains("placeholder"),
