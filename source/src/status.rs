@@ -114,6 +114,20 @@ impl StreamStatus {
             .set(i64::from(mode == Mode::ExactlyOnce));
     }
 
+    /// Records that the stream's task died (panicked): FAILED, the error,
+    /// and `mongo_source_errors_total{reason="task_died"}`.
+    pub fn died(&self, error: &str) {
+        self.set_error(error);
+        self.set_state(StreamState::Failed);
+        self.metrics
+            .errors
+            .get_or_create(&crate::metrics::StreamReason {
+                stream: self.name.clone(),
+                reason: "task_died".into(),
+            })
+            .inc();
+    }
+
     /// Counts a restart.
     pub fn restarted(&self) {
         self.lock().restarts += 1;
@@ -218,6 +232,8 @@ pub struct StatusBoard {
     pub instance: String,
     /// What every instance of the cluster reports (see [`ClusterView`]).
     pub members: Arc<dyn ClusterView>,
+    /// The supervised tasks of the process that are down now.
+    pub units: Arc<shared::supervise::UnitHealth>,
 }
 
 /// The cluster-wide part of `/status`, rendered by whoever collects the
@@ -245,10 +261,11 @@ impl shared::admin::AdminState for StatusBoard {
             .iter()
             .map(|s| json!({"stream": s.name, "state": s.state().as_str()}))
             .collect();
-        let ready = mongo && self.streams.iter().all(|s| s.state().is_ready());
+        let down = self.units.down_units();
+        let ready = mongo && down.is_empty() && self.streams.iter().all(|s| s.state().is_ready());
         (
             ready,
-            json!({ "mongodb_connected": mongo, "streams": states }),
+            json!({ "mongodb_connected": mongo, "streams": states, "tasks_down": down }),
         )
     }
 

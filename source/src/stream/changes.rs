@@ -274,6 +274,8 @@ async fn drain_pipelined<'a>(
             };
             let next = match next {
                 Some(raw) => {
+                    // Test builds only: a panic while an event is in hand.
+                    shared::faults::panic_point(|| format!("source.stream:{}", ctx.spec.name));
                     let doc = match to_document(ctx, &raw) {
                         Ok(doc) => doc,
                         Err(StreamError::BadEvent(error)) => {

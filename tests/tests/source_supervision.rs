@@ -1,0 +1,95 @@
+//! Issue 15 item 3: a panic in a stream's task (injected through the
+//! test-only fault switch, `shared::faults`) becomes a logged error, the
+//! stream shows FAILED and `/readyz` answers 503 while it is down, the
+//! coordinator restarts it after a backoff, and the restarted stream
+//! resumes from its last committed position: nothing is lost or doubled.
+//! The stream's task used to be spawned and forgotten: a panic left the
+//! stream dead, its lease held, and `/readyz` green.
+
+use e2e_tests::kafka::read_all;
+use e2e_tests::source::SourceFixture;
+use e2e_tests::{eventually, http_request, metric_value, mongo};
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_stream_is_an_error_a_non_ready_state_and_a_restart() {
+    let mut fx = SourceFixture::new(&["card"]);
+    // A restart backoff long enough to see the FAILED state.
+    fx.retry = "initial_ms = 3000\nmax_ms = 3000\nrandomization = 0.0".into();
+    let (stop, handle) = fx.spawn();
+    fx.wait_snapshot_done("card").await;
+    let stream = format!("{}.card", fx.db);
+    let point = format!("source.stream:{stream}");
+    eventually("ready", WAIT, || async {
+        let (code, _) = http_request(fx.admin_port, "GET", "/readyz", None).await?;
+        (code == 200).then_some(())
+    })
+    .await;
+
+    shared::faults::arm(&point, 1);
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
+    cards
+        .insert_one(doc! { "_id": "first", "title": "한라산" })
+        .await
+        .unwrap();
+    let (status, readyz) = eventually("the stream FAILED and not ready", WAIT, || async {
+        let s = fx.status().await;
+        if s["streams"][0]["state"] != "FAILED" {
+            return None;
+        }
+        let (code, body) = http_request(fx.admin_port, "GET", "/readyz", None).await?;
+        Some((s, (code, body)))
+    })
+    .await;
+    assert_eq!(shared::faults::remaining(&point), 0, "the fault fired");
+    let error = status["streams"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("panicked") && error.contains("fault injected"),
+        "{status}"
+    );
+    assert_eq!(readyz.0, 503, "{}", readyz.1);
+
+    cards.insert_one(doc! { "_id": "second" }).await.unwrap();
+    let status = eventually("the stream restarted", WAIT, || async {
+        let s = fx.status().await;
+        (s["streams"][0]["state"] == "RUNNING").then_some(s)
+    })
+    .await;
+    assert_eq!(status["streams"][0]["restarts"], 1, "{status}");
+    let (code, _) = http_request(fx.admin_port, "GET", "/readyz", None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "ready again");
+    let metrics = fx.admin_get("/metrics").await.unwrap();
+    let died = format!("mongo_source_errors_total{{stream=\"{stream}\",reason=\"task_died\"}}");
+    assert_eq!(metric_value(&metrics, &died), Some(1.0), "{metrics}");
+
+    let topic = fx.topic("card");
+    let recs = eventually("both inserts", WAIT, || async {
+        let recs = read_all(&topic).await;
+        let n = recs.iter().filter(|r| r.value["op"] == "insert").count();
+        (n >= 2).then_some(recs)
+    })
+    .await;
+    let mut keys: Vec<&str> = recs
+        .iter()
+        .filter(|r| r.value["op"] == "insert")
+        .filter_map(|r| r.key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec![r#""first""#, r#""second""#], "each once");
+    let first = recs
+        .iter()
+        .find(|r| r.key.as_deref() == Some(r#""first""#))
+        .unwrap();
+    assert_eq!(first.value["doc"]["title"], Value::from("한라산"));
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
