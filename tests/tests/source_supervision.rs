@@ -93,3 +93,33 @@ async fn a_panic_in_a_stream_is_an_error_a_non_ready_state_and_a_restart() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// The members reader (a thread reading every instance's reports for the
+/// cluster view) survives a panic on a report: it logs it and goes on, so
+/// `/status` keeps showing fresh reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_members_reader_does_not_stop_the_cluster_view() {
+    let fx = SourceFixture::new(&["card"]);
+    let (stop, handle) = fx.spawn();
+    let seen_ms_ago = || async {
+        let s = fx.status().await;
+        s["cluster"]["members"][0]["seen_ms_ago"].as_u64()
+    };
+    eventually("a fresh report in the cluster view", WAIT, || async {
+        seen_ms_ago().await.filter(|ms| *ms < 3_000)
+    })
+    .await;
+    let point = format!("source.members.read:{}.mongo-source.cluster", fx.prefix);
+    shared::faults::arm(&point, 1);
+    eventually("the fault fired", WAIT, || async {
+        (shared::faults::remaining(&point) == 0).then_some(())
+    })
+    .await;
+    // Reports come every 2 s (cluster.publish_interval_ms): after 6 s a
+    // dead reader would show one at least 6 s old.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let age = seen_ms_ago().await.unwrap();
+    assert!(age < 4_000, "the last report read is {age} ms old");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

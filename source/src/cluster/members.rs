@@ -176,20 +176,33 @@ pub fn read(
     c.set("group.id", format!("{}.members-reader", cfg.lease_group()))
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create()?;
+    let topic = cfg.members_topic();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.members_topic(), 0, Offset::Beginning)?;
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     std::thread::Builder::new()
         .name("members".into())
         .spawn(move || {
             while !cancel.is_cancelled() {
-                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                    let (Some(k), Some(v)) = (m.key(), m.payload()) else {
-                        continue;
-                    };
-                    if let Ok(report) = serde_json::from_slice::<Value>(v) {
-                        members.record(String::from_utf8_lossy(k).into_owned(), report);
+                // Supervised per report: a panic while reading one is
+                // logged and the thread goes on with the next.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shared::faults::panic_point(|| format!("source.members.read:{topic}"));
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                        let (Some(k), Some(v)) = (m.key(), m.payload()) else {
+                            return;
+                        };
+                        if let Ok(report) = serde_json::from_slice::<Value>(v) {
+                            members.record(String::from_utf8_lossy(k).into_owned(), report);
+                        }
                     }
+                }));
+                if let Err(panic) = read {
+                    tracing::error!(
+                        error = shared::supervise::panic_message(panic.as_ref()),
+                        "members reader panicked on a report; going on"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         })
