@@ -123,3 +123,49 @@ async fn a_panic_in_the_members_reader_does_not_stop_the_cluster_view() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// The lease thread dies (a panic): the coordinator sees it, stops the
+/// streams it can no longer hold a lease for, and joins the lease group
+/// again; the stream runs again and no change is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lease_thread_stops_the_streams_and_the_group_is_joined_again() {
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.retry = "initial_ms = 1000\nmax_ms = 1000\nrandomization = 0.0".into();
+    let (stop, handle) = fx.spawn();
+    fx.wait_snapshot_done("card").await;
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
+    cards.insert_one(doc! { "_id": "before" }).await.unwrap();
+    let point = format!("source.lease.poll:mongo-source.{}.{}", fx.prefix, fx.db);
+    shared::faults::arm(&point, 1);
+    eventually("the stream stood by", WAIT, || async {
+        let s = fx.status().await;
+        (s["streams"][0]["state"] == "STANDBY").then_some(())
+    })
+    .await;
+    assert_eq!(shared::faults::remaining(&point), 0, "the fault fired");
+    cards.insert_one(doc! { "_id": "during" }).await.unwrap();
+    eventually("the stream runs again", WAIT, || async {
+        let s = fx.status().await;
+        (s["streams"][0]["state"] == "RUNNING").then_some(())
+    })
+    .await;
+    cards.insert_one(doc! { "_id": "after" }).await.unwrap();
+    let topic = fx.topic("card");
+    let keys = eventually("the three inserts", WAIT, || async {
+        let recs = read_all(&topic).await;
+        let mut keys: Vec<String> = recs
+            .iter()
+            .filter(|r| r.value["op"] == "insert")
+            .filter_map(|r| r.key.clone())
+            .collect();
+        keys.sort();
+        (keys.len() >= 3).then_some(keys)
+    })
+    .await;
+    assert_eq!(keys, vec![r#""after""#, r#""before""#, r#""during""#]);
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
