@@ -278,6 +278,15 @@ impl PartitionQueue {
         self.tracker.committable()
     }
 
+    /// Everything before this offset is done: the committable offset, or
+    /// the position stored past transaction markers when idle.
+    pub(super) fn done_upto(&self) -> Option<i64> {
+        match (self.tracker.committable(), self.stored) {
+            (Some(c), Some(s)) => Some(c.max(s)),
+            (c, s) => c.or(s),
+        }
+    }
+
     /// Where to fetch again so that no record not done is skipped: the
     /// first record not done, else the committable offset.
     pub(super) fn restart_offset(&self) -> Option<i64> {
@@ -490,6 +499,9 @@ mod tests {
         });
         assert_eq!(p.lag(), Some(0));
         assert_eq!(p.idle_store(), Some(13));
+        p.stored = Some(13);
+        assert_eq!(p.done_upto(), Some(13), "done up to past the marker");
+        p.stored = Some(12);
         // A record handed over but not received yet: not caught up.
         p.marks = Some(Marks {
             high: 14,

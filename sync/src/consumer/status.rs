@@ -47,7 +47,7 @@ impl Loop {
                 } else {
                     StreamState::Running
                 },
-                committable: p.committable(),
+                committable: p.done_upto(),
                 high_watermark: p.marks.map(|m| m.high),
                 lag_records: lag,
                 outstanding: p.outstanding().0,
