@@ -148,7 +148,14 @@ impl ClientContext for Ctx {
                     } else {
                         p.hi_offset
                     },
-                    position: p.app_offset.max(0),
+                    // Before the first record is handed over, the position
+                    // is where the partition starts: its committed offset.
+                    position: if p.app_offset >= 0 {
+                        p.app_offset
+                    } else {
+                        p.committed_offset.max(0)
+                    },
+                    committed: p.committed_offset.max(0),
                     handed: handed.get(tp).copied().unwrap_or(0),
                 },
             ));

@@ -92,6 +92,9 @@ pub(super) struct Marks {
     /// any): when the loop has received up to it, nothing is in transit,
     /// and what lies between it and `position` are transaction markers.
     pub(super) handed: i64,
+    /// The group's committed offset (0 when none): done, by this member
+    /// or the one before.
+    pub(super) committed: i64,
 }
 
 impl PartitionQueue {
@@ -281,10 +284,14 @@ impl PartitionQueue {
     /// Everything before this offset is done: the committable offset, or
     /// the position stored past transaction markers when idle.
     pub(super) fn done_upto(&self) -> Option<i64> {
-        match (self.tracker.committable(), self.stored) {
-            (Some(c), Some(s)) => Some(c.max(s)),
-            (c, s) => c.or(s),
-        }
+        [
+            self.tracker.committable(),
+            self.stored,
+            self.marks.map(|m| m.committed).filter(|c| *c > 0),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
     }
 
     /// Where to fetch again so that no record not done is skipped: the
@@ -316,9 +323,9 @@ impl PartitionQueue {
     pub(super) fn lag(&self) -> Option<i64> {
         let m = self.marks?;
         let done = if self.caught_up(&m) {
-            self.committable().unwrap_or(0).max(m.position)
+            self.done_upto().unwrap_or(0).max(m.position)
         } else {
-            self.committable()?
+            self.done_upto()?
         };
         Some((m.stable.min(m.high) - done).max(0))
     }
@@ -496,6 +503,7 @@ mod tests {
             stable: 13,
             position: 13,
             handed: 12,
+            committed: 0,
         });
         assert_eq!(p.lag(), Some(0));
         assert_eq!(p.idle_store(), Some(13));
@@ -508,6 +516,7 @@ mod tests {
             stable: 14,
             position: 14,
             handed: 14,
+            committed: 0,
         });
         assert_eq!(p.lag(), Some(2));
         assert_eq!(p.idle_store(), None, "never past a record in transit");
@@ -517,6 +526,7 @@ mod tests {
             stable: 20,
             position: 13,
             handed: 12,
+            committed: 0,
         });
         assert_eq!(p.lag(), Some(7));
         // An open transaction: only what is stable counts.
@@ -525,8 +535,25 @@ mod tests {
             stable: 15,
             position: 13,
             handed: 12,
+            committed: 0,
         });
         assert_eq!(p.lag(), Some(2));
         assert_eq!(p.restart_offset(), Some(12));
+    }
+
+    #[test]
+    fn a_partition_that_received_nothing_is_done_up_to_its_committed_offset() {
+        let mut p = PartitionQueue::new(1);
+        assert_eq!(p.done_upto(), None);
+        // A reindex group starting at the running group's offset 6.
+        p.marks = Some(Marks {
+            high: 6,
+            stable: 6,
+            position: 6,
+            handed: 0,
+            committed: 6,
+        });
+        assert_eq!(p.done_upto(), Some(6));
+        assert_eq!(p.lag(), Some(0));
     }
 }
