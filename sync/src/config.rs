@@ -43,6 +43,9 @@ pub struct SyncConfig {
     /// Admin HTTP server (health, readiness, status, metrics).
     #[serde(default = "default_admin")]
     pub admin: AdminConfig,
+    /// Measuring MongoDB commit -> searchable ([`crate::freshness`]).
+    #[serde(default)]
+    pub freshness: crate::freshness::FreshnessConfig,
 }
 
 fn default_admin() -> AdminConfig {
@@ -516,6 +519,7 @@ impl SyncConfig {
         self.retry.validate("retry")?;
         self.log.validate()?;
         self.admin.validate()?;
+        self.freshness.validate()?;
         Ok(())
     }
 

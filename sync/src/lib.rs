@@ -19,6 +19,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod elastic;
 pub mod event;
+pub mod freshness;
 pub mod index_bootstrap;
 pub mod metrics;
 pub mod offsets;
@@ -94,7 +95,19 @@ pub async fn run_with_status(
     let router = admin::router(status.clone(), Arc::new(registry), extra);
     let admin_task = tokio::spawn(admin::serve(listener, router, admin_stop.clone()));
 
+    let fresh_stop = CancellationToken::new();
+    let fresh_task = tokio::spawn(freshness::supervise(
+        es.clone(),
+        config.freshness.clone(),
+        config.topics.iter().map(|t| t.alias.clone()).collect(),
+        metrics.clone(),
+        status.clone(),
+        fresh_stop.clone(),
+    ));
+
     let out = consumer::run(config.clone(), es, metrics, status, control_rx, shutdown).await;
+    fresh_stop.cancel();
+    let _ = fresh_task.await;
     admin_stop.cancel();
     let _ = admin_task.await;
     out.context("kafka consumer")

@@ -16,6 +16,7 @@
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
 //! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
+//! | `es_sync_freshness_seconds` | `index` | histogram: MongoDB commit of a change -> searchable (accepted by a bulk and past the next refresh of the index), see [`crate::freshness`] |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -87,6 +88,15 @@ pub struct Metrics {
     pub waiting: Family<ReasonLabels, Gauge>,
     /// Tasks that panicked.
     pub task_panics: Counter,
+    /// MongoDB commit -> searchable, per alias.
+    pub freshness_seconds: Family<IndexLabels, Histogram, fn() -> Histogram>,
+    /// Items accepted by Elasticsearch, waiting to be found searchable.
+    pub freshness: crate::freshness::Freshness,
+}
+
+/// A histogram of `es_sync_freshness_seconds`.
+fn freshness_histogram() -> Histogram {
+    Histogram::new(crate::freshness::BUCKETS)
 }
 
 impl Default for Metrics {
@@ -105,6 +115,8 @@ impl Default for Metrics {
             clock_holds: Counter::default(),
             waiting: Family::default(),
             task_panics: Counter::default(),
+            freshness_seconds: Family::new_with_constructor(freshness_histogram),
+            freshness: crate::freshness::Freshness::default(),
         }
     }
 }
@@ -173,6 +185,11 @@ impl Metrics {
             "partitions_waiting",
             "Partitions waiting on a fault an operator fixes, by reason",
             m.waiting.clone(),
+        );
+        r.register(
+            "freshness_seconds",
+            "MongoDB commit of a change to searchable (accepted and past the next refresh), per index",
+            m.freshness_seconds.clone(),
         );
         r.register(
             "clock_holds",
@@ -264,5 +281,19 @@ mod tests {
             "{out}"
         );
         assert_eq!(m.documents_count("cards", "indexed"), 3);
+        m.freshness_seconds
+            .get_or_create(&IndexLabels {
+                index: "cards".into(),
+            })
+            .observe(0.7);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for line in [
+            r#"es_sync_freshness_seconds_bucket{le="0.5",index="cards"} 0"#,
+            r#"es_sync_freshness_seconds_bucket{le="0.75",index="cards"} 1"#,
+            r#"es_sync_freshness_seconds_count{index="cards"} 1"#,
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
     }
 }

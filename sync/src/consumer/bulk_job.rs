@@ -42,6 +42,7 @@ struct Taken {
     offset: i64,
     kind: &'static str,
     record: Arc<RawRecord>,
+    commit_ms: Option<i64>,
 }
 
 impl BulkJob {
@@ -51,13 +52,18 @@ impl BulkJob {
             .into_iter()
             .filter_map(|q| match q.work {
                 Work::Bulk {
-                    body, target, kind, ..
+                    body,
+                    target,
+                    kind,
+                    commit_ms,
+                    ..
                 } => Some(Taken {
                     body,
                     target,
                     offset: q.offset,
                     kind,
                     record: q.record,
+                    commit_ms,
                 }),
                 Work::Cleanup { .. } => None,
             })
@@ -155,6 +161,8 @@ impl BulkJob {
                     "indexed"
                 };
                 self.metrics.count(index, what, 1);
+                // Freshness hook: accepted now, searchable after a refresh.
+                self.metrics.freshness.accepted(index, t.commit_ms);
                 true
             }
             Final::Conflict => {

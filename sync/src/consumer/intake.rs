@@ -50,6 +50,7 @@ impl Loop {
             .map_or(0, |d| d.as_secs());
         let record_secs = record.timestamp.and_then(|t| u64::try_from(t / 1000).ok());
         let mut ahead = None;
+        let mut commit_ms = None;
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -60,6 +61,7 @@ impl Loop {
                 ahead =
                     action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
                         .map(|secs| (u64::from(ev.cluster_time.t), secs));
+                commit_ms = ev.commit_time_ms();
                 action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
                     error_type: e.kind().into(),
                     reason: e.to_string(),
@@ -98,6 +100,7 @@ impl Loop {
                     target,
                     size,
                     kind,
+                    commit_ms,
                 }
             }
             Err(why) => {

@@ -16,6 +16,8 @@ pub(super) enum Work {
         /// NDJSON bytes (estimated for a patch).
         size: usize,
         kind: &'static str,
+        /// MongoDB commit time, ms ([`crate::event::SourceEvent::commit_time_ms`]).
+        commit_ms: Option<i64>,
     },
     Cleanup {
         action: Action,

@@ -360,6 +360,7 @@ mod tests {
                 },
                 size: 10,
                 kind: "index",
+                commit_ms: None,
             },
             record: Arc::new(RawRecord::default()),
             clock: None,
