@@ -6,7 +6,8 @@
 //! Stages, each module stating its delivery guarantee:
 //! [`event`] (decode) -> [`action`] (external-versioned index/delete) ->
 //! [`bulk`] (batch, send, classify, retry) -> [`consumer`] (order, offsets,
-//! backpressure, rebalance) with [`dlq`] for what cannot be indexed. The
+//! backpressure, rebalance) with [`dlq`] for what cannot be indexed, and
+//! [`freshness`] measuring MongoDB commit -> searchable. The
 //! end-to-end guarantee is at-least-once delivery made idempotent by
 //! Elasticsearch external versions: an older event can never overwrite a
 //! newer state.

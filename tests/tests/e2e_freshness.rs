@@ -88,6 +88,10 @@ impl Card {
 
 type Cards = Arc<Mutex<BTreeMap<String, Card>>>;
 
+fn lock(cards: &Cards) -> std::sync::MutexGuard<'_, BTreeMap<String, Card>> {
+    cards.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Searches for every written, not yet found card every [`SEARCH_EVERY`]
 /// until `stop`.
 fn spawn_searcher(alias: String, cards: Cards, stop: Arc<std::sync::atomic::AtomicBool>) {
@@ -98,7 +102,7 @@ fn spawn_searcher(alias: String, cards: Cards, stop: Arc<std::sync::atomic::Atom
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             tick.tick().await;
             let ids: Vec<String> = {
-                let g = cards.lock().unwrap();
+                let g = lock(&cards);
                 g.iter()
                     .filter(|(_, c)| c.written.is_some() && c.found.is_none())
                     .map(|(id, _)| id.clone())
@@ -122,7 +126,7 @@ fn spawn_searcher(alias: String, cards: Cards, stop: Arc<std::sync::atomic::Atom
             if answer.as_ref().is_none_or(|v| v.get("hits").is_none()) {
                 continue; // no answer (the index is not there yet): says nothing
             }
-            let mut g = cards.lock().unwrap();
+            let mut g = lock(&cards);
             for id in ids {
                 let Some(c) = g.get_mut(&id) else { continue };
                 if hits.contains(&id) {
@@ -142,12 +146,7 @@ async fn write_card(coll: &mongodb::Collection<Document>, cards: &Cards, id: &st
         .await
         .expect("insert");
     let after = now_ms();
-    cards
-        .lock()
-        .unwrap()
-        .entry(id.to_string())
-        .or_default()
-        .written = Some((before, after));
+    lock(cards).entry(id.to_string()).or_default().written = Some((before, after));
 }
 
 async fn metrics(p: &Pipeline) -> (f64, f64) {
@@ -197,7 +196,7 @@ async fn the_freshness_metric_matches_when_searches_find_the_documents() {
     write_card(&coll, &cards, "first").await;
     let first_seen = || {
         let cards = cards.clone();
-        async move { cards.lock().unwrap()["first"].found.map(|_| ()) }
+        async move { lock(&cards)["first"].found.map(|_| ()) }
     };
     eventually(
         "the first card searchable",
@@ -223,7 +222,7 @@ async fn the_freshness_metric_matches_when_searches_find_the_documents() {
         write_card(&coll, &cards, id).await;
     }
     eventually("every card searchable", Duration::from_secs(60), || async {
-        let g = cards.lock().unwrap();
+        let g = lock(&cards);
         g.values().all(|c| c.found.is_some()).then_some(())
     })
     .await;
@@ -236,7 +235,7 @@ async fn the_freshness_metric_matches_when_searches_find_the_documents() {
     assert_eq!(count1, count0 + N as f64, "one observation per card");
     let metric_mean = (sum1 - sum0) / N as f64;
 
-    let g = cards.lock().unwrap().clone();
+    let g = lock(&cards).clone();
     let measured: Vec<(f64, f64)> = ids.iter().map(|id| g[id].bounds()).collect();
     let lo: Vec<f64> = measured.iter().map(|b| b.0).collect();
     let hi: Vec<f64> = measured.iter().map(|b| b.1).collect();

@@ -2,7 +2,9 @@
 //! ([`crate::bulk::resolve`], the read retried until it succeeds), send it
 //! ([`crate::bulk::service`]), dead-letter its permanent failures, and
 //! report the offsets done. While Elasticsearch refuses the index (a block,
-//! a closed or missing index), the partition shows it waiting.
+//! a closed or missing index), the partition shows it waiting. Each item
+//! accepted is reported with its MongoDB commit time to
+//! [`crate::freshness`] (which finds when it became searchable).
 //!
 //! Delivery guarantee: an offset is reported done only when its item was
 //! accepted, conflicted, skipped or dead-lettered (the DLQ copy
