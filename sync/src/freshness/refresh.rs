@@ -325,6 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn opensearch_answers_read_alike() {
+        // Recorded from OpenSearch 2.19.1 (`ES_FLAVOR=opensearch`), same
+        // request, same two-shard index.
+        let v = json!({"_shards": {"failed": 0}, "indices": {"frx": {"shards": {
+            "0": [{"routing": {"state": "STARTED", "primary": true, "node": "fUCpR3f3Q8qjSzCDre--Rg"},
+                   "indexing": {"index_total": 1, "delete_total": 0},
+                   "refresh": {"total": 3, "external_total": 3}}],
+            "1": [{"routing": {"state": "STARTED", "primary": true, "node": "fUCpR3f3Q8qjSzCDre--Rg"},
+                   "indexing": {"index_total": 0, "delete_total": 0},
+                   "refresh": {"total": 2, "external_total": 2}}]}}}});
+        let s = parse_stats(&v).unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(s.values().eq([
+            &CopyStat {
+                refreshes: 3,
+                ops: 1
+            },
+            &CopyStat {
+                refreshes: 2,
+                ops: 0
+            }
+        ]));
+        let i = parse_intervals(
+            &json!({"frx": {"settings": {}, "defaults": {"index.refresh_interval": "1s"}}}),
+        )
+        .unwrap();
+        assert_eq!(i["frx"], Some(1000));
+    }
+
+    #[test]
     fn bad_statistics_answers_are_errors_naming_what_is_wrong() {
         let mut v = es_7_10_answer();
         v["_shards"]["failed"] = json!(1);
