@@ -137,9 +137,15 @@ impl Task {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A read that hangs (Elasticsearch frozen) must not hold up
+            // the shutdown: both waits end when `stop` fires.
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => self.tick().await,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.tick() => {}
             }
         }
     }
@@ -277,4 +283,112 @@ async fn read(es: &Elasticsearch, alias: &str, settings: bool) -> Read {
         .await
         .and_then(|v| Ok((refresh::parse_stats(&v)?, now_ms())));
     Read { intervals, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::refresh::{CopyKey, CopyStat, Snapshot};
+
+    fn task() -> (Task, Arc<SyncStatus>, Metrics) {
+        let es = Elasticsearch::new(
+            elasticsearch::http::transport::Transport::single_node("http://127.0.0.1:9")
+                .expect("transport"),
+        );
+        let status = Arc::new(SyncStatus::new("g"));
+        let metrics = Metrics::default();
+        let t = Task::new(
+            es,
+            FreshnessConfig::default(),
+            &["cards".to_string()],
+            &metrics,
+            status.clone(),
+        );
+        (t, status, metrics)
+    }
+
+    fn snap(refreshes: u64, ops: u64) -> Snapshot {
+        let key = CopyKey {
+            index: "cards-000001".into(),
+            shard: 0,
+            node: "n".into(),
+            primary: true,
+        };
+        [(key, CopyStat { refreshes, ops })].into_iter().collect()
+    }
+
+    fn close(got: Option<f64>, want: f64) {
+        let got = got.expect("a value");
+        assert!((got - want).abs() <= want / 64.0, "{got} vs {want}");
+    }
+
+    fn read(stats: Result<Snapshot, &str>, at: i64) -> Read {
+        Read {
+            intervals: Some(Ok([("cards-000001".to_string(), Some(1000))].into())),
+            stats: stats.map(|s| (s, at)).map_err(String::from),
+        }
+    }
+
+    #[test]
+    fn documents_count_from_commit_to_the_read_that_saw_them_refreshed() {
+        let (mut t, status, metrics) = task();
+        metrics.freshness.switch_on();
+        let now = now_ms();
+        metrics.freshness.accepted("cards", Some(now - 300));
+        metrics.freshness.accepted("cards", Some(now - 200));
+        for (index, commits) in metrics.freshness.take() {
+            t.alias(&index).pending.take_in(&commits);
+        }
+        t.apply("cards", read(Ok(snap(3, 7)), now + 50), now);
+        t.publish(now + 50);
+        let f = status.freshness("cards").expect("published");
+        assert_eq!((f.documents, f.pending_documents), (0, 2));
+        // The refresh shows at the next read, 500 ms later.
+        t.apply("cards", read(Ok(snap(4, 7)), now + 550), now + 500);
+        t.publish(now + 550);
+        let f = status.freshness("cards").expect("published");
+        assert_eq!((f.documents, f.pending_documents), (2, 0));
+        // 550 - (-200) and 550 - (-300) ms, within the window's 1/64.
+        close(f.p50_seconds, 0.75);
+        close(f.p99_seconds, 0.85);
+        let h = metrics.freshness_seconds.get_or_create(&IndexLabels {
+            index: "cards".into(),
+        });
+        let mut out = String::new();
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register("f", "f", h.clone());
+        prometheus_client::encoding::text::encode(&mut out, &reg).expect("encode");
+        assert!(out.contains("f_count 2"), "{out}");
+        let sum: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("f_sum "))
+            .and_then(|v| v.parse().ok())
+            .expect("f_sum");
+        close(Some(sum), 1.6);
+    }
+
+    #[test]
+    fn unreadable_statistics_show_on_status_and_documents_wait() {
+        let (mut t, status, metrics) = task();
+        metrics.freshness.switch_on();
+        let now = now_ms();
+        metrics.freshness.accepted("cards", Some(now - 100));
+        for (index, commits) in metrics.freshness.take() {
+            t.alias(&index).pending.take_in(&commits);
+        }
+        let denied = "elasticsearch answered 403 (the Elasticsearch user lacks a permission)";
+        t.apply("cards", read(Err(denied), now), now);
+        t.publish(now);
+        let f = status.freshness("cards").expect("published");
+        assert_eq!(f.error.as_deref(), Some(denied));
+        assert_eq!(f.pending_documents, 1);
+        // Readable again: the error goes, the document is measured.
+        t.apply("cards", read(Ok(snap(3, 7)), now + 100), now + 100);
+        t.apply("cards", read(Ok(snap(4, 7)), now + 200), now + 200);
+        t.publish(now + 200);
+        let f = status.freshness("cards").expect("published");
+        assert_eq!(f.error, None);
+        assert_eq!((f.documents, f.pending_documents), (1, 0));
+        close(f.p50_seconds, 0.3);
+    }
 }
