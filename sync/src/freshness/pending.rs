@@ -78,18 +78,8 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
-    use super::super::refresh::{CopyKey, CopyStat, Snapshot};
+    use super::super::refresh::one_copy as snap;
     use super::*;
-
-    fn snap(refreshes: u64, ops: u64) -> Snapshot {
-        let key = CopyKey {
-            index: "cards-000001".into(),
-            shard: 0,
-            node: "n".into(),
-            primary: true,
-        };
-        [(key, CopyStat { refreshes, ops })].into_iter().collect()
-    }
 
     fn commits(at: &[i64], now: i64) -> Commits {
         let mut c = Commits::default();

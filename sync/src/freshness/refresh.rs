@@ -93,6 +93,18 @@ pub(crate) struct CopyStat {
 /// The counters of every started copy of an alias's indices.
 pub(crate) type Snapshot = BTreeMap<CopyKey, CopyStat>;
 
+/// A snapshot of one copy (`cards-000001[0]` on node `n`), for tests.
+#[cfg(test)]
+pub(crate) fn one_copy(refreshes: u64, ops: u64) -> Snapshot {
+    let key = CopyKey {
+        index: "cards-000001".into(),
+        shard: 0,
+        node: "n".into(),
+        primary: true,
+    };
+    [(key, CopyStat { refreshes, ops })].into_iter().collect()
+}
+
 /// Reads a statistics answer (see [`stats_path`]).
 pub(crate) fn parse_stats(v: &Value) -> Result<Snapshot, String> {
     let failed = v["_shards"]["failed"].as_u64().unwrap_or(0);

@@ -288,7 +288,7 @@ async fn read(es: &Elasticsearch, alias: &str, settings: bool) -> Read {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::freshness::refresh::{CopyKey, CopyStat, Snapshot};
+    use crate::freshness::refresh::{one_copy as snap, Snapshot};
 
     fn task() -> (Task, Arc<SyncStatus>, Metrics) {
         let es = Elasticsearch::new(
@@ -305,16 +305,6 @@ mod tests {
             status.clone(),
         );
         (t, status, metrics)
-    }
-
-    fn snap(refreshes: u64, ops: u64) -> Snapshot {
-        let key = CopyKey {
-            index: "cards-000001".into(),
-            shard: 0,
-            node: "n".into(),
-            primary: true,
-        };
-        [(key, CopyStat { refreshes, ops })].into_iter().collect()
     }
 
     fn close(got: Option<f64>, want: f64) {
