@@ -404,6 +404,7 @@ mod tests {
             before: None,
             version: Version::from_u64(77),
             cluster_time: ClusterTime { t: 10, i: 2 },
+            wall_time_ms: None,
             format: Format::Native,
         }
     }

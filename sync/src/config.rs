@@ -46,6 +46,9 @@ pub struct SyncConfig {
     /// Replies rolled up into their card (optional, see [`crate::rollup`]).
     #[serde(default)]
     pub rollup: Option<crate::rollup::RollupConfig>,
+    /// Measuring MongoDB commit -> searchable ([`crate::freshness`]).
+    #[serde(default)]
+    pub freshness: crate::freshness::FreshnessConfig,
 }
 
 fn default_admin() -> AdminConfig {
@@ -534,6 +537,7 @@ impl SyncConfig {
             }
             r.validate(&topics)?;
         }
+        self.freshness.validate()?;
         Ok(())
     }
 

@@ -54,6 +54,10 @@ pub struct SourceEvent {
     pub version: Version,
     /// Cluster time of the change.
     pub cluster_time: ClusterTime,
+    /// The server's wall-clock time of the change (MongoDB 6.0+ `wallTime`,
+    /// mongo-source's `wall_time`), ms since the epoch, when the record has
+    /// it.
+    pub wall_time_ms: Option<i64>,
     /// Which format it came in.
     pub format: Format,
 }
@@ -206,6 +210,7 @@ fn decode_native(value: Value) -> Result<SourceEvent, DecodeError> {
         before: ev.before.filter(|d| !d.is_null()),
         version: Version::from_u64(version),
         cluster_time: ev.cluster_time,
+        wall_time_ms: ev.wall_time.as_deref().and_then(rfc3339_ms),
         format: Format::Native,
     })
 }
@@ -277,8 +282,49 @@ fn decode_connector(mut map: serde_json::Map<String, Value>) -> Result<SourceEve
         before,
         version,
         cluster_time: ClusterTime { t, i },
+        wall_time_ms: map.get("wallTime").and_then(ejson_date_ms),
         format: Format::Connector,
     })
+}
+
+impl SourceEvent {
+    /// When MongoDB committed the change, ms since the epoch (the start of
+    /// the freshness measured by [`crate::freshness`]): the server's
+    /// `wallTime` when the record has it (millisecond precision, taken
+    /// from the same clock as the cluster time's seconds), else the middle
+    /// of the cluster time's second (`t` has whole seconds only: the
+    /// middle is off by at most half a second and by nothing on average).
+    /// `None` for snapshot copies and markers: their cluster time is the
+    /// snapshot's, not a commit of the document.
+    pub fn commit_time_ms(&self) -> Option<i64> {
+        match self.op {
+            Operation::Snapshot | Operation::SnapshotStart | Operation::SnapshotEnd => None,
+            _ => Some(
+                self.wall_time_ms
+                    .unwrap_or(i64::from(self.cluster_time.t) * 1000 + 500),
+            ),
+        }
+    }
+}
+
+/// An RFC 3339 time (mongo-source's `wall_time`) in ms since the epoch.
+fn rfc3339_ms(s: &str) -> Option<i64> {
+    mongodb::bson::DateTime::parse_rfc3339_str(s)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+/// An Extended JSON date (the connector's `wallTime`) in ms since the
+/// epoch: `{"$date": "<RFC 3339>"}` (relaxed), `{"$date": {"$numberLong":
+/// "<ms>"}}` (canonical) or `{"$date": <ms>}` (the connector's default
+/// JSON).
+fn ejson_date_ms(v: &Value) -> Option<i64> {
+    match v.get("$date")? {
+        Value::String(s) => rfc3339_ms(s),
+        Value::Number(n) => n.as_i64(),
+        Value::Object(o) => o.get("$numberLong")?.as_str()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// The connector's `updateDescription` (camelCase, Extended JSON) as the
@@ -361,6 +407,45 @@ mod tests {
         assert_eq!(ev.version, Version::of_cluster_time(1_700_000_000, 3));
         assert_eq!(ev.format, Format::Native);
         assert_eq!(ev.doc.unwrap()["title"], "한라산");
+    }
+
+    #[test]
+    fn commit_time_is_the_wall_time_else_the_middle_of_the_cluster_second() {
+        // mongo-source's wall_time (RFC 3339, ms).
+        let mut v = native("insert");
+        v["wall_time"] = json!("2023-11-14T22:13:20.123Z");
+        let ev = decode(Some(&bytes(&v))).unwrap();
+        assert_eq!(ev.wall_time_ms, Some(1_700_000_000_123));
+        assert_eq!(ev.commit_time_ms(), Some(1_700_000_000_123));
+        // Without it: the middle of the cluster time's second.
+        let ev = decode(Some(&bytes(&native("insert")))).unwrap();
+        assert_eq!(ev.wall_time_ms, None);
+        assert_eq!(ev.commit_time_ms(), Some(1_700_000_000_500));
+        // An unreadable wall time is ignored, not an error.
+        let mut v = native("delete");
+        v["wall_time"] = json!("yesterday");
+        assert_eq!(
+            decode(Some(&bytes(&v))).unwrap().commit_time_ms(),
+            Some(1_700_000_000_500)
+        );
+        // Snapshot copies have no commit time of their own.
+        let mut v = native("snapshot");
+        v["snapshot"] = json!({"id": "s", "version": v["version"].clone()});
+        v["wall_time"] = json!("2023-11-14T22:13:20.123Z");
+        assert_eq!(decode(Some(&bytes(&v))).unwrap().commit_time_ms(), None);
+        // The connector's wallTime in its three Extended JSON shapes.
+        for wall in [
+            json!({"$date": 1_700_000_000_456i64}),
+            json!({"$date": {"$numberLong": "1700000000456"}}),
+            json!({"$date": "2023-11-14T22:13:20.456Z"}),
+        ] {
+            let mut c = change_doc();
+            c["wallTime"] = wall.clone();
+            let ev = decode(Some(&bytes(&c))).unwrap();
+            assert_eq!(ev.commit_time_ms(), Some(1_700_000_000_456), "{wall}");
+        }
+        let ev = decode(Some(&bytes(&change_doc()))).unwrap();
+        assert_eq!(ev.commit_time_ms(), Some(1_700_000_000_500));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Stages, each module stating its delivery guarantee:
 //! [`event`] (decode) -> [`action`] (external-versioned index/delete) ->
 //! [`bulk`] (batch, send, classify, retry) -> [`consumer`] (order, offsets,
-//! backpressure, rebalance) with [`dlq`] for what cannot be indexed. The
+//! backpressure, rebalance) with [`dlq`] for what cannot be indexed, and
+//! [`freshness`] measuring MongoDB commit -> searchable. The
 //! end-to-end guarantee is at-least-once delivery made idempotent by
 //! Elasticsearch external versions: an older event can never overwrite a
 //! newer state.
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod elastic;
 pub mod event;
+pub mod freshness;
 pub mod index_bootstrap;
 pub mod metrics;
 pub mod offsets;
@@ -114,7 +116,19 @@ pub async fn run_with_status(
     let router = admin::router(status.clone(), Arc::new(registry), extra);
     let admin_task = tokio::spawn(admin::serve(listener, router, admin_stop.clone()));
 
+    let fresh_stop = CancellationToken::new();
+    let fresh_task = tokio::spawn(freshness::supervise(
+        es.clone(),
+        config.freshness.clone(),
+        config.topics.iter().map(|t| t.alias.clone()).collect(),
+        metrics.clone(),
+        status.clone(),
+        fresh_stop.clone(),
+    ));
+
     let out = consumer::run(config.clone(), es, metrics, status, control_rx, shutdown).await;
+    fresh_stop.cancel();
+    let _ = fresh_task.await;
     admin_stop.cancel();
     let _ = admin_task.await;
     out.context("kafka consumer")

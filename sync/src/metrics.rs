@@ -17,6 +17,7 @@
 //! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
 //! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
+//! | `es_sync_freshness_seconds` | `index` | histogram: MongoDB commit of a change -> searchable (accepted by a bulk and past the next refresh of the index), see [`crate::freshness`] |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -90,6 +91,15 @@ pub struct Metrics {
     pub task_panics: Counter,
     /// Roll-ups written.
     pub rollups: Counter,
+    /// MongoDB commit -> searchable, per alias.
+    pub freshness_seconds: Family<IndexLabels, Histogram, fn() -> Histogram>,
+    /// Items accepted by Elasticsearch, waiting to be found searchable.
+    pub freshness: crate::freshness::Freshness,
+}
+
+/// A histogram of `es_sync_freshness_seconds`.
+fn freshness_histogram() -> Histogram {
+    Histogram::new(crate::freshness::BUCKETS)
 }
 
 impl Default for Metrics {
@@ -109,6 +119,8 @@ impl Default for Metrics {
             waiting: Family::default(),
             task_panics: Counter::default(),
             rollups: Counter::default(),
+            freshness_seconds: Family::new_with_constructor(freshness_histogram),
+            freshness: crate::freshness::Freshness::default(),
         }
     }
 }
@@ -182,6 +194,11 @@ impl Metrics {
             "partitions_waiting",
             "Partitions waiting on a fault an operator fixes, by reason",
             m.waiting.clone(),
+        );
+        r.register(
+            "freshness_seconds",
+            "MongoDB commit of a change to searchable (accepted and past the next refresh), per index",
+            m.freshness_seconds.clone(),
         );
         r.register(
             "clock_holds",
@@ -273,5 +290,19 @@ mod tests {
             "{out}"
         );
         assert_eq!(m.documents_count("cards", "indexed"), 3);
+        m.freshness_seconds
+            .get_or_create(&IndexLabels {
+                index: "cards".into(),
+            })
+            .observe(0.7);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for line in [
+            r#"es_sync_freshness_seconds_bucket{le="0.5",index="cards"} 0"#,
+            r#"es_sync_freshness_seconds_bucket{le="0.75",index="cards"} 1"#,
+            r#"es_sync_freshness_seconds_count{index="cards"} 1"#,
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! What `/status` and `/readyz` show: per partition its state, offsets and
 //! lag; Kafka and Elasticsearch reachability; per alias the text analysis of
-//! its live index (nori, or the cjk fallback; see [`crate::analysis`]). The
-//! consumer updates it about once a second, the bootstrap the analysis; the
+//! its live index (nori, or the cjk fallback; see [`crate::analysis`]) and
+//! its freshness (p50/p99 of MongoDB commit -> searchable over a window;
+//! see [`crate::freshness`]). The consumer updates it about once a second,
+//! the bootstrap the analysis, the freshness task its part every 0.5 s; the
 //! admin server reads it.
 //!
 //! Ready means: Elasticsearch answered its last ping, Kafka answered its
@@ -43,6 +45,26 @@ pub struct PartitionStatus {
     pub waiting: Option<String>,
 }
 
+/// Freshness of one alias over the last `window_seconds`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FreshnessStatus {
+    /// Length of the window, seconds.
+    pub window_seconds: u64,
+    /// Changes found searchable in the window.
+    pub documents: u64,
+    /// Median of MongoDB commit -> searchable in the window, seconds
+    /// (`null` without changes).
+    pub p50_seconds: Option<f64>,
+    /// 99th percentile of the same, seconds.
+    pub p99_seconds: Option<f64>,
+    /// Changes accepted by Elasticsearch and not yet known searchable.
+    pub pending_documents: u64,
+    /// Why the index's refresh statistics cannot be read, while they
+    /// cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     running: bool,
@@ -52,6 +74,7 @@ struct Inner {
     buffered_records: usize,
     partitions: BTreeMap<(String, i32), PartitionStatus>,
     indices: BTreeMap<String, IndexAnalysis>,
+    freshness: BTreeMap<String, FreshnessStatus>,
     group: String,
 }
 
@@ -107,6 +130,16 @@ impl SyncStatus {
         self.lock().indices.insert(a.alias.clone(), a);
     }
 
+    /// Replaces the freshness of every alias.
+    pub fn set_freshness(&self, view: BTreeMap<String, FreshnessStatus>) {
+        self.lock().freshness = view;
+    }
+
+    /// The freshness of `alias`, when measured.
+    pub fn freshness(&self, alias: &str) -> Option<FreshnessStatus> {
+        self.lock().freshness.get(alias).cloned()
+    }
+
     /// The per-partition view.
     pub fn partitions(&self) -> Vec<PartitionStatus> {
         self.lock().partitions.values().cloned().collect()
@@ -146,6 +179,7 @@ impl AdminState for SyncStatus {
             "kafka_ok": g.kafka_ok,
             "partitions": g.partitions.values().collect::<Vec<_>>(),
             "indices": g.indices.values().collect::<Vec<_>>(),
+            "freshness": g.freshness,
         })
     }
 }
@@ -203,6 +237,26 @@ mod tests {
             "Unknown tokenizer type [nori_tokenizer]"
         );
         assert_eq!(v["indices"][0]["reindex_needed"], true);
+    }
+
+    #[test]
+    fn status_shows_the_freshness_of_each_alias() {
+        let s = SyncStatus::new("g");
+        let f = FreshnessStatus {
+            window_seconds: 300,
+            documents: 12,
+            p50_seconds: Some(0.61),
+            p99_seconds: Some(1.2),
+            pending_documents: 3,
+            error: None,
+        };
+        s.set_freshness([("cards".to_string(), f.clone())].into_iter().collect());
+        let v = s.status();
+        assert_eq!(v["freshness"]["cards"]["p50_seconds"], 0.61);
+        assert_eq!(v["freshness"]["cards"]["p99_seconds"], 1.2);
+        assert_eq!(v["freshness"]["cards"]["pending_documents"], 3);
+        assert!(v["freshness"]["cards"].get("error").is_none());
+        assert_eq!(s.freshness("cards"), Some(f));
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub fn config(n: &Names) -> SyncConfig {
             token_file: None,
         },
         rollup: None,
+        freshness: Default::default(),
     }
 }
 

@@ -2,7 +2,9 @@
 //! ([`crate::bulk::resolve`], the read retried until it succeeds), send it
 //! ([`crate::bulk::service`]), dead-letter its permanent failures, and
 //! report the offsets done. While Elasticsearch refuses the index (a block,
-//! a closed or missing index), the partition shows it waiting.
+//! a closed or missing index), the partition shows it waiting. Each item
+//! accepted is reported with its MongoDB commit time to
+//! [`crate::freshness`] (which finds when it became searchable).
 //!
 //! Delivery guarantee: an offset is reported done only when its item was
 //! accepted, conflicted, skipped or dead-lettered (the DLQ copy
@@ -50,6 +52,7 @@ struct Taken {
     kind: &'static str,
     hint: Hint,
     record: Arc<RawRecord>,
+    commit_ms: Option<i64>,
 }
 
 impl BulkJob {
@@ -63,6 +66,7 @@ impl BulkJob {
                     target,
                     kind,
                     hint,
+                    commit_ms,
                     ..
                 } => Some(Taken {
                     body,
@@ -71,6 +75,7 @@ impl BulkJob {
                     kind,
                     hint,
                     record: q.record,
+                    commit_ms,
                 }),
                 Work::Cleanup { .. } => None,
             })
@@ -377,6 +382,8 @@ impl BulkJob {
                     "indexed"
                 };
                 self.metrics.count(index, what, 1);
+                // Freshness hook: accepted now, searchable after a refresh.
+                self.metrics.freshness.accepted(index, t.commit_ms);
                 true
             }
             Final::Conflict => {

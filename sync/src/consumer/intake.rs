@@ -52,6 +52,7 @@ impl Loop {
         let mut ahead = None;
         let mut hint = Hint::Plain;
         let role = self.rollup.as_ref().and_then(|p| p.role(&tp.0));
+        let mut commit_ms = None;
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -62,6 +63,7 @@ impl Loop {
                 ahead =
                     action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
                         .map(|secs| (u64::from(ev.cluster_time.t), secs));
+                commit_ms = ev.commit_time_ms();
                 let mut a = action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
                     error_type: e.kind().into(),
                     reason: e.to_string(),
@@ -105,6 +107,7 @@ impl Loop {
                     size,
                     kind,
                     hint,
+                    commit_ms,
                 }
             }
             Err(why) => {

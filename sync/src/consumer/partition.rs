@@ -19,6 +19,8 @@ pub(super) enum Work {
         kind: &'static str,
         /// What it means for the roll-up.
         hint: Hint,
+        /// MongoDB commit time, ms ([`crate::event::SourceEvent::commit_time_ms`]).
+        commit_ms: Option<i64>,
     },
     Cleanup {
         action: Action,

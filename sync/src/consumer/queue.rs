@@ -377,6 +377,7 @@ mod tests {
                 size: 10,
                 kind: "index",
                 hint: crate::rollup::Hint::Plain,
+                commit_ms: None,
             },
             record: Arc::new(RawRecord::default()),
             clock: None,
