@@ -14,6 +14,9 @@
 //! | `es_sync_consumer_paused` | | 1 while consumption is paused for backpressure |
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
+//! | `es_sync_dlq_records_total` | `form` = copy, pointer | records written to the dead-letter topic: the original copied whole, or a pointer to it (the copy was over the topic's `max.message.bytes`) |
+//! | `es_sync_dlq_write_errors_total` | `fault` = missing_topic, not_authorized, unreachable, too_large, other | failed dead-letter writes (each is retried; the partition waits meanwhile) |
+//! | `es_sync_dlq_unavailable` | | 1 while the dead-letter topic cannot be written (partitions with a record to dead-letter wait) |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -49,6 +52,20 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// Labels of `es_sync_dlq_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormLabels {
+    /// `copy` or `pointer`.
+    pub form: String,
+}
+
+/// Labels of `es_sync_dlq_write_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// `missing_topic`, `not_authorized`, `unreachable`, `too_large`, `other`.
+    pub fault: String,
+}
+
 /// Labels by index.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IndexLabels {
@@ -81,6 +98,12 @@ pub struct Metrics {
     pub cleanups: Family<IndexLabels, Counter>,
     /// Records held for the clock.
     pub clock_holds: Counter,
+    /// Dead-letter records written, by form.
+    pub dlq_records: Family<FormLabels, Counter>,
+    /// Failed dead-letter writes, by fault.
+    pub dlq_write_errors: Family<FaultLabels, Counter>,
+    /// 1 while the dead-letter topic cannot be written.
+    pub dlq_unavailable: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +120,9 @@ impl Default for Metrics {
             paused: Gauge::default(),
             cleanups: Family::default(),
             clock_holds: Counter::default(),
+            dlq_records: Family::default(),
+            dlq_write_errors: Family::default(),
+            dlq_unavailable: Gauge::default(),
         }
     }
 }
@@ -160,6 +186,21 @@ impl Metrics {
             "clock_holds",
             "Records held because their cluster time is ahead of the clocks",
             m.clock_holds.clone(),
+        );
+        r.register(
+            "dlq_records",
+            "Records written to the dead-letter topic, copied whole or as a pointer",
+            m.dlq_records.clone(),
+        );
+        r.register(
+            "dlq_write_errors",
+            "Failed dead-letter writes (retried), by fault",
+            m.dlq_write_errors.clone(),
+        );
+        r.register(
+            "dlq_unavailable",
+            "1 while the dead-letter topic cannot be written",
+            m.dlq_unavailable.clone(),
         );
         m
     }

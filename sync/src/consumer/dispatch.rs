@@ -190,6 +190,7 @@ impl Loop {
             dlq: self.dlq.clone(),
             stop: self.hard_stop.clone(),
             metrics: self.metrics.clone(),
+            tx: self.tx.clone(),
         };
         let tx = self.tx.clone();
         tracing::debug!(items = batch.len(), bytes, "sending bulk");
@@ -217,8 +218,9 @@ impl Loop {
         let tx = self.tx.clone();
         let stop = self.hard_stop.clone();
         let metrics = self.metrics.clone();
+        let wait = super::partition::dlq_wait(&self.tx, &tp, epoch);
         tokio::spawn(async move {
-            let ok = dlq.send(&record, &why, &stop).await;
+            let ok = dlq.send(&record, &why, &stop, &wait).await.is_some();
             let mut done = Vec::new();
             if ok {
                 metrics.count(&index, "dead_lettered", 1);
@@ -241,6 +243,8 @@ struct BulkJob {
     dlq: crate::dlq::DlqWriter,
     stop: CancellationToken,
     metrics: Metrics,
+    /// For the partition's wait on the dead-letter topic.
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
 }
 
 impl BulkJob {
@@ -336,7 +340,12 @@ impl BulkJob {
                     reason,
                     index: Some(meta.index.clone()),
                 };
-                let ok = self.dlq.send(&meta.record, &why, &self.stop).await;
+                let wait = super::partition::dlq_wait(&self.tx, &meta.tp, meta.epoch);
+                let ok = self
+                    .dlq
+                    .send(&meta.record, &why, &self.stop, &wait)
+                    .await
+                    .is_some();
                 if ok {
                     self.metrics.count(&meta.index, "dead_lettered", 1);
                 }

@@ -117,9 +117,16 @@ impl Loop {
                 if let Some(p) = self.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
                     match why {
                         Some(w) => p.waiting = Some(w),
-                        // The end of a cleanup episode clears only its own reason.
+                        // The end of a cleanup or dead-letter episode clears
+                        // only such a reason, never a clock hold.
                         None => {
-                            if matches!(p.waiting, Some(super::partition::Waiting::Cleanup(_))) {
+                            if matches!(
+                                p.waiting,
+                                Some(
+                                    super::partition::Waiting::Cleanup(_)
+                                        | super::partition::Waiting::Dlq(_)
+                                )
+                            ) {
                                 p.waiting = None;
                             }
                         }

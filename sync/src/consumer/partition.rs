@@ -71,13 +71,32 @@ pub(super) enum Waiting {
     Clock(String),
     /// A snapshot cleanup keeps failing ([`super::cleanup`]).
     Cleanup(String),
+    /// A record's dead-letter write keeps failing ([`crate::dlq::writer`]).
+    Dlq(String),
 }
 
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Clock(m) | Self::Cleanup(m) => f.write_str(m),
+            Self::Clock(m) | Self::Cleanup(m) | Self::Dlq(m) => f.write_str(m),
         }
+    }
+}
+
+/// The hook a dead-letter write of partition `tp` reports its waits
+/// through ([`crate::dlq::DlqWriter::send`]).
+pub(super) fn dlq_wait(
+    tx: &tokio::sync::mpsc::UnboundedSender<super::Report>,
+    tp: &Tp,
+    epoch: u64,
+) -> impl Fn(Option<&str>) + Send + Sync {
+    let (tx, tp) = (tx.clone(), tp.clone());
+    move |why| {
+        let _ = tx.send(super::Report::Waiting {
+            tp: tp.clone(),
+            epoch,
+            why: why.map(|m| Waiting::Dlq(m.to_string())),
+        });
     }
 }
 
