@@ -187,7 +187,6 @@ impl Loop {
             svc: self.bulk.clone(),
             es: self.es.clone(),
             retry: self.cfg.retry.clone(),
-            dlq: self.dlq.clone(),
             stop: self.hard_stop.clone(),
             metrics: self.metrics.clone(),
             tx: self.tx.clone(),
@@ -240,10 +239,9 @@ struct BulkJob {
     svc: BulkService,
     es: Elasticsearch,
     retry: RetryConfig,
-    dlq: crate::dlq::DlqWriter,
     stop: CancellationToken,
     metrics: Metrics,
-    /// For the partition's wait on the dead-letter topic.
+    /// Hands permanent failures to dead-letter tasks.
     tx: tokio::sync::mpsc::UnboundedSender<Report>,
 }
 
@@ -316,8 +314,8 @@ impl BulkJob {
         out.ok()
     }
 
-    /// Counts an item's final outcome (dead-lettering a permanent one);
-    /// `true` when its offset is done.
+    /// Counts an item's final outcome (handing a permanent one to a
+    /// dead-letter task); `true` when its offset is done now.
     async fn finish(&self, meta: &Meta, fin: Final) -> bool {
         match fin {
             Final::Success => {
@@ -335,21 +333,22 @@ impl BulkJob {
             }
             Final::Skipped => true,
             Final::Permanent { error_type, reason } => {
-                let why = DlqReason {
-                    error_type,
-                    reason,
-                    index: Some(meta.index.clone()),
-                };
-                let wait = super::partition::dlq_wait(&self.tx, &meta.tp, meta.epoch);
-                let ok = self
-                    .dlq
-                    .send(&meta.record, &why, &self.stop, &wait)
-                    .await
-                    .is_some();
-                if ok {
-                    self.metrics.count(&meta.index, "dead_lettered", 1);
-                }
-                ok
+                // Written by its own task ([`Loop::spawn_dlq`]): the bulk's
+                // slot and the other partitions of the request go on while
+                // the dead-letter topic is away; only this partition's
+                // commit waits for the write.
+                let _ = self.tx.send(Report::DeadLetter {
+                    tp: meta.tp.clone(),
+                    epoch: meta.epoch,
+                    record: meta.record.clone(),
+                    why: DlqReason {
+                        error_type,
+                        reason,
+                        index: Some(meta.index.clone()),
+                    },
+                    index: meta.index.clone(),
+                });
+                false
             }
             Final::Abandoned => false,
         }

@@ -113,6 +113,18 @@ impl Loop {
                     self.mark_done(&tp, epoch, offset);
                 }
             }
+            Report::DeadLetter {
+                tp,
+                epoch,
+                record,
+                why,
+                index,
+            } => {
+                // A revoked partition's record is the new owner's to redo.
+                if self.parts.get(&tp).is_some_and(|p| p.epoch == epoch) {
+                    self.spawn_dlq(tp, epoch, record, why, index);
+                }
+            }
             Report::Waiting { tp, epoch, why } => {
                 if let Some(p) = self.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
                     match why {

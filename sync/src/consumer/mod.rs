@@ -60,7 +60,7 @@ pub use rebalance::{Ctx, SyncConsumer};
 use crate::bulk::request::BulkLimits;
 use crate::bulk::service::BulkService;
 use crate::config::SyncConfig;
-use crate::dlq::DlqWriter;
+use crate::dlq::{self, DlqWriter};
 use crate::metrics::Metrics;
 use crate::status::SyncStatus;
 use elasticsearch::Elasticsearch;
@@ -85,6 +85,15 @@ enum Report {
     },
     /// Watermarks fetched.
     Watermarks(Vec<(Tp, i64)>),
+    /// A bulk item failed permanently: write it to the dead-letter topic
+    /// (its own task, [`Loop::spawn_dlq`]); its offset is done once written.
+    DeadLetter {
+        tp: Tp,
+        epoch: u64,
+        record: Arc<dlq::RawRecord>,
+        why: dlq::DlqReason,
+        index: String,
+    },
     /// A partition's work waits on a fault (or no longer does: `None`).
     Waiting {
         tp: Tp,

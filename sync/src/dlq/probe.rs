@@ -1,6 +1,8 @@
 //! What the dead-letter topic accepts, read from the broker with the admin
 //! API: its `max.message.bytes` (the effective value: the topic's own or
-//! the broker's `message.max.bytes`). A topic that does not exist is a
+//! the broker's `message.max.bytes`). A topic that does not exist
+//! (`UNKNOWN_TOPIC_OR_PARTITION`, or no configs at all, as Kafka 4 answers)
+//! is a
 //! [`Fault::MissingTopic`] unless the broker creates topics on first write
 //! (`auto.create.topics.enable`), then its limit is the broker's.
 //!
@@ -41,6 +43,9 @@ pub async fn probe(
         return Ok(assumed(topic, "the broker returned nothing"));
     };
     match first {
+        // Kafka 4 answers a missing topic with no configs rather than
+        // UNKNOWN_TOPIC_OR_PARTITION; a topic always has some.
+        Ok(resource) if resource.entries.is_empty() => missing(admin, topic, timeout).await,
         Ok(resource) => Ok(resource
             .get("max.message.bytes")
             .and_then(|e| e.value.as_deref())
