@@ -98,6 +98,26 @@ async fn metric(port: u16, line_start: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The offset `n.group` committed on partition `partition` of `n.topic`
+/// on the brokers `b`.
+async fn committed_now(b: &str, n: &Names, partition: i32) -> Option<i64> {
+    let (b, g, t) = (b.to_string(), n.group.clone(), n.topic.clone());
+    tokio::task::spawn_blocking(move || committed_at(&b, &g, &t, partition))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until that offset is `want`.
+async fn wait_committed(b: &str, n: &Names, partition: i32, want: i64) {
+    eventually(
+        WAIT,
+        &format!("partition {partition} committed to {want}"),
+        || async { committed_now(b, n, partition).await.filter(|o| *o == want) },
+    )
+    .await;
+}
+
 fn header<'a>(r: &'a ReadRecord, name: &str) -> Option<&'a str> {
     r.headers.get(name).map(String::as_str)
 }
@@ -373,18 +393,7 @@ async fn a_missing_dlq_topic_holds_the_partition_until_it_is_created() {
     );
     assert_eq!(waiting.1, json!("RETRYING"));
     // The other partition goes on.
-    let (b1, g1, t1) = (b.clone(), n.group.clone(), n.topic.clone());
-    eventually(WAIT, "partition 1 committed", || {
-        let (b1, g1, t1) = (b1.clone(), g1.clone(), t1.clone());
-        async move {
-            tokio::task::spawn_blocking(move || committed_at(&b1, &g1, &t1, 1))
-                .await
-                .ok()
-                .flatten()
-                .filter(|o| *o == 1)
-        }
-    })
-    .await;
+    wait_committed(&b, &n, 1, 1).await;
     // Several retries pass; still waiting, one log line, nothing committed
     // past the first record to dead-letter (offset 1).
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -396,12 +405,7 @@ async fn a_missing_dlq_topic_holds_the_partition_until_it_is_created() {
     .unwrap_or(0.0);
     assert!(errors >= 3.0, "failed writes counted: {errors}");
     assert_eq!(metric(port, "es_sync_dlq_unavailable").await, Some(1.0));
-    let c0 = {
-        let (b, g, t) = (b.clone(), n.group.clone(), n.topic.clone());
-        tokio::task::spawn_blocking(move || committed_at(&b, &g, &t, 0))
-            .await
-            .unwrap()
-    };
+    let c0 = committed_now(&b, &n, 0).await;
     assert!(
         c0.is_none_or(|o| o <= 1),
         "committed past a record not dead-lettered: {c0:?}"
@@ -415,18 +419,7 @@ async fn a_missing_dlq_topic_holds_the_partition_until_it_is_created() {
 
     // The operator creates the topic: everything goes on.
     create_topic_with(&b, &n.dlq, 1, &[]).await;
-    let (b2, g2, t2) = (b.clone(), n.group.clone(), n.topic.clone());
-    eventually(WAIT, "partition 0 committed", || {
-        let (b2, g2, t2) = (b2.clone(), g2.clone(), t2.clone());
-        async move {
-            tokio::task::spawn_blocking(move || committed_at(&b2, &g2, &t2, 0))
-                .await
-                .ok()
-                .flatten()
-                .filter(|o| *o == 5)
-        }
-    })
-    .await;
+    wait_committed(&b, &n, 0, 5).await;
     eventually(WAIT, "the wait cleared", || async {
         let st = get_json(port, "/status").await?;
         st["partitions"]
