@@ -40,10 +40,11 @@ pub use report::{Report, Row};
 use crate::config::SyncConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
+use read::Reader;
 use scan::Letter;
 use shared::wire::record_size::KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
 use std::collections::{BTreeMap, HashMap};
@@ -260,7 +261,7 @@ fn transactional(
 /// Dead letters among `selected` that are pointers to records their topic
 /// no longer holds (below its low watermark).
 fn pointers_gone(
-    c: &BaseConsumer,
+    c: &Reader,
     selected: &[Letter],
     timeout: Duration,
 ) -> Result<std::collections::HashSet<(i32, i64)>, DlqReplayError> {

@@ -4,15 +4,36 @@
 //! (partition EOF) or at the end of its range, whichever comes first.
 
 use super::DlqReplayError;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// The context of the readers: the end of a partition reached after its
+/// range was read (and the partition unassigned) is no error worth a log
+/// line; everything else is logged as librdkafka's default does.
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// A reader.
+pub type Reader = BaseConsumer<Quiet>;
+
 /// A consumer for reading (configured like es-sync's, never committing).
-pub fn consumer(base: &ClientConfig, name: &str) -> Result<BaseConsumer, DlqReplayError> {
+pub fn consumer(base: &ClientConfig, name: &str) -> Result<Reader, DlqReplayError> {
     let mut cc = base.clone();
     cc.set("group.id", name)
         .set("enable.auto.commit", "false")
@@ -20,14 +41,14 @@ pub fn consumer(base: &ClientConfig, name: &str) -> Result<BaseConsumer, DlqRepl
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error");
-    Ok(cc.create()?)
+    Ok(cc.create_with_context(Quiet)?)
 }
 
 /// Reads `topic` partitions `ranges` (`partition -> [from, to)`), calling
 /// `each` for every record in range. Fails when nothing arrives for
 /// `idle` while a partition is not finished.
 pub fn read_ranges(
-    c: &BaseConsumer,
+    c: &Reader,
     topic: &str,
     ranges: &HashMap<i32, (i64, i64)>,
     idle: Duration,
@@ -87,7 +108,7 @@ pub fn read_ranges(
 
 /// Partitions of `topic` with their low and high watermarks.
 pub fn watermarks(
-    c: &BaseConsumer,
+    c: &Reader,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<(i32, i64, i64)>, DlqReplayError> {

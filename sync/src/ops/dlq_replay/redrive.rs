@@ -11,10 +11,10 @@
 //! `dlq.redriven.from` header (`{dlq topic}/{partition}/{offset}`) when
 //! that still fits the topic's limit.
 
-use super::read::read_ranges;
+use super::read::{read_ranges, Reader};
 use super::scan::Letter;
 use super::DlqReplayError;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -93,9 +93,9 @@ pub struct Redriver<'a> {
     /// The transactional producer (transactions initialised).
     pub producer: &'a BaseProducer,
     /// Reads the dead letters.
-    pub dlq_reader: &'a BaseConsumer,
+    pub dlq_reader: &'a Reader,
     /// Reads originals of pointers.
-    pub original_reader: &'a BaseConsumer,
+    pub original_reader: &'a Reader,
     /// The dead-letter topic.
     pub dlq_topic: &'a str,
     /// `max.message.bytes` of each target topic.

@@ -4,9 +4,9 @@
 //! letters were re-driven already (their marks). Only this metadata is
 //! kept, not the records.
 
-use super::read::{read_ranges, watermarks};
+use super::read::{read_ranges, watermarks, Reader};
 use super::DlqReplayError;
-use rdkafka::consumer::BaseConsumer;
+
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use shared::wire::dlq::{headers, Redriven};
@@ -52,7 +52,7 @@ pub struct Scan {
 /// Reads the whole of `topic`; `on_record` is called once per record (a
 /// progress bar).
 pub fn scan(
-    c: &BaseConsumer,
+    c: &Reader,
     topic: &str,
     timeout: Duration,
     mut on_record: impl FnMut(),
