@@ -77,7 +77,8 @@ pub struct KafkaConfig {
     pub operation_timeout_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`,
     /// `sasl.mechanism`, `ssl.ca.location`), passed through unchanged to
-    /// the consumer and the DLQ producer.
+    /// the consumer, the DLQ producer (whose `message.max.bytes` es-sync
+    /// sets to the dead-letter topic's limit) and the operator commands.
     #[serde(default)]
     pub properties: BTreeMap<String, Secret>,
     /// librdkafka properties read from files (trailing newline ignored),

@@ -1,6 +1,8 @@
 //! The `es-sync` binary: `es-sync --config FILE` runs the sync;
 //! `es-sync replay ...` moves a consumer group; `es-sync reindex ...`
-//! rebuilds an alias into a new index. See `docs/sync.md`.
+//! rebuilds an alias into a new index; `es-sync verify ...` compares a
+//! collection with its index; `es-sync dlq replay ...` re-drives dead
+//! letters. See `docs/sync.md`.
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Parser, Subcommand};
@@ -103,6 +105,47 @@ enum Command {
         #[arg(long, value_name = "SOURCE", default_value = "auto")]
         from: es_sync::ops::reindex::From,
     },
+    /// The dead-letter topic.
+    Dlq {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Re-drive dead-lettered records to their original topic and
+    /// partition, once the cause is fixed; each dead letter at most once
+    /// over all runs (a mark is written with it, in one transaction).
+    Replay {
+        /// Only this error type (`dlq.error.type`, repeatable), e.g.
+        /// mapper_parsing_exception.
+        #[arg(long, value_name = "TYPE")]
+        error_type: Vec<String>,
+        /// Only dead letters of this source topic (repeatable).
+        #[arg(long, value_name = "TOPIC")]
+        topic: Vec<String>,
+        /// Only dead letters written at or after T (`dlq.failed_at`): ms
+        /// since the epoch or YYYY-MM-DDTHH:MM:SS[.fff]Z.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only dead letters written before T.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Print what would be re-driven, per error type and topic; write
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// `transactional.id` of the re-drive producer (default
+        /// `{kafka.group_id}.dlq-replay`); runs with the same id never
+        /// overlap.
+        #[arg(long, value_name = "ID")]
+        transactional_id: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -193,6 +236,31 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if !report.equal {
                 return Ok(std::process::ExitCode::from(1));
             }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    error_type,
+                    topic,
+                    since,
+                    until,
+                    dry_run,
+                    quiet,
+                    transactional_id,
+                },
+        } => {
+            let request = es_sync::ops::dlq_replay::Request {
+                error_types: error_type,
+                topics: topic,
+                since: since.as_deref().map(replay::parse_timestamp).transpose()?,
+                until: until.as_deref().map(replay::parse_timestamp).transpose()?,
+                dry_run,
+                progress: !quiet,
+                transactional_id,
+            };
+            let report = es_sync::ops::dlq_replay::run(&cfg, &request)?;
+            print!("{}", report.render());
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Reindex { topic, into, from } => {

@@ -16,8 +16,11 @@
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
-//! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
+//! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock, dlq | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
 //! | `es_sync_freshness_seconds` | `index` | histogram: MongoDB commit of a change -> searchable (accepted by a bulk and past the next refresh of the index), see [`crate::freshness`] |
+//! | `es_sync_dlq_records_total` | `form` = copy, pointer | records written to the dead-letter topic: the original copied whole, or a pointer to it (the copy was over the topic's `max.message.bytes`) |
+//! | `es_sync_dlq_write_errors_total` | `fault` = missing_topic, not_authorized, unreachable, too_large, other | failed dead-letter writes (each is retried; the partition waits meanwhile) |
+//! | `es_sync_dlq_unavailable` | | 1 while the dead-letter topic cannot be written (partitions with a record to dead-letter wait) |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -51,6 +54,20 @@ pub struct PartitionLabels {
     pub topic: String,
     /// Partition number.
     pub partition: i32,
+}
+
+/// Labels of `es_sync_dlq_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormLabels {
+    /// `copy` or `pointer`.
+    pub form: String,
+}
+
+/// Labels of `es_sync_dlq_write_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// `missing_topic`, `not_authorized`, `unreachable`, `too_large`, `other`.
+    pub fault: String,
 }
 
 /// Labels by index.
@@ -95,6 +112,12 @@ pub struct Metrics {
     pub freshness_seconds: Family<IndexLabels, Histogram, fn() -> Histogram>,
     /// Items accepted by Elasticsearch, waiting to be found searchable.
     pub freshness: crate::freshness::Freshness,
+    /// Dead-letter records written, by form.
+    pub dlq_records: Family<FormLabels, Counter>,
+    /// Failed dead-letter writes, by fault.
+    pub dlq_write_errors: Family<FaultLabels, Counter>,
+    /// 1 while the dead-letter topic cannot be written.
+    pub dlq_unavailable: Gauge,
 }
 
 /// A histogram of `es_sync_freshness_seconds`.
@@ -121,6 +144,9 @@ impl Default for Metrics {
             rollups: Counter::default(),
             freshness_seconds: Family::new_with_constructor(freshness_histogram),
             freshness: crate::freshness::Freshness::default(),
+            dlq_records: Family::default(),
+            dlq_write_errors: Family::default(),
+            dlq_unavailable: Gauge::default(),
         }
     }
 }
@@ -204,6 +230,21 @@ impl Metrics {
             "clock_holds",
             "Records held because their cluster time is ahead of the clocks",
             m.clock_holds.clone(),
+        );
+        r.register(
+            "dlq_records",
+            "Records written to the dead-letter topic, copied whole or as a pointer",
+            m.dlq_records.clone(),
+        );
+        r.register(
+            "dlq_write_errors",
+            "Failed dead-letter writes (retried), by fault",
+            m.dlq_write_errors.clone(),
+        );
+        r.register(
+            "dlq_unavailable",
+            "1 while the dead-letter topic cannot be written",
+            m.dlq_unavailable.clone(),
         );
         m
     }

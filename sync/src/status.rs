@@ -40,7 +40,8 @@ pub struct PartitionStatus {
     /// Whether a bulk request or cleanup of this partition is in flight.
     pub in_flight: bool,
     /// Why the partition waits instead of going on (a record ahead of the
-    /// clocks, a snapshot cleanup that keeps failing), when it does.
+    /// clocks, a snapshot cleanup that keeps failing, a dead-letter topic
+    /// that cannot be written), when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
 }

@@ -210,6 +210,60 @@ fn client_for(url: &str) -> elasticsearch::Elasticsearch {
     elasticsearch::Elasticsearch::new(t)
 }
 
+/// A private Kafka broker (`scripts/stack start kafka`) in its own
+/// `STACK_DIR` on free ports, for tests that need a broker configured
+/// unlike the bench's. `Drop` runs `scripts/stack down --wipe`.
+pub struct PrivateKafka {
+    dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+    port: u16,
+}
+
+impl PrivateKafka {
+    /// A broker with `auto.create.topics.enable=false`, as in the compose
+    /// deployment: a write to a missing topic fails instead of creating it
+    /// (about 15 s to start).
+    pub fn start_without_auto_create() -> Self {
+        let port = crate::free_port();
+        let mut controller = crate::free_port();
+        while controller == port {
+            controller = crate::free_port();
+        }
+        let k = Self {
+            dir: std::env::temp_dir().join(crate::unique("stack-kafka-")),
+            env: vec![
+                ("KAFKA_PORT", port.to_string()),
+                ("KAFKA_CONTROLLER_PORT", controller.to_string()),
+                ("KAFKA_AUTO_CREATE_TOPICS", "false".into()),
+            ],
+            port,
+        };
+        let mut c = Command::new(stack_script());
+        c.args(["start", "kafka"]).env("STACK_DIR", &k.dir);
+        for (name, v) in &k.env {
+            c.env(name, v);
+        }
+        let st = c.status().expect("run scripts/stack");
+        assert!(
+            st.success(),
+            "private kafka did not start (STACK_DIR {})",
+            k.dir.display()
+        );
+        k
+    }
+
+    /// Its bootstrap servers, `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        stack_down(&self.dir, &self.env);
+    }
+}
+
 /// A private copy of the whole bench (Kafka, Elasticsearch, MongoDB) in its
 /// own `STACK_DIR` on free ports, for tests that restart servers (chaos).
 /// `Drop` runs `scripts/stack down --wipe`.

@@ -135,11 +135,25 @@ pub fn config(n: &Names) -> SyncConfig {
 
 /// Creates `topic` with `partitions` partitions (ok if it exists).
 pub async fn create_topic(topic: &str, partitions: i32) {
+    create_topic_with(&kafka(), topic, partitions, &[]).await;
+}
+
+/// Creates `topic` on the brokers `bootstrap` with `partitions`
+/// partitions and topic `configs` (ok if it exists).
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
-    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
     let res = admin
         .create_topics([&t], &AdminOptions::new())
         .await
@@ -157,8 +171,15 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 
 /// A producer.
 pub fn producer() -> FutureProducer {
+    producer_at(&kafka())
+}
+
+/// A producer to the brokers `bootstrap`, accepting records up to 2 MB
+/// (the brokers' limits decide).
+pub fn producer_at(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", bootstrap)
+        .set("message.max.bytes", "2000000")
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -354,10 +375,16 @@ pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
 
 /// Everything `topic` holds after `wait` of reading.
 pub async fn read_topic_for(topic: &str, wait: Duration) -> Vec<ReadRecord> {
+    read_topic_at(&kafka(), topic, wait).await
+}
+
+/// Everything `topic` of the brokers `bootstrap` holds after `wait` of
+/// reading.
+pub async fn read_topic_at(bootstrap: &str, topic: &str, wait: Duration) -> Vec<ReadRecord> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
     let c: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", uid()))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -367,6 +394,8 @@ pub async fn read_topic_for(topic: &str, wait: Duration) -> Vec<ReadRecord> {
     let end = tokio::time::Instant::now() + wait;
     while let Ok(Ok(m)) = tokio::time::timeout_at(end, c.recv()).await {
         out.push(ReadRecord {
+            partition: m.partition(),
+            offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             headers: m
@@ -436,6 +465,10 @@ impl Running {
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
     /// Key.
     pub key: Option<Vec<u8>>,
     /// Value.
@@ -478,6 +511,8 @@ pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRec
                 })
                 .unwrap_or_default();
             out.push(ReadRecord {
+                partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
                 headers,
@@ -589,10 +624,16 @@ index_file = "{file}"
 
 /// Committed offset of `group` on `topic`/`partition` (`None`: none).
 pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    committed_at(&kafka(), group, topic, partition)
+}
+
+/// Committed offset of `group` on `topic`/`partition` of the brokers
+/// `bootstrap` (`None`: none).
+pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
         .expect("consumer");

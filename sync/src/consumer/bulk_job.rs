@@ -16,7 +16,7 @@ use super::Report;
 use crate::bulk::request::Item;
 use crate::bulk::resolve::{self, Body, Resolved, Target};
 use crate::bulk::service::{BulkService, Final};
-use crate::dlq::{DlqReason, DlqWriter, RawRecord};
+use crate::dlq::{DlqReason, RawRecord};
 use crate::metrics::Metrics;
 use crate::rollup::{self, Plan, Role};
 use elasticsearch::Elasticsearch;
@@ -36,7 +36,6 @@ pub(super) struct BulkJob {
     pub(super) svc: BulkService,
     pub(super) es: Elasticsearch,
     pub(super) retry: RetryConfig,
-    pub(super) dlq: DlqWriter,
     /// The partition's cancellation (revoked, restarted, hard stop).
     pub(super) stop: CancellationToken,
     pub(super) metrics: Metrics,
@@ -392,16 +391,21 @@ impl BulkJob {
             }
             Final::Skipped => true,
             Final::Permanent { error_type, reason } => {
-                let why = DlqReason {
-                    error_type,
-                    reason,
-                    index: Some(index.clone()),
-                };
-                let ok = self.dlq.send(&t.record, &why, &self.stop).await;
-                if ok {
-                    self.metrics.count(index, "dead_lettered", 1);
-                }
-                ok
+                // Written by a task of its own ([`Report::DeadLetter`]): the
+                // bulk's slot and the other documents go on while the
+                // dead-letter topic is away; only this record's offset waits.
+                let _ = self.tx.send(Report::DeadLetter {
+                    tp: self.tp.clone(),
+                    epoch: self.epoch,
+                    record: t.record.clone(),
+                    why: DlqReason {
+                        error_type,
+                        reason,
+                        index: Some(index.clone()),
+                    },
+                    index: index.clone(),
+                });
+                false
             }
             Final::Abandoned => false,
         }

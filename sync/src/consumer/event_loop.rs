@@ -151,6 +151,18 @@ impl Loop {
                     p.waiting = Some(why);
                 }
             }
+            Report::DeadLetter {
+                tp,
+                epoch,
+                record,
+                why,
+                index,
+            } => {
+                // A revoked partition's record is the new owner's to redo.
+                if self.part(&tp, epoch).is_some() {
+                    self.spawn_dlq(tp, epoch, record, why, index);
+                }
+            }
             Report::WaitOver { tp, epoch, kind } => {
                 if let Some(p) = self.part(&tp, epoch) {
                     // The end of one episode clears only its own reason.

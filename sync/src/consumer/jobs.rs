@@ -130,7 +130,6 @@ impl Loop {
             svc: self.bulk.clone(),
             es: self.es.clone(),
             retry: self.cfg.retry.clone(),
-            dlq: self.dlq.clone(),
             stop: self.stop_of(tp, epoch),
             metrics: self.metrics.clone(),
             rollup: self
@@ -258,13 +257,14 @@ impl Loop {
         let dlq = self.dlq.clone();
         let stop = self.stop_of(&tp, epoch);
         let metrics = self.metrics.clone();
+        let wait = super::partition::dlq_wait(&self.tx, &tp, epoch);
         let unit = Unit {
             tp: tp.clone(),
             epoch,
             kind: Kind::Dlq,
         };
         self.spawn(unit, async move {
-            let ok = dlq.send(&record, &why, &stop).await;
+            let ok = dlq.send(&record, &why, &stop, &wait).await.is_some();
             let mut done = Vec::new();
             if ok {
                 metrics.count(&index, "dead_lettered", 1);

@@ -96,6 +96,16 @@ enum Report {
         epoch: u64,
         kind: partition::WaitKind,
     },
+    /// A bulk item failed permanently: write it to the dead-letter topic
+    /// in a task of its own ([`Loop::spawn_dlq`]); its offset is done once
+    /// written. The bulk's slot and the other documents go on meanwhile.
+    DeadLetter {
+        tp: Tp,
+        epoch: u64,
+        record: Arc<crate::dlq::RawRecord>,
+        why: crate::dlq::DlqReason,
+        index: String,
+    },
 }
 
 /// Runs the consumer until `shutdown` fires (see the module documentation).

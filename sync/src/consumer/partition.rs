@@ -55,6 +55,8 @@ pub(super) enum Waiting {
     /// Elasticsearch refuses writes to the index (a block, a closed or
     /// missing index, a permission; [`crate::bulk::retry`]).
     Index(String),
+    /// A record's dead-letter write keeps failing ([`crate::dlq::writer`]).
+    Dlq(String),
 }
 
 /// The kind of a [`Waiting`], to end one wait without ending another.
@@ -63,6 +65,7 @@ pub(super) enum WaitKind {
     Clock,
     Cleanup,
     Index,
+    Dlq,
 }
 
 impl Waiting {
@@ -71,6 +74,7 @@ impl Waiting {
             Self::Clock(_) => WaitKind::Clock,
             Self::Cleanup(_) => WaitKind::Cleanup,
             Self::Index(_) => WaitKind::Index,
+            Self::Dlq(_) => WaitKind::Dlq,
         }
     }
 
@@ -80,6 +84,7 @@ impl Waiting {
             Self::Clock(_) => "clock",
             Self::Cleanup(_) => "cleanup",
             Self::Index(_) => "index",
+            Self::Dlq(_) => "dlq",
         }
     }
 }
@@ -87,7 +92,32 @@ impl Waiting {
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Clock(m) | Self::Cleanup(m) | Self::Index(m) => f.write_str(m),
+            Self::Clock(m) | Self::Cleanup(m) | Self::Index(m) | Self::Dlq(m) => f.write_str(m),
         }
+    }
+}
+
+/// The hook a dead-letter write of partition `tp` reports its waits
+/// through ([`crate::dlq::DlqWriter::send`]): a reason while the topic
+/// cannot be written, `None` once it can.
+pub(super) fn dlq_wait(
+    tx: &tokio::sync::mpsc::UnboundedSender<super::Report>,
+    tp: &super::poller::Tp,
+    epoch: u64,
+) -> impl Fn(Option<&str>) + Send + Sync {
+    let (tx, tp) = (tx.clone(), tp.clone());
+    move |why| {
+        let _ = tx.send(match why {
+            Some(m) => super::Report::Waiting {
+                tp: tp.clone(),
+                epoch,
+                why: Waiting::Dlq(m.to_string()),
+            },
+            None => super::Report::WaitOver {
+                tp: tp.clone(),
+                epoch,
+                kind: WaitKind::Dlq,
+            },
+        });
     }
 }

@@ -55,7 +55,7 @@ impl Loop {
                 waiting: p.waiting.as_ref().map(ToString::to_string),
             });
         }
-        for reason in ["index", "cleanup", "clock"] {
+        for reason in ["index", "cleanup", "clock", "dlq"] {
             let n = self
                 .parts
                 .values()

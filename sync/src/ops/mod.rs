@@ -1,13 +1,16 @@
 //! Operator commands, beside the pipeline rather than inside it: each runs
-//! once from the command line (`es-sync verify|replay|reindex`) and reads
+//! once from the command line (`es-sync verify|replay|reindex|dlq replay`) and reads
 //! or writes the wire contract ([`shared::wire`]) like the pipeline does.
 //!
 //! - [`verify`]: compare a collection with its index, and repair through
 //!   the topic;
 //! - [`replay`]: move a consumer group's offsets;
 //! - [`reindex`]: build a new index (from the topic, or from the current
-//!   index plus the topic) and swap the alias.
+//!   index plus the topic) and swap the alias;
+//! - [`dlq_replay`]: re-drive dead-lettered records to their topics once
+//!   the cause is fixed.
 
+pub mod dlq_replay;
 pub mod reindex;
 pub mod replay;
 pub mod rollup_check;
