@@ -98,13 +98,21 @@ fn document_to_map(doc: &Document) -> Map<String, Value> {
         .collect()
 }
 
-/// `2024-01-02T03:04:05.678Z` always with milliseconds, so strings sort.
+/// `2024-01-02T03:04:05.678Z` always with three fractional digits, so
+/// strings sort and equal instants render equally: bson prints `...05Z`
+/// when the milliseconds are zero and `...05.74Z` for 740 ms, while
+/// Elasticsearch's `value_as_string` (a roll-up's latest reply time) always
+/// prints three digits.
 fn normalise_rfc3339(s: &str) -> String {
-    // bson prints `...05Z` when the milliseconds are zero.
-    if s.ends_with('Z') && !s.contains('.') {
-        format!("{}.000Z", &s[..s.len() - 1])
-    } else {
-        s.to_string()
+    let Some(body) = s.strip_suffix('Z') else {
+        return s.to_string();
+    };
+    match body.rsplit_once('.') {
+        None => format!("{body}.000Z"),
+        Some((secs, frac)) if frac.len() < 3 && frac.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{secs}.{frac:0<3}Z")
+        }
+        Some(_) => s.to_string(),
     }
 }
 
@@ -189,6 +197,36 @@ mod tests {
     use super::*;
     use mongodb::bson::{doc, oid::ObjectId, spec::BinarySubtype, Binary, Decimal128, Timestamp};
     use std::str::FromStr;
+
+    #[test]
+    fn dates_always_carry_three_fractional_digits() {
+        // Elasticsearch answers a `max` on a date with three digits; the
+        // same instant from MongoDB must render identically (verify once
+        // reported roll-ups as stale because of `.74Z` against `.740Z`).
+        for (ms, want) in [
+            (1_764_722_729_740, "2025-12-03T00:45:29.740Z"),
+            (1_764_722_729_700, "2025-12-03T00:45:29.700Z"),
+            (1_764_722_729_000, "2025-12-03T00:45:29.000Z"),
+            (1_764_722_729_007, "2025-12-03T00:45:29.007Z"),
+        ] {
+            let j = bson_to_json(&Bson::DateTime(mongodb::bson::DateTime::from_millis(ms)));
+            assert_eq!(j, json!({ "$date": want }));
+            assert_eq!(
+                to_search_json(&json!({"$date": {"$numberLong": ms.to_string()}})),
+                json!(want)
+            );
+        }
+        assert_eq!(
+            normalise_rfc3339("2025-12-03T00:45:29.1Z"),
+            "2025-12-03T00:45:29.100Z"
+        );
+        assert_eq!(
+            normalise_rfc3339("2025-12-03T00:45:29.123456Z"),
+            "2025-12-03T00:45:29.123456Z"
+        );
+        assert_eq!(normalise_rfc3339("not a date"), "not a date");
+        assert_eq!(normalise_rfc3339("x.혹Z"), "x.혹Z");
+    }
 
     #[test]
     fn scalar_types_map_as_documented() {
