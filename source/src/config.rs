@@ -365,7 +365,9 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OversizedConfig {
-    /// `dlq`: send a pointer record to the dead-letter topic and go on;
+    /// `truncate` (default): write the event with its largest text fields
+    /// cut to fit (marked `_truncated`) and a pointer to the dead-letter
+    /// topic; `dlq`: only the pointer (the document drops out of search);
     /// `fail`: stop the stream.
     pub policy: OversizedPolicy,
 }
@@ -373,7 +375,7 @@ pub struct OversizedConfig {
 impl Default for OversizedConfig {
     fn default() -> Self {
         Self {
-            policy: OversizedPolicy::Dlq,
+            policy: OversizedPolicy::Truncate,
         }
     }
 }
@@ -382,6 +384,10 @@ impl Default for OversizedConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OversizedPolicy {
+    /// Cut the largest text fields to fit, and dead-letter a pointer
+    /// saying so ([`crate::stream::truncate`]); a pointer alone when
+    /// cutting text cannot make it fit.
+    Truncate,
     /// Dead-letter a pointer and continue.
     Dlq,
     /// Stop the stream.

@@ -27,6 +27,8 @@ pub struct SourceFixture {
     pub admin: String,
     /// The `[retry]` section's lines.
     pub retry: String,
+    /// The `[oversized]` section's lines (default: the shipped policy).
+    pub oversized: String,
     /// Extra TOML lines per collection (`topic = ...`, `pipeline = ...`).
     pub collection_extra: std::collections::HashMap<String, String>,
 }
@@ -47,6 +49,7 @@ impl SourceFixture {
             admin: String::new(),
             collection_extra: Default::default(),
             retry: "initial_ms = 100\nmax_ms = 2000".into(),
+            oversized: String::new(),
         }
     }
 
@@ -92,12 +95,16 @@ partitions = 3
 [admin]
 listen = "127.0.0.1:{port}"
 {admin}
+
+[oversized]
+{oversized}
 "#,
             uri = crate::mongodb_uri(),
             db = self.db,
             kafka = crate::kafka_bootstrap(),
             prefix = self.prefix,
             kafka_extra = self.kafka,
+            oversized = self.oversized,
             batch = self.batch,
             port = self.admin_port,
             topics = self.topics,

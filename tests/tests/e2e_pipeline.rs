@@ -1,6 +1,7 @@
 //! End to end: MongoDB -> mongo-source -> Kafka -> es-sync -> Elasticsearch
 //! on real servers. Writes of every kind show up in the index; the 1.1 MB
-//! card of the production incident is dead-lettered while the rest flows;
+//! card of the production incident stays searchable, cut to fit the Kafka
+//! limit, while the rest flows;
 //! kill -9 of either binary under write load ends with Elasticsearch equal
 //! to MongoDB, document by document.
 
@@ -91,7 +92,7 @@ async fn writes_of_every_kind_reach_the_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_incident_card_is_dead_lettered_and_the_pipeline_keeps_flowing() {
+async fn the_incident_card_stays_searchable_cut_to_fit_and_the_pipeline_keeps_flowing() {
     let p = Pipeline::new();
     let cards = mongo()
         .await
@@ -100,40 +101,74 @@ async fn the_incident_card_is_dead_lettered_and_the_pipeline_keeps_flowing() {
     let (stop_source, source) = p.source.spawn();
     let (stop_sync, sync) = p.spawn_sync();
     // 1.1 MB: over the 1,048,576-byte producer limit, like the record that
-    // killed the Kafka Connect task.
+    // killed the Kafka Connect task. Korean text, so a byte cut inside a
+    // character would show.
+    let body = "설악산단풍산행후기".repeat(41_000);
+    assert!(body.len() > 1_100_000);
     cards
-        .insert_one(doc! { "_id": "incident", "body": "x".repeat(1_100_000) })
+        .insert_one(doc! { "_id": "incident", "title": "큰 글", "body": &body })
+        .await
+        .unwrap();
+    // A card that an update makes too large: the new version, cut, must
+    // replace the old one in the index.
+    cards
+        .insert_one(doc! { "_id": "grows", "title": "작은 글", "body": "짧다" })
+        .await
+        .unwrap();
+    cards
+        .update_one(
+            doc! { "_id": "grows" },
+            doc! { "$set": { "title": "커진 글", "body": &body } },
+        )
         .await
         .unwrap();
     cards
         .insert_one(doc! { "_id": "next", "title": "after the incident" })
         .await
         .unwrap();
-    eventually("the next card searchable", WAIT, || async {
-        es_documents(&p.cards)
-            .await
-            .contains_key("next")
-            .then_some(())
+    let es = eventually("the cards searchable, the big ones cut", WAIT, || async {
+        let d = es_documents(&p.cards).await;
+        (d.contains_key("next")
+            && d.contains_key("incident")
+            && d.get("grows").is_some_and(|g| g["title"] == "커진 글"))
+        .then_some(d)
     })
     .await;
-    assert!(!es_documents(&p.cards).await.contains_key("incident"));
+    for id in ["incident", "grows"] {
+        let kept = es[id]["body"].as_str().unwrap();
+        assert!(
+            body.starts_with(kept),
+            "{id}: a prefix on a character boundary"
+        );
+        assert!(
+            kept.len() > 900_000,
+            "{id}: most of it kept ({} bytes)",
+            kept.len()
+        );
+        assert_eq!(es[id]["_truncated"]["fields"], serde_json::json!(["body"]));
+        assert!(es[id]["_truncated"]["original_size"].as_u64().unwrap() > 1_100_000);
+    }
     let dlq = read_all(&p.source.dlq()).await;
-    assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].value["reason"], "record_too_large");
-    assert_eq!(dlq[0].value["key"], r#""incident""#);
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    for d in &dlq {
+        assert_eq!(d.value["reason"], "record_truncated");
+        assert_eq!(d.value["fields"], serde_json::json!(["body"]));
+    }
 
     let stream = format!("{}.card", p.source.db);
     let metrics = p.source.admin_get("/metrics").await.unwrap();
     let dl = format!(
-        "mongo_source_dead_lettered_total{{stream=\"{stream}\",reason=\"record_too_large\"}}"
+        "mongo_source_dead_lettered_total{{stream=\"{stream}\",reason=\"record_truncated\"}}"
     );
-    assert_eq!(metric_value(&metrics, &dl), Some(1.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, &dl), Some(2.0), "{metrics}");
     let status: Value = eventually("the card stream running", WAIT, || async {
         let s = p.source.status().await;
         (s["streams"][0]["state"] == "RUNNING").then_some(s)
     })
     .await;
-    assert_eq!(status["streams"][0]["dead_lettered"], 1);
+    assert_eq!(status["streams"][0]["dead_lettered"], 2);
+    // The verifier takes a copy cut to fit as equal.
+    p.assert_verified().await;
 
     stop_source.cancel();
     stop_sync.cancel();

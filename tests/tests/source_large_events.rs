@@ -26,7 +26,9 @@ const NINE_MB: usize = 9 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_event_over_16_mb_becomes_a_pointer_and_the_stream_goes_on() {
-    let fx = SourceFixture::new(&["card"]);
+    // Policy `dlq`: pointers alone (the default cuts the event to fit).
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.oversized = "policy = \"dlq\"".into();
     let cards = mongo()
         .await
         .database(&fx.db)

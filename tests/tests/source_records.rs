@@ -86,8 +86,11 @@ async fn every_operation_becomes_the_expected_record() {
         assert_eq!(r.value["ns"], json!({"db": fx.db, "coll": "card"}));
         assert_eq!(r.value["key"], json!({"_id": {"$oid": oid.to_hex()}}));
         let ct = &r.value["cluster_time"];
-        let expect = (ct["t"].as_u64().unwrap() << 30) | ct["i"].as_u64().unwrap();
-        assert_eq!(v, expect, "version derives from the cluster time");
+        let expect = shared::wire::version::Version::of_cluster_time(
+            u32::try_from(ct["t"].as_u64().unwrap()).unwrap(),
+            u32::try_from(ct["i"].as_u64().unwrap()).unwrap(),
+        );
+        assert_eq!(v, expect.as_u64(), "version derives from the cluster time");
     }
     assert_eq!(card[0].value["doc"]["title"], "북한산 야간 산행");
     assert_eq!(
@@ -124,7 +127,10 @@ async fn every_operation_becomes_the_expected_record() {
 
 #[tokio::test]
 async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
-    let fx = SourceFixture::new(&["card"]);
+    // Policy `dlq`: the pointer alone (the default, `truncate`, is tested
+    // end to end in e2e_pipeline).
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.oversized = "policy = \"dlq\"".into();
     let (stop, handle) = fx.spawn();
     fx.wait_snapshot_done("card").await;
     let cards = mongo()

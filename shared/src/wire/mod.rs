@@ -21,4 +21,5 @@ pub mod event;
 pub mod position;
 pub mod record_size;
 pub mod resume_token;
+pub mod source_dlq;
 pub mod version;

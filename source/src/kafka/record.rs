@@ -1,9 +1,9 @@
 //! A record ready for Kafka, its size as the broker counts it, and the
-//! dead-letter pointer that replaces a record over the limit.
+//! record of a dead-letter pointer (its value is the wire contract's
+//! [`SourcePointer`]).
 
-use serde_json::json;
 use shared::wire::event::{ChangeEvent, Namespace, HEADER_OP, HEADER_SCHEMA, HEADER_VERSION};
-use shared::wire::version::Version;
+use shared::wire::source_dlq::{Reason, SourcePointer};
 
 /// Bytes a record adds on the wire beyond key, value and headers: the
 /// record-batch header (61) plus the record's own varints and attributes,
@@ -60,60 +60,49 @@ impl Record {
     }
 }
 
-/// Builds the dead-letter pointer for `original` (an event record of
-/// namespace `ns`), which did not fit `limit`.
+impl Record {
+    /// A dead-letter pointer record ([`SourcePointer`], keyed like the
+    /// change it points at).
+    pub fn pointer(dlq_topic: &str, p: &SourcePointer) -> Self {
+        Self {
+            topic: dlq_topic.to_string(),
+            partition: None,
+            key: p.key.clone(),
+            value: p.to_json(),
+            headers: p.headers(),
+        }
+    }
+}
+
+/// The pointer for an event record over `limit`: its key, size and why.
 pub fn oversized_pointer(
-    dlq_topic: &str,
+    reason: Reason,
     original: &Record,
+    ev: Option<&ChangeEvent>,
     ns: &Namespace,
     limit: usize,
     limit_source: &str,
-) -> Record {
+) -> SourcePointer {
     let size = original.wire_size();
-    let header = |name: &str| {
-        original
-            .headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let op = header(HEADER_OP);
-    let version: u64 = header(HEADER_VERSION).parse().unwrap_or(0);
-    let (t, i) = Version::from_u64(version).cluster_time();
-    let value = json!({
-        "schema": "mongo-source.dlq.v1",
-        "reason": "record_too_large",
-        "message": format!(
-            "record of {size} bytes exceeds the limit of {limit} bytes ({limit_source}); by {} bytes",
-            size.saturating_sub(limit)
-        ),
-        "topic": original.topic,
-        "partition": original.partition,
-        "ns": ns,
-        "key": original.key,
-        "op": op,
-        "version": version,
-        "cluster_time": { "t": t, "i": i },
-        "size": size,
-        "limit": limit,
-    });
-    Record {
-        topic: dlq_topic.to_string(),
-        partition: None,
-        key: original.key.clone(),
-        value: serde_json::to_vec(&value).unwrap_or_default(),
-        headers: vec![
-            ("reason", "record_too_large".to_string()),
-            (HEADER_OP, op),
-            (HEADER_VERSION, version.to_string()),
-        ],
+    let message = format!(
+        "record of {size} bytes exceeds the limit of {limit} bytes ({limit_source}); by {} bytes",
+        size.saturating_sub(limit)
+    );
+    let mut p = SourcePointer::new(reason, message, &original.topic, ns);
+    if let Some(ev) = ev {
+        p = p.of_event(original.key.as_deref(), ev);
     }
+    p.key = original.key.clone();
+    p.partition = original.partition;
+    p.size = Some(size);
+    p.limit = Some(limit);
+    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use shared::wire::event::{ClusterTime, Operation, SCHEMA};
 
     fn ev(doc_len: usize) -> ChangeEvent {
@@ -147,8 +136,19 @@ mod tests {
     fn pointer_is_small_and_says_why() {
         let e = ev(1_100_000);
         let r = Record::event("live.mountain.card", None, Some("\"a\"".into()), &e);
-        let p = oversized_pointer("live.dlq", &r, &e.ns, 1_048_576, "kafka.message_max_bytes");
+        let p = Record::pointer(
+            "live.dlq",
+            &oversized_pointer(
+                Reason::RecordTooLarge,
+                &r,
+                Some(&e),
+                &e.ns,
+                1_048_576,
+                "kafka.message_max_bytes",
+            ),
+        );
         assert!(p.value.len() < 2048);
+        assert_eq!(p.topic, "live.dlq");
         let v: serde_json::Value = serde_json::from_slice(&p.value).unwrap();
         assert_eq!(v["reason"], "record_too_large");
         assert_eq!(v["limit"], 1_048_576);

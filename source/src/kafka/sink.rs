@@ -103,9 +103,10 @@ impl Sink {
     }
 
     /// Writes `records` then `position` atomically (see the module docs).
-    /// `on_too_large` is asked for a replacement when librdkafka refuses a
-    /// record as too large despite the size check (it returns the pointer
-    /// to send instead, or an error when the policy is to fail).
+    /// `on_too_large` is asked for replacements when librdkafka refuses a
+    /// record as too large despite the size check (the records to send
+    /// instead: the cut event and its pointer, or the pointer alone; or an
+    /// error when the policy is to fail).
     /// A transaction open for longer than `transaction.timeout.ms` fails
     /// as [`StreamError::TransactionTimedOut`], whatever librdkafka called
     /// it (it reports the broker's epoch bump as fencing).
@@ -113,7 +114,7 @@ impl Sink {
         &self,
         records: &[Record],
         position: Record,
-        on_too_large: impl FnMut(&Record) -> Result<Record>,
+        on_too_large: impl FnMut(&Record) -> Result<Vec<Record>>,
     ) -> Result<()> {
         let began = std::time::Instant::now();
         let result = self.transaction(records, position, on_too_large).await;
@@ -149,7 +150,7 @@ impl Sink {
         &self,
         records: &[Record],
         position: Record,
-        mut on_too_large: impl FnMut(&Record) -> Result<Record>,
+        mut on_too_large: impl FnMut(&Record) -> Result<Vec<Record>>,
     ) -> Result<()> {
         if self.mode == Mode::ExactlyOnce {
             self.producer
@@ -162,13 +163,19 @@ impl Sink {
                 match self.enqueue(r).await {
                     Ok(f) => pending.push(f),
                     Err(SendError::TooLarge) => {
-                        let replacement = on_too_large(r)?;
-                        pending.push(self.enqueue(&replacement).await.map_err(|e| match e {
-                            SendError::TooLarge => {
-                                StreamError::Internal("dead-letter pointer too large".into())
-                            }
-                            SendError::Other(e) => e,
-                        })?);
+                        for replacement in on_too_large(r)? {
+                            pending.push(self.enqueue(&replacement).await.map_err(
+                                |e| {
+                                    match e {
+                                        SendError::TooLarge => StreamError::Internal(
+                                            "replacement of a record too large is still too large"
+                                                .into(),
+                                        ),
+                                        SendError::Other(e) => e,
+                                    }
+                                },
+                            )?);
+                        }
                     }
                     Err(SendError::Other(e)) => return Err(e),
                 }

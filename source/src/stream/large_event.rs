@@ -29,15 +29,15 @@
 use crate::kafka::record::Record;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
-use serde_json::json;
-use shared::wire::event::{ChangeEvent, HEADER_OP, HEADER_VERSION};
+use shared::wire::event::ChangeEvent;
+use shared::wire::source_dlq::{Reason, SourcePointer};
 
 /// `BSONObjectTooLarge`: a change event over 16 MB.
 pub const TOO_LARGE_CODE: i32 = 10334;
 /// "Unrecognized pipeline stage name".
 pub const UNKNOWN_STAGE_CODE: i32 = 40324;
 /// The dead-letter reason of an event the server could not return.
-pub const REASON: &str = "event_too_large";
+pub const REASON: &str = "event_too_large"; // Reason::EventTooLarge
 
 /// Whether a server of `version` (`buildInfo.version`, e.g. `7.0.2`)
 /// supports `$changeStreamSplitLargeEvent`: 7.0 and later, and 6.0 from
@@ -238,33 +238,14 @@ pub fn too_large_pointer(
     } else {
         "the server does not split events ($changeStreamSplitLargeEvent needs MongoDB 7.0 or 6.0.9)"
     };
-    let value = json!({
-        "schema": "mongo-source.dlq.v1",
-        "reason": REASON,
-        "message": format!(
-            "change event for key {key} is over MongoDB's 16 MB BSON limit \
-             (BSONObjectTooLarge, code {TOO_LARGE_CODE}) and {why}; \
-             fullDocument and updateDescription dropped; re-read the document from MongoDB"
-        ),
-        "topic": event_topic,
-        "ns": ev.ns,
-        "key": key,
-        "op": ev.op.as_str(),
-        "version": ev.version,
-        "cluster_time": ev.cluster_time,
-        "wall_time": ev.wall_time,
-    });
-    Record {
-        topic: dlq_topic.to_string(),
-        partition: None,
-        key: Some(key.to_string()),
-        value: serde_json::to_vec(&value).unwrap_or_default(),
-        headers: vec![
-            ("reason", REASON.to_string()),
-            (HEADER_OP, ev.op.as_str().to_string()),
-            (HEADER_VERSION, ev.version.to_string()),
-        ],
-    }
+    let message = format!(
+        "change event for key {key} is over MongoDB's 16 MB BSON limit \
+         (BSONObjectTooLarge, code {TOO_LARGE_CODE}) and {why}; \
+         fullDocument and updateDescription dropped; re-read the document from MongoDB"
+    );
+    let p = SourcePointer::new(Reason::EventTooLarge, message, event_topic, &ev.ns)
+        .of_event(Some(key), ev);
+    Record::pointer(dlq_topic, &p)
 }
 
 #[cfg(test)]
@@ -272,6 +253,7 @@ mod tests {
     use super::*;
     use crate::change::{decode, Decoded};
     use mongodb::bson::Timestamp;
+    use serde_json::json;
     use shared::wire::event::Namespace;
 
     #[test]

@@ -15,8 +15,9 @@
 
 use crate::kafka::record::Record;
 use mongodb::bson::{Bson, Document, RawDocumentBuf};
-use serde_json::{json, Value};
-use shared::wire::event::{ClusterTime, Namespace, HEADER_OP, HEADER_VERSION};
+use serde_json::Value;
+use shared::wire::event::{ClusterTime, Namespace};
+use shared::wire::source_dlq::{Reason, SourcePointer};
 use shared::wire::version::Version;
 
 /// The dead-letter reason of an event the source could not decode.
@@ -103,38 +104,20 @@ pub fn pointer(
         .cluster_time
         .map(|ct| Version::of_cluster_time(ct.t, ct.i))
         .map(Version::as_u64);
-    let value = json!({
-        "schema": "mongo-source.dlq.v1",
-        "reason": REASON,
-        "message": format!(
-            "change event of {ns} could not be decoded: {error}; skipped, the stream \
-             goes on after it (re-read the document from MongoDB if it still matters)",
-            ns = format_args!("{}.{}", ns.db, ns.coll),
-        ),
-        "topic": event_topic,
-        "ns": ns,
-        "key": facts.key,
-        "op": facts.op,
-        "version": version,
-        "cluster_time": facts.cluster_time,
-        "resume_token": facts.resume_token,
-        "size": facts.size,
-        "event": facts.event,
-    });
-    let mut headers = vec![("reason", REASON.to_string())];
-    if let Some(op) = &facts.op {
-        headers.push((HEADER_OP, op.clone()));
-    }
-    if let Some(v) = version {
-        headers.push((HEADER_VERSION, v.to_string()));
-    }
-    Record {
-        topic: dlq_topic.to_string(),
-        partition: None,
-        key: facts.key.clone(),
-        value: serde_json::to_vec(&value).unwrap_or_default(),
-        headers,
-    }
+    let message = format!(
+        "change event of {ns} could not be decoded: {error}; skipped, the stream \
+         goes on after it (re-read the document from MongoDB if it still matters)",
+        ns = format_args!("{}.{}", ns.db, ns.coll),
+    );
+    let mut p = SourcePointer::new(Reason::UndecodableEvent, message, event_topic, ns);
+    p.key = facts.key.clone();
+    p.op = facts.op.clone();
+    p.version = version;
+    p.cluster_time = facts.cluster_time;
+    p.resume_token = facts.resume_token.clone();
+    p.size = Some(facts.size);
+    p.event = facts.event.clone();
+    Record::pointer(dlq_topic, &p)
 }
 
 #[cfg(test)]
@@ -142,6 +125,8 @@ mod tests {
     use super::*;
     use crate::change::decode;
     use mongodb::bson::{doc, Timestamp};
+    use serde_json::json;
+    use shared::wire::event::HEADER_OP;
 
     fn ns() -> Namespace {
         Namespace {

@@ -10,6 +10,7 @@ use crate::kafka::record::{oversized_pointer, Record};
 use crate::kafka::sink::{Mode, Sink};
 use crate::metrics::{StreamLabel, StreamOp, StreamReason};
 use shared::wire::event::{ChangeEvent, ClusterTime};
+use shared::wire::source_dlq::Reason;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -104,22 +105,24 @@ impl Writer {
         ev: &ChangeEvent,
     ) -> Result<()> {
         let record = Record::event(&ctx.spec.topic, partition, key, ev);
-        let record = if record.wire_size() > self.limit {
-            self.oversized(ctx, &record)?
+        let records = if record.wire_size() > self.limit {
+            self.oversized(ctx, &record, Some(ev))?
         } else {
-            record
+            vec![record]
         };
-        if record.topic != ctx.spec.topic {
-            batch.dead_lettered += 1;
-        } else if !ev.op.is_marker() {
-            *batch.ops.entry(ev.op.as_str()).or_default() += 1;
+        for record in records {
+            if record.topic != ctx.spec.topic {
+                batch.dead_lettered += 1;
+            } else if !ev.op.is_marker() {
+                *batch.ops.entry(ev.op.as_str()).or_default() += 1;
+            }
+            batch.bytes += record.wire_size();
+            batch.records.push(record);
         }
         if !ev.op.is_marker() {
             batch.last = Some(ev.cluster_time);
         }
-        batch.bytes += record.wire_size();
         batch.started.get_or_insert_with(Instant::now);
-        batch.records.push(record);
         Ok(())
     }
 
@@ -158,7 +161,15 @@ impl Writer {
         batch.records.push(pointer);
     }
 
-    fn oversized(&self, ctx: &StreamCtx, record: &Record) -> Result<Record> {
+    /// What to write instead of `record` (of event `ev`, when known), over
+    /// the limit: by policy, the event cut to fit and a pointer saying so,
+    /// or a pointer alone, or an error.
+    fn oversized(
+        &self,
+        ctx: &StreamCtx,
+        record: &Record,
+        ev: Option<&ChangeEvent>,
+    ) -> Result<Vec<Record>> {
         let size = record.wire_size();
         ctx.metrics
             .oversized
@@ -166,6 +177,7 @@ impl Writer {
                 stream: ctx.spec.name.clone(),
             })
             .inc();
+        let policy = ctx.cfg.oversized.policy;
         tracing::error!(
             stream = %ctx.spec.name,
             key = record.key.as_deref().unwrap_or(""),
@@ -173,10 +185,10 @@ impl Writer {
             limit = self.limit,
             over_by = size.saturating_sub(self.limit),
             limit_source = %self.limit_source,
-            policy = ?ctx.cfg.oversized.policy,
+            ?policy,
             "record over the Kafka size limit"
         );
-        if ctx.cfg.oversized.policy == OversizedPolicy::Fail {
+        if policy == OversizedPolicy::Fail {
             return Err(StreamError::Oversized(format!(
                 "record for key {} is {size} bytes, over the limit of {} ({})",
                 record.key.as_deref().unwrap_or(""),
@@ -184,20 +196,45 @@ impl Writer {
                 self.limit_source
             )));
         }
+        let cut = match (policy, ev) {
+            (OversizedPolicy::Truncate, Some(ev)) => super::truncate::to_fit(
+                ev,
+                &record.topic,
+                record.partition,
+                record.key.clone(),
+                self.limit,
+            ),
+            _ => None,
+        };
+        let reason = if cut.is_some() {
+            Reason::RecordTruncated
+        } else {
+            Reason::RecordTooLarge
+        };
         ctx.metrics
             .dead_lettered
             .get_or_create(&StreamReason {
                 stream: ctx.spec.name.clone(),
-                reason: "record_too_large".into(),
+                reason: reason.as_str().into(),
             })
             .inc();
-        Ok(oversized_pointer(
-            &ctx.cfg.topics.dlq_topic(),
+        let mut pointer = oversized_pointer(
+            reason,
             record,
+            ev,
             &ctx.spec.ns,
             self.limit,
             &self.limit_source,
-        ))
+        );
+        let dlq = ctx.cfg.topics.dlq_topic();
+        Ok(match cut {
+            Some(cut) => {
+                tracing::warn!(stream = %ctx.spec.name, key = record.key.as_deref().unwrap_or(""), fields = ?cut.fields, "written with its largest text fields cut to fit");
+                pointer.fields = cut.fields;
+                vec![cut.record, Record::pointer(&dlq, &pointer)]
+            }
+            None => vec![Record::pointer(&dlq, &pointer)],
+        })
     }
 
     /// Writes `batch` and `position` as one transaction and updates status
@@ -210,7 +247,9 @@ impl Writer {
         self.sink
             .write(&batch.records, pos_record, |r| {
                 late_dlq += 1;
-                self.oversized(ctx, r)
+                // Our own record: its value is the event.
+                let ev: Option<ChangeEvent> = serde_json::from_slice(&r.value).ok();
+                self.oversized(ctx, r, ev.as_ref())
             })
             .await?;
         let label = StreamLabel {

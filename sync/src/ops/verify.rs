@@ -105,6 +105,48 @@ pub fn namespace_of_topic(topic: &str) -> Option<(String, String)> {
     Some((db.to_string(), coll.to_string()))
 }
 
+/// The field mongo-source adds to a document it cut to fit the Kafka limit
+/// (`source/src/stream/truncate.rs`).
+pub const TRUNCATED_FIELD: &str = "_truncated";
+
+/// `expected` as the index should hold it when the indexed copy was cut to
+/// fit the Kafka limit: each field it names as cut holds a prefix of the
+/// MongoDB text (then taken as equal), and the marker itself is expected.
+/// A cut that is not a prefix stays a difference.
+pub fn accept_truncation(expected: &Map<String, Value>, indexed: &Value) -> Map<String, Value> {
+    let mut out = expected.clone();
+    let Some(marker) = indexed.get(TRUNCATED_FIELD) else {
+        return out;
+    };
+    let fields = marker["fields"].as_array().cloned().unwrap_or_default();
+    for f in fields.iter().filter_map(Value::as_str) {
+        let path: Vec<&str> = f.split('.').collect();
+        let got = path.iter().try_fold(indexed, |v, seg| match v {
+            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => v.get(seg),
+        });
+        let Some(Value::String(cut)) = got else {
+            continue;
+        };
+        let mut slot: Option<&mut Value> = None;
+        for (k, seg) in path.iter().enumerate() {
+            slot = match (k, slot) {
+                (0, _) => out.get_mut(*seg),
+                (_, Some(Value::Array(a))) => seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                (_, Some(v)) => v.get_mut(*seg),
+                (_, None) => None,
+            };
+        }
+        if let Some(Value::String(full)) = slot {
+            if full.starts_with(cut.as_str()) {
+                *full = cut.clone();
+            }
+        }
+    }
+    out.insert(TRUNCATED_FIELD.to_string(), marker.clone());
+    out
+}
+
 /// Whether the index copy (with its `_sync`) holds `expected`.
 pub fn same_content(expected: &Map<String, Value>, indexed: &Value) -> bool {
     let Some(obj) = indexed.as_object() else {
@@ -353,6 +395,7 @@ async fn check_mongo_batch(ctx: &mut Ctx<'_>, docs: Vec<Document>) -> anyhow::Re
     };
     let mut to_repair = vec![];
     for ((id, body, d), hit) in expected.iter().zip(found.iter()) {
+        let body = &accept_truncation(body, &hit["_source"]);
         let same = match (&ctx.rollup, rollups.as_ref().and_then(|r| r.get(id))) {
             (Some(check), Some(r)) => check.holds(body, r, &hit["_source"]),
             _ => same_content(body, &hit["_source"]),
@@ -565,5 +608,22 @@ mod tests {
         );
         assert_eq!(id_candidates("s:42"), vec![Bson::String("42".into())]);
         assert_eq!(id_candidates("plain"), vec![Bson::String("plain".into())]);
+    }
+
+    #[test]
+    fn a_copy_cut_to_fit_is_equal_when_it_holds_a_prefix() {
+        let expected = json!({"title": "t", "body": "설악산 단풍이 들었다", "n": {"x": "abcdef"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let marker = json!({"fields": ["body", "n.x"], "original_size": 2_000_000});
+        let cut =
+            json!({"title": "t", "body": "설악산 단풍", "n": {"x": "abc"}, "_truncated": marker});
+        assert!(same_content(&accept_truncation(&expected, &cut), &cut));
+        let wrong =
+            json!({"title": "t", "body": "다른 글", "n": {"x": "abc"}, "_truncated": marker});
+        assert!(!same_content(&accept_truncation(&expected, &wrong), &wrong));
+        let whole = json!({"title": "t", "body": "설악산 단풍이 들었다", "n": {"x": "abcdef"}});
+        assert!(same_content(&accept_truncation(&expected, &whole), &whole));
     }
 }
