@@ -1,6 +1,11 @@
 //! Resource sampling of a child process from `/proc/PID/status` (VmRSS,
-//! VmHWM) and `/proc/PID/stat` (utime + stime).
+//! VmHWM) and `/proc/PID/stat` (utime + stime), and the figures the report
+//! takes from the samples (peak and steady RSS, CPU per event, RSS over
+//! time).
 
+use crate::series;
+use crate::stats::round;
+use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +46,7 @@ pub fn read(pid: u32, tck: f64) -> Option<Sample> {
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state): utime is field 14, stime 15.
     let utime: f64 = f.get(11)?.parse().ok()?;
@@ -143,5 +148,75 @@ pub fn usage(all: &[Sample], from: Sample, to: Sample, events: u64) -> Usage {
             0.0
         },
         events,
+    }
+}
+
+impl Usage {
+    /// As JSON (MiB to 0.1, CPU seconds to 0.01).
+    pub fn json(&self) -> Value {
+        json!({
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "steady_rss_mib": round(self.steady_rss_mib, 1),
+            "cpu_s": round(self.cpu_s, 2),
+            "cpu_s_per_1k_events": round(self.cpu_s_per_1k, 3),
+            "events": self.events,
+        })
+    }
+}
+
+/// RSS over time between two samples: `[seconds since from, MiB]`, thinned
+/// for the plots.
+pub fn rss_series(all: &[Sample], from: Sample, to: Sample) -> Vec<[f64; 2]> {
+    let pts: Vec<[f64; 2]> = all
+        .iter()
+        .filter(|s| s.at >= from.at && s.at <= to.at && s.rss_kib > 0)
+        .map(|s| {
+            [
+                round(s.at - from.at, 2),
+                round(s.rss_kib as f64 / 1024.0, 1),
+            ]
+        })
+        .collect();
+    series::thin(&pts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(at: f64, rss_mib: u64, hwm_mib: u64, cpu_s: f64) -> Sample {
+        Sample {
+            at,
+            rss_kib: rss_mib * 1024,
+            hwm_kib: hwm_mib * 1024,
+            cpu_s,
+        }
+    }
+
+    #[test]
+    fn usage_takes_the_window_median_the_peak_and_cpu_per_event() {
+        let all = [
+            s(0.0, 5, 5, 0.0),
+            s(1.0, 10, 10, 1.0),
+            s(2.0, 30, 30, 2.0),
+            s(3.0, 20, 30, 3.0),
+            s(4.0, 50, 50, 4.0),
+        ];
+        let u = usage(&all, all[1], all[3], 2000);
+        assert_eq!(u.steady_rss_mib, 20.0, "median of 10, 30, 20");
+        assert_eq!(u.peak_rss_mib, 50.0, "VmHWM over the whole life");
+        assert_eq!(u.cpu_s, 2.0);
+        assert_eq!(u.cpu_s_per_1k, 1.0);
+        assert_eq!(usage(&all, all[1], all[3], 0).cpu_s_per_1k, 0.0);
+        let r = rss_series(&all, all[1], all[3]);
+        assert_eq!(r, vec![[0.0, 10.0], [1.0, 30.0], [2.0, 20.0]]);
+        assert_eq!(u.json()["steady_rss_mib"], json!(20.0));
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        let me = read(std::process::id(), clk_tck()).expect("own /proc");
+        assert!(me.rss_kib > 0 && me.hwm_kib >= me.rss_kib);
+        assert!(read(u32::MAX, 100.0).is_none());
     }
 }
