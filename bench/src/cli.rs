@@ -82,6 +82,8 @@ pub struct Opts {
     /// Ports for admin, REST and HTTP listeners of the processes the bench
     /// starts (`--ports 49400-49499`); `None` = any free port.
     pub ports: Option<(u16, u16)>,
+    /// The servers' pids (`--server-pids kafka=PID,...`), for their CPU.
+    pub servers: crate::process::servers::Servers,
     /// Where profiles go (`--profile DIR`); `None` = no profiles.
     pub profile_dir: Option<PathBuf>,
     /// The phases to run.
@@ -101,7 +103,7 @@ pub fn usage() -> &'static str {
       --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR
       [--seed N] [--command TEXT] [--partitions 3] [--scale-docs 10000,100000] [--scale-partitions 1,3,6]
       [--scale-partition-docs N] [--pin-measured CPUS] [--pin-servers CPUS] [--pin-harness CPUS]
-      [--ports LOW-HIGH] [--profile DIR] [--phases source,sync,latency,rust,monstache,scale]
+      [--ports LOW-HIGH] [--server-pids NAME=PID,...] [--profile DIR] [--phases source,sync,latency,rust,monstache,scale]
       [--peer-connect DIR] [--peer-monstache BIN] [--peer-vector BIN] [--peer-status-dir DIR]
 bench raw-read --uri URI --db DB --ts SECONDS --n EVENTS --batch-size N --max-await-ms MS
 bench bulk-load --es URL --docs FILE --prefix P --max-actions N --max-bytes B --in-flight K"
@@ -228,6 +230,7 @@ const RUN_KEYS: &[&str] = &[
     "pin-servers",
     "pin-harness",
     "ports",
+    "server-pids",
     "profile",
     "phases",
     "peer-connect",
@@ -336,6 +339,7 @@ fn run_opts(a: &Args) -> Result<Opts> {
         pin_servers: nonempty("pin-servers"),
         pin_harness: nonempty("pin-harness"),
         ports: a.get("ports").map(port_range).transpose()?,
+        servers: crate::process::servers::Servers::parse(a.get("server-pids").unwrap_or(""))?,
         profile_dir: nonempty("profile").map(PathBuf::from),
         phases,
     })

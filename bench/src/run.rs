@@ -3,9 +3,10 @@
 //! (turned into `docs/benchmarks.md` by `bench/report.py`).
 //!
 //! Order: the source phase on the Python SecantusDB (its warm-up topics
-//! feed the sync phase), the sync phase, the latency phase, the source
-//! phase on the Rust SecantusDB, Monstache, scale. The Kafka Connect worker
-//! is started once and serves both source phases.
+//! feed the sync phase), the source phase on the Rust SecantusDB (the
+//! Kafka Connect worker is started once for both and stopped after them,
+//! so that it is not idle on the measured core later), the sync phase, the
+//! latency phase, Monstache, scale.
 
 use crate::cli::Opts;
 use crate::ctx::Ctx;
@@ -81,6 +82,13 @@ pub async fn run(o: Opts) -> Result<Value> {
         let r = source::run(&cx, &o.mongo_uri, &format!("{tag}s"), worker.as_mut()).await;
         result["source"] = or_error("source phase", r);
     }
+    if let (true, Some(uri)) = (o.runs("rust"), o.mongo_rs_uri.clone()) {
+        let r = source::run(&cx, &uri, &format!("{tag}r"), worker.as_mut()).await;
+        result["source_rust_secantus"] = or_error("source phase (Rust SecantusDB)", r);
+    }
+    if let Some(w) = worker {
+        w.stop().await?;
+    }
     if o.runs("sync") {
         let r = if result["source"]["names"].is_object() {
             sync::run(&cx, &result["source"], &format!("{tag}y")).await
@@ -91,13 +99,6 @@ pub async fn run(o: Opts) -> Result<Value> {
     }
     if o.runs("latency") {
         result["latency"] = or_error("latency phase", latency::run(&cx, &format!("{tag}l")).await);
-    }
-    if let (true, Some(uri)) = (o.runs("rust"), o.mongo_rs_uri.clone()) {
-        let r = source::run(&cx, &uri, &format!("{tag}r"), worker.as_mut()).await;
-        result["source_rust_secantus"] = or_error("source phase (Rust SecantusDB)", r);
-    }
-    if let Some(w) = worker {
-        w.stop().await?;
     }
     if o.runs("monstache") {
         result["monstache"] = match (

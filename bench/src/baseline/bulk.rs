@@ -210,7 +210,7 @@ pub async fn main(a: Args) -> Result<()> {
     let docs: usize = times.iter().map(|t| t.1).sum();
     let (first, first_docs) = times.first().copied().unwrap_or((0.0, 0));
     let last = times.last().map_or(0.0, |t| t.0);
-    let out = json!({"docs": docs, "first_done_s": first, "first_done_docs": first_docs, "last_done_s": last, "requests": times.len()}).to_string();
+    let out = json!({"docs": docs, "first_done_s": first, "first_done_docs": first_docs, "last_done_s": last, "requests": times.len(), "self": crate::process::procmon::self_report()}).to_string();
     match &a.out {
         Some(p) => std::fs::write(p, out)?,
         None => println!("{out}"),
@@ -287,14 +287,16 @@ pub async fn trial(cx: &Ctx, docs_file: &Path, prefix: &str, tag: &str) -> Resul
     )?;
     let mon = child.mon.clone();
     let before = mon.now();
+    let servers0 = cx.o.servers.mark();
     let res = child
         .wait_exit("bulk-load", Duration::from_secs(1800))
         .await;
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     cx.es.delete_indices(prefix).await;
     res?;
     let samples = mon.samples();
-    let after = samples.last().copied().unwrap_or(before);
     let v: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let after = crate::process::procmon::end_sample(&v["self"], &samples, before);
     let docs = v["docs"].as_u64().unwrap_or(0);
     let first_docs = v["first_done_docs"].as_u64().unwrap_or(0);
     let (f, l) = (
@@ -309,6 +311,7 @@ pub async fn trial(cx: &Ctx, docs_file: &Path, prefix: &str, tag: &str) -> Resul
         "first_done_s": round(f, 3),
         "last_done_s": round(l, 3),
         "resources": u.json(),
+        "servers_cpu": servers,
     }))
 }
 

@@ -110,7 +110,7 @@ pub async fn main(a: Args) -> Result<()> {
         bail!("raw change stream read {got} of {}", a.n);
     }
     let f = first.lock().expect("first").unwrap_or(0.0);
-    let out = json!({"first_s": f, "last_s": last, "events": got}).to_string();
+    let out = json!({"first_s": f, "last_s": last, "events": got, "self": crate::process::procmon::self_report()}).to_string();
     match &a.out {
         Some(p) => std::fs::write(p, out)?,
         None => println!("{out}"),
@@ -134,12 +134,14 @@ pub async fn trial(cx: &Ctx, uri: &str, db: &str, ts: u32, tag: &str) -> Result<
     let child = Child::spawn(cmd, String::new(), &cx.work(&format!("raw-read-{tag}.log")))?;
     let mon = child.mon.clone();
     let before = mon.now();
+    let servers0 = cx.o.servers.mark();
     child
         .wait_exit("raw-read", Duration::from_secs(1800))
         .await?;
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let samples = mon.samples();
-    let after = samples.last().copied().unwrap_or(before);
     let v: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let after = crate::process::procmon::end_sample(&v["self"], &samples, before);
     let (f, l) = (
         v["first_s"].as_f64().unwrap_or(0.0),
         v["last_s"].as_f64().unwrap_or(0.0),
@@ -151,5 +153,6 @@ pub async fn trial(cx: &Ctx, uri: &str, db: &str, ts: u32, tag: &str) -> Result<
         "first_event_s": round(f, 3),
         "last_event_s": round(l, 3),
         "resources": u.json(),
+        "servers_cpu": servers,
     }))
 }

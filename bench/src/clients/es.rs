@@ -100,7 +100,7 @@ impl Es {
     /// Merges running on the node(s) now.
     pub async fn merges_running(&self) -> Result<u64> {
         let v = self
-            .json(Method::Get, "/_nodes/stats/indices/merges", None)
+            .json(Method::Get, "/_nodes/stats/indices/merge", None)
             .await?;
         Ok(v["nodes"]
             .as_object()

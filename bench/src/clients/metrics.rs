@@ -27,7 +27,9 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
                 .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty sum is -0.0.
+        + 0.0
 }
 
 /// One column of a [`Sampler`]: a name in the output and the metric family.
@@ -160,7 +162,7 @@ es_sync_documents_totally_else 99\n";
         assert_eq!(metric_sum(TEXT, "es_sync_consumer_paused"), 1.0);
         assert_eq!(metric_sum(TEXT, "es_sync_bulk_in_flight_sum"), 14.0);
         assert_eq!(metric_sum(TEXT, "es_sync_bulk_in_flight_count"), 5.0);
-        assert_eq!(metric_sum(TEXT, "es_sync_missing"), 0.0);
+        assert_eq!(metric_sum(TEXT, "es_sync_missing").to_string(), "0");
     }
 
     #[tokio::test]

@@ -203,6 +203,7 @@ impl Worker {
             .collect();
         kafka::create_topics(&cx.o.kafka, &topics, cx.o.partitions).await?;
         let before = self.child.mon.now();
+        let servers0 = cx.o.servers.mark();
         let t0 = Instant::now();
         let mut names = vec![];
         for c in colls {
@@ -239,6 +240,7 @@ impl Worker {
             )),
         };
         let after = self.child.mon.now();
+        let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
         for name in &names {
             let _ = http::request(&self.rest, "DELETE", &format!("/connectors/{name}"), None).await;
         }
@@ -249,6 +251,7 @@ impl Worker {
             "events_per_s_incl_startup": round(rate(n, t0.elapsed().as_secs_f64()), 0),
             "first_record_after_create_s": round(read.first.as_secs_f64(), 2),
             "resources": u.json(),
+            "servers_cpu": servers,
         }))
     }
 

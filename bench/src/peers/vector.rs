@@ -124,6 +124,7 @@ pub async fn trial(cx: &Ctx, bin: &Path, topics: &[String], n: u64, prefix: &str
     let t0 = Instant::now();
     let mut v = Child::spawn(cmd, String::new(), &log_file)?;
     let before = v.mon.now();
+    let servers0 = cx.o.servers.mark();
     let c = peers::count_until(
         "Vector",
         n,
@@ -146,6 +147,7 @@ pub async fn trial(cx: &Ctx, bin: &Path, topics: &[String], n: u64, prefix: &str
         anyhow::anyhow!("{e:#}; last error in {}: {last_error}", log_file.display())
     });
     let after = v.mon.now();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let u = procmon::usage(&v.mon.samples(), before, after, n);
     v.stop().await?;
     cx.es.delete_indices(prefix).await;
@@ -154,6 +156,7 @@ pub async fn trial(cx: &Ctx, bin: &Path, topics: &[String], n: u64, prefix: &str
         "docs_per_s": round(c.rate(n), 0),
         "first_documents_after_spawn_s": round(c.first, 2),
         "resources": u.json(),
+        "servers_cpu": servers,
     }))
 }
 

@@ -54,6 +54,26 @@ pub fn resources(trials: &[Value], arm: &str) -> Value {
     })
 }
 
+/// Median and spread of each server's share of a core during an arm's
+/// trials (`servers_cpu` of each trial).
+pub fn servers_cpu(trials: &[Value], arm: &str) -> Value {
+    let mut names: Vec<String> = trials
+        .iter()
+        .filter_map(|t| t[arm]["servers_cpu"].as_object())
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| {
+            let v = summary_json(&column_at(trials, arm, &["servers_cpu", &n]), 3);
+            (n, v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// An arm's failed trial, kept in the trial list.
 pub fn failed(e: &anyhow::Error) -> Value {
     json!({"error": format!("{e:#}")})
@@ -81,5 +101,12 @@ mod tests {
         let r = resources(&trials, "ours");
         assert_eq!(r["steady_rss_mib"]["median"], json!(31.5));
         assert_eq!(r["peak_rss_mib"], Value::Null);
+        let with = vec![
+            json!({"ours": {"servers_cpu": {"kafka": 0.5, "es": 0.9}}}),
+            json!({"ours": {"servers_cpu": {"kafka": 0.7, "es": null}}}),
+        ];
+        let s = servers_cpu(&with, "ours");
+        assert_eq!(s["kafka"]["median"], json!(0.6));
+        assert_eq!(s["es"]["n"], json!(1));
     }
 }

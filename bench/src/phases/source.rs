@@ -15,7 +15,7 @@ use crate::ctx::Ctx;
 use crate::log::{log, unix_now};
 use crate::ours;
 use crate::peers::kafka_connect;
-use crate::phases::{compare, failed, resources};
+use crate::phases::{compare, failed, resources, servers_cpu};
 use crate::process::procmon;
 use crate::process::profile::Profiler;
 use crate::stats::{rate, round};
@@ -159,6 +159,7 @@ pub async fn run(
         "vs_raw": compare(&trials, "ours", "raw", "events_per_s"),
         "ours_resources": resources(&trials, "ours"),
         "raw_resources": resources(&trials, "raw"),
+        "servers_cpu": {"ours": servers_cpu(&trials, "ours"), "raw": servers_cpu(&trials, "raw"), "kafka_connect": servers_cpu(&trials, "kafka_connect")},
         "profile": profile,
     });
     if connect.is_some() {
@@ -190,6 +191,7 @@ pub async fn trial(
         None => None,
     };
     let before = child.mon.now();
+    let servers0 = cx.o.servers.mark();
     let sampler = Sampler::start(
         &child.admin,
         MONGO_SOURCE_COLUMNS,
@@ -203,6 +205,7 @@ pub async fn trial(
         st = child.child.wait() => bail!("mongo-source exited before {n} records: {st:?}"),
     };
     let after = child.mon.now();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let series = sampler.stop().await;
     let first = read.first.as_secs_f64();
     let ours = rate(n.saturating_sub(1), (read.last - read.first).as_secs_f64());
@@ -220,6 +223,7 @@ pub async fn trial(
         "first_record_after_spawn_s": round(first, 2),
         "record_mib": round(read.bytes as f64 / 1048576.0, 1),
         "resources": u.json(),
+        "servers_cpu": servers,
         "series": series.json(),
         "rss_mib": rss,
         "profile": prof,

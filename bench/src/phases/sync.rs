@@ -15,7 +15,7 @@ use crate::ctx::Ctx;
 use crate::log::log;
 use crate::ours;
 use crate::peers::vector;
-use crate::phases::{column_at, compare, failed, resources};
+use crate::phases::{column_at, compare, failed, resources, servers_cpu};
 use crate::process::procmon;
 use crate::process::profile::Profiler;
 use crate::stats::{fraction_set, histogram_mean, rate, round, stalls, summary_json};
@@ -114,6 +114,7 @@ pub async fn run(cx: &Ctx, src: &Value, tag: &str) -> Result<Value> {
         "vs_bulk": compare(&trials, "ours", "bulk", "docs_per_s"),
         "ours_resources": resources(&trials, "ours"),
         "bulk_resources": resources(&trials, "bulk"),
+        "servers_cpu": {"ours": servers_cpu(&trials, "ours"), "bulk": servers_cpu(&trials, "bulk"), "vector": servers_cpu(&trials, "vector")},
         "stalled_fraction": summary_json(&column_at(&trials, "ours", &["stalls", "fraction"]), 3),
         "paused_fraction": summary_json(&column_at(&trials, "ours", &["paused_fraction"]), 3),
         "bulk_in_flight_mean": summary_json(&column_at(&trials, "ours", &["bulk_in_flight_mean"]), 2),
@@ -150,6 +151,7 @@ pub async fn trial(
         None => None,
     };
     let before = child.mon.now();
+    let servers0 = cx.o.servers.mark();
     let sampler = Sampler::start(
         &child.admin,
         ES_SYNC_COLUMNS,
@@ -168,6 +170,7 @@ pub async fn trial(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = child.mon.now();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let samples = sampler.stop().await;
     let all = child.mon.samples();
     let prof = match (perf, profile) {
@@ -192,6 +195,7 @@ pub async fn trial(
         "paused_fraction": round(figures.paused_fraction, 3),
         "bulk_in_flight_mean": figures.in_flight_mean.map(|m| round(m, 2)),
         "resources": u.json(),
+        "servers_cpu": servers,
         "series": samples.json(),
         "rss_mib": procmon::rss_series(&all, before, after),
         "profile": prof,

@@ -6,5 +6,6 @@ pub mod pin;
 pub mod ports;
 pub mod procmon;
 pub mod profile;
+pub mod servers;
 
 pub use child::Child;

@@ -164,6 +164,25 @@ impl Usage {
     }
 }
 
+/// A process's own figures, reported by itself at its end (`self_report`),
+/// for children too short-lived for the 200 ms sampling: the sample to end
+/// a usage window with.
+pub fn self_report() -> Value {
+    let me = read(std::process::id(), clk_tck()).unwrap_or_default();
+    json!({"cpu_s": me.cpu_s, "rss_kib": me.rss_kib, "hwm_kib": me.hwm_kib})
+}
+
+/// The end sample of a child from its [`self_report`] and the samples
+/// taken of it (the last one's time).
+pub fn end_sample(report: &Value, samples: &[Sample], start: Sample) -> Sample {
+    Sample {
+        at: samples.last().map_or(start.at, |s| s.at),
+        rss_kib: report["rss_kib"].as_u64().unwrap_or(0),
+        hwm_kib: report["hwm_kib"].as_u64().unwrap_or(0),
+        cpu_s: report["cpu_s"].as_f64().unwrap_or(0.0),
+    }
+}
+
 /// RSS over time between two samples: `[seconds since from, MiB]`, thinned
 /// for the plots.
 pub fn rss_series(all: &[Sample], from: Sample, to: Sample) -> Vec<[f64; 2]> {
@@ -211,6 +230,24 @@ mod tests {
         let r = rss_series(&all, all[1], all[3]);
         assert_eq!(r, vec![[0.0, 10.0], [1.0, 30.0], [2.0, 20.0]]);
         assert_eq!(u.json()["steady_rss_mib"], json!(20.0));
+    }
+
+    #[test]
+    fn a_self_report_ends_the_window_with_its_own_cpu_and_peak() {
+        let start = s(0.0, 1, 1, 0.0);
+        let all = [start, s(0.2, 8, 8, 0.1)];
+        let end = end_sample(
+            &json!({"cpu_s": 0.7, "rss_kib": 9216, "hwm_kib": 10240}),
+            &all,
+            start,
+        );
+        assert_eq!((end.at, end.cpu_s, end.hwm_kib), (0.2, 0.7, 10240));
+        let u = usage(&all, start, end, 1000);
+        assert_eq!(u.cpu_s_per_1k, 0.7);
+        assert_eq!(u.peak_rss_mib, 10.0);
+        let none = end_sample(&json!({}), &[], start);
+        assert_eq!((none.at, none.cpu_s), (0.0, 0.0));
+        assert!(self_report()["hwm_kib"].as_u64().unwrap_or(0) > 0);
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub async fn run_at_rate(
     t.track.lock().expect("track").take_latencies();
     let poller = poller::Poller::start(&cx.es, t.alias, t.track.clone());
     let before: Vec<procmon::Sample> = t.procs.iter().map(|(_, c)| c.mon.now()).collect();
+    let servers0 = cx.o.servers.mark();
     let dur = Duration::from_secs(secs);
     let t0 = Instant::now();
     let (mut sent, mut behind_max) = (0u64, 0u64);
@@ -112,6 +113,7 @@ pub async fn run_at_rate(
         sent += k;
     }
     let write_s = t0.elapsed().as_secs_f64();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     // Stragglers: up to 60 s.
     let t1 = Instant::now();
     while t.track.lock().expect("track").pending() > 0 && t1.elapsed() < Duration::from_secs(60) {
@@ -147,6 +149,7 @@ pub async fn run_at_rate(
             "latency_ms": latency_json(&all),
             "polls": polls,
             "resources": res,
+            "servers_cpu": servers,
         }),
         lat,
     ))
