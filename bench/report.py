@@ -139,13 +139,12 @@ w("")
 
 
 def resources_rows(rows):
-    w("| process | trials | steady RSS MiB | peak RSS MiB | CPU s / 1,000 events | share of its core |")
+    w("| process | trials | steady RSS MiB | peak RSS MiB | CPU s / 1,000 events | share of a core over the trial |")
     w("|---|---:|---:|---:|---:|---:|")
     for name, res, rate in rows:
         if not isinstance(res, dict) or not res.get("steady_rss_mib"):
             continue
-        cpu = g(res, "cpu_s_per_1k_events", "median")
-        share = "–" if cpu is None or rate is None else pct(cpu / 1000 * rate)
+        share = med(res.get("cpu_share"), pct)
         w(f"| {name} | {res['steady_rss_mib']['n']} | {med(res['steady_rss_mib'], f1)} | {med(res.get('peak_rss_mib'), f1)} "
           f"| {med(res.get('cpu_s_per_1k_events'), lambda x: f'{x:.3f}')} | {share} |")
 
@@ -156,12 +155,15 @@ def servers_line(sc, labels):
         return
     parts = []
     for arm, label in labels:
-        cells = [f"{n} {pct(v['median'])}" for n, v in sorted((sc.get(arm) or {}).items()) if isinstance(v, dict)]
+        cells = [f"{n} {pct(v['median'])}" for n, v in sorted((sc.get(arm) or {}).items())
+                 if isinstance(v, dict) and (v["median"] >= 0.005 or n.endswith("_busy"))]
         if cells:
             parts.append(f"{label}: " + ", ".join(cells))
     if parts:
         w("")
-        w("Servers' CPU during the trials (median share of one core; the servers share one core when pinned): "
+        w("CPU during the trials (median share of one core): the servers, the bench itself (`bench`: counting "
+          "consumer, metric sampling), and how busy each core was with everything on it (`cpuN_busy`, other users' "
+          "processes included; the servers and the bench share one core when pinned): "
           + "; ".join(parts) + ".")
 
 
@@ -286,10 +288,11 @@ else:
             bk = x["latency_by_kind_ms"].get(k, {})
             w(f"| {x['target_per_s']} | {k} | {bk.get('count', 0):,} | {f0(bk.get('p50'))} | {f0(bk.get('p95'))} | {f0(bk.get('p99'))} | {f0(bk.get('max'))} |")
     w("")
-    w("Each run: the generator's largest backlog (changes due but not yet sent), the poller's cost, and the binaries' "
-      "resources (CPU per 1,000 changes):")
+    w("Each run: the generator's largest backlog (changes due but not yet sent), the poller's cost, the binaries' "
+      "resources (CPU per 1,000 changes), and the CPU of the servers, of the bench (load generator and poller) and of "
+      "each core:")
     w("")
-    w("| target/s | achieved/s | generator behind (max changes) | polls | skipped ticks | poll ms p50 / p99 | mongo-source steady RSS MiB, CPU s/1k | es-sync steady RSS MiB, CPU s/1k | servers' share of a core |")
+    w("| target/s | achieved/s | generator behind (max changes) | polls | skipped ticks | poll ms p50 / p99 | mongo-source steady RSS MiB, CPU s/1k | es-sync steady RSS MiB, CPU s/1k | CPU (share of a core) |")
     w("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for x in lat.get("runs", []):
         p = x.get("polls", {})
@@ -297,7 +300,7 @@ else:
         w(f"| {x['target_per_s']} | {f0(x['achieved_per_s'])} | {x.get('generator_behind_max_changes')} | {p.get('polls')} | "
           f"{p.get('skipped_ticks')} | {p.get('poll_ms_p50')} / {p.get('poll_ms_p99')} | {ms_.get('steady_rss_mib')}, "
           f"{ms_.get('cpu_s_per_1k_events')} | {es_.get('steady_rss_mib')}, {es_.get('cpu_s_per_1k_events')} | "
-          + ", ".join(f"{n} {pct(v)}" for n, v in sorted((x.get("servers_cpu") or {}).items()) if v is not None) + " |")
+          + ", ".join(f"{n} {pct(v)}" for n, v in sorted((x.get("servers_cpu") or {}).items()) if v is not None and (v >= 0.005 or n.endswith("_busy"))) + " |")
 w("")
 
 sc = r.get("scale") or {}
@@ -515,4 +518,5 @@ w("Profiles taken by hand on 2026-12-01 (before this harness; unpinned, single t
   "mongo-source's transaction size (2000 events chosen from 1000/2000/5000, `bench/experiments/source-batch-size.sh`), "
   "glibc arenas (now 2, `shared/src/malloc.rs`). Per-event CPU then: mongo-source ~22-32 µs, es-sync ~32-35 µs. "
   "`scripts/bench --profile` now takes these profiles in a run.")
+w("")
 open(out_md, "w").write("\n".join(L) + "\n")

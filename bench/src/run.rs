@@ -79,11 +79,25 @@ pub async fn run(o: Opts) -> Result<Value> {
         result["kafka_connect_settings"] = kafka_connect::settings_json(&cx);
     }
     if o.runs("source") {
-        let r = source::run(&cx, &o.mongo_uri, &format!("{tag}s"), worker.as_mut()).await;
+        let r = source::run(
+            &cx,
+            &o.mongo_uri,
+            "python-secantus",
+            &format!("{tag}s"),
+            worker.as_mut(),
+        )
+        .await;
         result["source"] = or_error("source phase", r);
     }
     if let (true, Some(uri)) = (o.runs("rust"), o.mongo_rs_uri.clone()) {
-        let r = source::run(&cx, &uri, &format!("{tag}r"), worker.as_mut()).await;
+        let r = source::run(
+            &cx,
+            &uri,
+            "rust-secantus",
+            &format!("{tag}r"),
+            worker.as_mut(),
+        )
+        .await;
         result["source_rust_secantus"] = or_error("source phase (Rust SecantusDB)", r);
     }
     if let Some(w) = worker {

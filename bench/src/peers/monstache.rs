@@ -174,6 +174,7 @@ async fn ours_trial(cx: &Ctx, db: &Seeded, prefix: &str) -> Result<Value> {
             "steady_rss_mib": round(su.steady_rss_mib + yu.steady_rss_mib, 1),
             "peak_rss_mib": round(su.peak_rss_mib + yu.peak_rss_mib, 1),
             "cpu_s_per_1k_events": round(su.cpu_s_per_1k + yu.cpu_s_per_1k, 3),
+            "cpu_share": round(su.cpu_share + yu.cpu_share, 3),
         },
     }))
 }

@@ -51,6 +51,7 @@ pub fn resources(trials: &[Value], arm: &str) -> Value {
         "peak_rss_mib": s("peak_rss_mib", 1),
         "steady_rss_mib": s("steady_rss_mib", 1),
         "cpu_s_per_1k_events": s("cpu_s_per_1k_events", 3),
+        "cpu_share": s("cpu_share", 3),
     })
 }
 

@@ -90,11 +90,12 @@ pub async fn seed_db(cx: &Ctx, uri: &str, tag: &str, docs: u64) -> Result<(Seede
     ))
 }
 
-/// The phase on server `uri`; `connect` is a running Kafka Connect worker
-/// on the same server, if installed.
+/// The phase on server `uri` (`label` names its profile); `connect` is a
+/// running Kafka Connect worker, if installed.
 pub async fn run(
     cx: &Ctx,
     uri: &str,
+    label: &str,
     tag: &str,
     mut connect: Option<&mut kafka_connect::Worker>,
 ) -> Result<Value> {
@@ -144,7 +145,7 @@ pub async fn run(
     if let Some(dir) = &cx.o.profile_dir {
         let t = format!("{tag}p");
         let names = d.names.with_prefix(format!("{}p", d.names.prefix));
-        let v = trial(cx, d, &names, &t, Some(dir)).await?;
+        let v = trial(cx, d, &names, &t, Some((dir, label))).await?;
         profile = v["profile"].clone();
     }
     let mut out = json!({
@@ -171,13 +172,14 @@ pub async fn run(
 }
 
 /// One mongo-source trial: all `db.docs` events from `db.ts` into the
-/// topics of `names`; with `profile`, perf records it into that directory.
+/// topics of `names`; with `profile` (directory, label), perf records it
+/// into `mongo-source-{label}.*` there.
 pub async fn trial(
     cx: &Ctx,
     db: &Seeded,
     names: &Names,
     tag: &str,
-    profile: Option<&std::path::Path>,
+    profile: Option<(&std::path::Path, &str)>,
 ) -> Result<Value> {
     let n = db.docs;
     kafka::create_topics(&cx.o.kafka, &names.topics(), cx.o.partitions).await?;
@@ -213,7 +215,7 @@ pub async fn trial(
     let u = procmon::usage(&all, before, after, n);
     let rss = procmon::rss_series(&all, before, after);
     let prof = match (perf, profile) {
-        (Some(p), Some(dir)) => p.finish(dir, "mongo-source").await?,
+        (Some(p), Some((dir, label))) => p.finish(dir, &format!("mongo-source-{label}")).await?,
         _ => Value::Null,
     };
     child.stop().await?;

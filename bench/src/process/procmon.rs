@@ -117,6 +117,8 @@ pub struct Usage {
     pub cpu_s: f64,
     /// CPU seconds per 1,000 events.
     pub cpu_s_per_1k: f64,
+    /// CPU seconds per second of the window: the share of one core used.
+    pub cpu_share: f64,
     /// Events in the window.
     pub events: u64,
 }
@@ -147,6 +149,11 @@ pub fn usage(all: &[Sample], from: Sample, to: Sample, events: u64) -> Usage {
         } else {
             0.0
         },
+        cpu_share: if to.at > from.at {
+            cpu / (to.at - from.at)
+        } else {
+            0.0
+        },
         events,
     }
 }
@@ -159,6 +166,7 @@ impl Usage {
             "steady_rss_mib": round(self.steady_rss_mib, 1),
             "cpu_s": round(self.cpu_s, 2),
             "cpu_s_per_1k_events": round(self.cpu_s_per_1k, 3),
+            "cpu_share": round(self.cpu_share, 3),
             "events": self.events,
         })
     }
@@ -226,6 +234,7 @@ mod tests {
         assert_eq!(u.peak_rss_mib, 50.0, "VmHWM over the whole life");
         assert_eq!(u.cpu_s, 2.0);
         assert_eq!(u.cpu_s_per_1k, 1.0);
+        assert_eq!(u.cpu_share, 1.0, "2 CPU seconds in 2 s");
         assert_eq!(usage(&all, all[1], all[3], 0).cpu_s_per_1k, 0.0);
         let r = rss_series(&all, all[1], all[3]);
         assert_eq!(r, vec![[0.0, 10.0], [1.0, 30.0], [2.0, 20.0]]);

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Samples per second (low: DWARF stacks are 16 KiB a sample).
-const FREQUENCY: &str = "199";
+/// Samples per second: a trial takes a few CPU seconds, and a few
+/// thousand samples make a readable flame graph (16 KiB of stack each).
+const FREQUENCY: &str = "997";
 
 /// A `perf record` attached to one process.
 pub struct Profiler {
@@ -66,7 +67,7 @@ impl Profiler {
             "profile {name}: perf report and flame graph (can take a minute)"
         ));
         sh(
-            r#"perf report -i "$1" --stdio --no-children --percent-limit 0.5 --sort dso,symbol > "$2" 2>/dev/null"#,
+            r#"perf report -i "$1" --stdio --no-children -g none --percent-limit 0.5 --sort dso,symbol > "$2" 2>/dev/null"#,
             &[&self.data, &report],
         )
         .await?;
