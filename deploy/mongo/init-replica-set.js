@@ -8,28 +8,36 @@
 //  4. creates (or updates the password of) the least-privilege user of
 //     mongo-source: `read` on the pipeline database (find + changeStream).
 //
-// Credentials come from the environment (deploy/.env), never from this file:
-// MONGO_INITDB_ROOT_USERNAME / MONGO_INITDB_ROOT_PASSWORD (created by the
-// mongo image's entrypoint on the first start), MONGO_SOURCE_USER /
-// MONGO_SOURCE_PASSWORD.
+// Credentials come from docker-compose secrets (files under /run/secrets/,
+// made by deploy/make-secrets.sh), never from this file or the environment:
+// MONGO_ROOT_USER with the password in MONGO_ROOT_PASSWORD_FILE (the root
+// user the mongo image created on the first start), and MONGO_SOURCE_USER
+// with the password in MONGO_SOURCE_PASSWORD_FILE.
 
+const fs = require('fs');
 const env = process.env;
 const host = env.MONGO_HOST || 'mongo:27017';
 const setName = env.MONGO_REPLICA_SET || 'rs0';
 const database = env.MONGO_DATABASE || 'mountain';
 const sourceUser = env.MONGO_SOURCE_USER || 'mongo-source';
+const rootUser = env.MONGO_ROOT_USER || 'root';
 const waitSeconds = Number(env.MONGO_INIT_WAIT_SECONDS || 120);
 
-function need(name) {
-  if (!env[name]) {
-    throw new Error(`${name} is not set (see deploy/env.example)`);
+// The secret in the file named by the variable `name`, without its newline.
+function secretFile(name) {
+  const path = env[name];
+  if (!path) {
+    throw new Error(`${name} is not set (docker-compose.yml)`);
   }
-  return env[name];
+  const value = fs.readFileSync(path, 'utf8').replace(/[\r\n]+$/, '');
+  if (value === '') {
+    throw new Error(`${name}: ${path} is empty (run deploy/make-secrets.sh)`);
+  }
+  return value;
 }
 
-const rootUser = need('MONGO_INITDB_ROOT_USERNAME');
-const rootPassword = need('MONGO_INITDB_ROOT_PASSWORD');
-const sourcePassword = need('MONGO_SOURCE_PASSWORD');
+const rootPassword = secretFile('MONGO_ROOT_PASSWORD_FILE');
+const sourcePassword = secretFile('MONGO_SOURCE_PASSWORD_FILE');
 
 // 1. connect (directConnection: the set may not exist yet)
 let conn = null;

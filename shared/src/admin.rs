@@ -4,7 +4,13 @@
 //!
 //! It binds to 127.0.0.1 by default. Mutating routes are wrapped by
 //! [`protected`]: they need `Authorization: Bearer <admin.token>` and are
-//! switched off when no token is configured. Request bodies are bounded.
+//! switched off (403) when no token is configured; an empty token (or token
+//! file) or a `change-me...` placeholder is refused at start-up. Request
+//! bodies are bounded, a client must send a request's header within
+//! [`ServeLimits::header_read_timeout`], and at most
+//! [`ServeLimits::max_connections`] connections are served at once (more
+//! wait in the listen backlog), so slow clients (slowloris) cannot take
+//! the server, or the process's file descriptors, away.
 
 use crate::config::{ConfigError, Secret};
 use axum::extract::{Request, State};
@@ -17,10 +23,16 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The start of a placeholder secret (`change-me-admin-token`), as
+/// deployment templates write them (this project's `deploy/env.example`
+/// did, before the compose secrets of `deploy/make-secrets.sh`).
+pub const PLACEHOLDER_PREFIX: &str = "change-me";
 
 /// `[admin]` section of both configs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -55,22 +67,50 @@ impl AdminConfig {
                 "set either token or token_file",
             ));
         }
-        if matches!(&self.token, Some(t) if t.is_empty()) {
-            return Err(ConfigError::invalid("admin.token", "must not be empty"));
+        if let Some(t) = &self.token {
+            check_token("admin.token", t.expose())?;
         }
         Ok(())
     }
 
-    /// The token, reading `token_file` if that is how it was given.
+    /// The token, reading `token_file` if that is how it was given. An
+    /// empty file, or one holding the placeholder, is an error naming the
+    /// key and the file.
     pub fn resolve_token(&self) -> Result<Option<Secret>, ConfigError> {
         if let Some(path) = &self.token_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid("admin.token_file", format!("{}: {e}", path.display()))
+            let text = crate::config::read_secret_file("admin.token_file", path)?;
+            let token = text.expose().trim();
+            check_token("admin.token_file", token).map_err(|e| match e {
+                ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                    key,
+                    message: format!("{}: {message}", path.display()),
+                },
+                other => other,
             })?;
-            return Ok(Some(Secret::new(text.trim())));
+            return Ok(Some(Secret::new(token)));
         }
         Ok(self.token.clone())
     }
+}
+
+/// A usable token: not empty, not a `change-me...` placeholder.
+fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
+    if token.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if token
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with(PLACEHOLDER_PREFIX)
+    {
+        return Err(ConfigError::invalid(
+            key,
+            "is still a change-me... placeholder: set a random token (e.g. `openssl rand \
+             -hex 24`, or deploy/make-secrets.sh), or no token to turn the mutating \
+             endpoints off",
+        ));
+    }
+    Ok(())
 }
 
 /// What the admin server asks the running binary.
@@ -176,15 +216,97 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     })
 }
 
-/// Serves `router` on `listener` until `cancel` fires.
+/// Limits of the admin HTTP server against slow or too many clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A client must send a request's whole header within this, or its
+    /// connection is closed (also applies to an idle keep-alive connection
+    /// waiting for its next request).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        // A scrape or an operator's curl sends its header in milliseconds;
+        // Prometheus and a few operators need a handful of connections.
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `cancel` fires, with the default
+/// [`ServeLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    serve_with(listener, router, cancel, ServeLimits::default()).await
+}
+
+/// Serves `router` on `listener` until `cancel` fires: HTTP/1.1, one task
+/// per connection, within `limits`. On `cancel`, requests under way get
+/// up to 5 s to finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = cancel.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, a connection reset before
+                    // accept: the server goes on.
+                    tracing::warn!(error = %e, "admin server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = cancel.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "admin connection closed");
+                    }
+                }
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(6), connections.wait()).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,6 +318,64 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    fn token_file(content: &str) -> (AdminConfig, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "admin-token-{}-{}",
+            std::process::id(),
+            content.len()
+        ));
+        std::fs::write(&path, content).unwrap();
+        let mut cfg = AdminConfig::on_port(1);
+        cfg.token_file = Some(path.clone());
+        (cfg, path)
+    }
+
+    #[test]
+    fn an_empty_token_file_is_refused_by_name() {
+        for content in ["", "\n", "   \n"] {
+            let (cfg, path) = token_file(content);
+            let err = cfg.resolve_token().unwrap_err().to_string();
+            assert!(
+                err.contains("admin.token_file") && err.contains(&path.display().to_string()),
+                "{content:?}: {err}"
+            );
+            assert!(err.contains("empty"), "{content:?}: {err}");
+            let _ = std::fs::remove_file(path);
+        }
+        let (cfg, path) = token_file("  tok3n-from-file \n");
+        assert_eq!(
+            cfg.resolve_token().unwrap().unwrap().expose(),
+            "tok3n-from-file"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn the_placeholder_token_is_refused() {
+        let mut cfg = AdminConfig::on_port(1);
+        cfg.token = Some(Secret::new("change-me-admin-token"));
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("admin.token") && err.contains("placeholder"),
+            "{err}"
+        );
+        // The old deploy/env.example's value, read from a file.
+        let (cfg, path) = token_file("Change-Me-admin-token\n");
+        let err = cfg.resolve_token().unwrap_err().to_string();
+        assert!(
+            err.contains("admin.token_file") && err.contains("placeholder"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(path);
+        cfg_ok_with("a3f0c9d2e1b4");
+    }
+
+    fn cfg_ok_with(token: &str) {
+        let mut cfg = AdminConfig::on_port(1);
+        cfg.token = Some(Secret::new(token));
+        cfg.validate().unwrap();
     }
 
     #[test]

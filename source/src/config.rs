@@ -329,6 +329,21 @@ pub struct ClusterConfig {
     pub publish_interval_ms: u64,
     /// This instance's name in the cluster; default `{host}-{pid}`.
     pub instance_id: Option<String>,
+    /// A stream fenced twice within this many ms by a producer outside the
+    /// lease group (same `transactional.id`, another group or process)
+    /// gives its lease up: this instance leaves the lease group for this
+    /// long, so another instance takes the stream over, then joins again.
+    pub fencing_cooldown_ms: u64,
+}
+
+impl ClusterConfig {
+    /// How long a stream waits, after its transaction failed in a way that
+    /// a pause of the process explains, for the lease group to tell this
+    /// instance that its lease moved: two heartbeats and a second. Counted
+    /// in time the process ran (see `stream::sleep_awake`).
+    pub fn lease_check(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2 * self.heartbeat_interval_ms + 1000)
+    }
 }
 
 impl Default for ClusterConfig {
@@ -341,6 +356,7 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 1000,
             publish_interval_ms: 2000,
             instance_id: None,
+            fencing_cooldown_ms: 60_000,
         }
     }
 }
@@ -498,6 +514,12 @@ impl SourceConfig {
             return Err(ConfigError::invalid(
                 "cluster.heartbeat_interval_ms",
                 "must be at most a third of cluster.session_timeout_ms",
+            ));
+        }
+        if self.cluster.fencing_cooldown_ms < 1000 {
+            return Err(ConfigError::invalid(
+                "cluster.fencing_cooldown_ms",
+                "must be >= 1000",
             ));
         }
         if self.cluster.publish_interval_ms == 0 {

@@ -20,6 +20,23 @@ pub enum StreamError {
     /// Another producer with the same `transactional.id` took over.
     #[error("fenced: another instance with transactional.id {0} took over this stream")]
     Fenced(String),
+    /// The transaction stayed open longer than `transaction.timeout.ms`
+    /// (the process was paused or starved), so the broker aborted it and
+    /// the producer can no longer use it. Nothing of it is visible; the
+    /// stream reopens its producer and resumes from its last committed
+    /// position.
+    #[error(
+        "transaction of {transactional_id} timed out: open for {open_ms} ms, over \
+         kafka.transaction_timeout_ms = {timeout_ms} (process paused?); the broker aborted it"
+    )]
+    TransactionTimedOut {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// How long the transaction had been open when it failed.
+        open_ms: u64,
+        /// `kafka.transaction_timeout_ms`.
+        timeout_ms: u64,
+    },
     /// The stored resume point is no longer in the oplog.
     #[error("change stream history lost: {0}")]
     HistoryLost(String),
@@ -118,6 +135,7 @@ impl Classify for StreamError {
                 _ => ErrorClass::Retryable,
             },
             Self::KafkaAccess(e) => e.class(),
+            Self::TransactionTimedOut { .. } => ErrorClass::Retryable,
             Self::Fenced(_) | Self::Oversized(_) | Self::NoTransactions(_) => ErrorClass::Fatal,
             Self::HistoryLost(_) => ErrorClass::Fatal,
             Self::BadEvent(_) | Self::BadPosition { .. } => ErrorClass::Fatal,
@@ -136,6 +154,13 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(StreamError::Fenced("x".into()).class(), ErrorClass::Fatal);
+        let timed_out = StreamError::TransactionTimedOut {
+            transactional_id: "t".into(),
+            open_ms: 9_000,
+            timeout_ms: 3_000,
+        };
+        assert_eq!(timed_out.class(), ErrorClass::Retryable);
+        assert!(timed_out.to_string().contains("9000 ms"), "{timed_out}");
         assert_eq!(
             StreamError::Internal("x".into()).class(),
             ErrorClass::Retryable

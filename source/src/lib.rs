@@ -44,6 +44,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let members = Arc::new(cluster::members::Members::new(
         cfg.cluster.session_timeout_ms * 2,
     ));
+    let health = Arc::new(shared::supervise::UnitHealth::default());
     let board = Arc::new(status::StatusBoard {
         streams: specs
             .iter()
@@ -58,6 +59,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
         mongo_connected: Default::default(),
         instance: instance.clone(),
         members: members.clone(),
+        units: health.clone(),
     });
 
     let token = cfg.admin.resolve_token()?;
@@ -75,7 +77,13 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     );
     let tasks = TaskTracker::new();
     let admin_cancel = CancellationToken::new();
-    tasks.spawn(shared::admin::serve(listener, router, admin_cancel.clone()));
+    tasks.spawn(admin_server(
+        listener,
+        router,
+        cfg.clone(),
+        health.clone(),
+        admin_cancel.clone(),
+    ));
 
     let mongo_opts = mongo_options(&cfg).await?;
     let mongo = mongodb::Client::with_options(mongo_opts).context("mongodb client")?;
@@ -147,7 +155,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
 
-    let make: cluster::MakeCtx = {
+    let make: Arc<cluster::MakeCtx> = {
         let (cfg, mongo, topics, metrics, board) = (
             cfg.clone(),
             mongo.clone(),
@@ -155,7 +163,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             metrics.clone(),
             board.clone(),
         );
-        Box::new(move |spec, cancel| {
+        Arc::new(move |spec, cancel| {
             let status = board.get(&spec.name).cloned().unwrap_or_else(|| {
                 Arc::new(status::StreamStatus::new(
                     &spec.name,
@@ -177,30 +185,78 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let members_cancel = CancellationToken::new();
     let reader =
         cluster::members::read(&cfg, members, members_cancel.clone()).context("members reader")?;
-    tasks.spawn(cluster::members::publish(
-        cfg.clone(),
-        instance.clone(),
-        board.clone(),
-        members_cancel.clone(),
-    ));
-    let coordinator = tokio::spawn(cluster::coordinate(
-        cfg.clone(),
-        instance,
-        specs,
-        board.clone(),
-        make,
-        shutdown.clone(),
-    ));
-    let gauges = board.clone();
-    let gauge_cancel = shutdown.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => gauges.streams.iter().for_each(|s| s.refresh_gauges()),
-                () = gauge_cancel.cancelled() => return,
-            }
-        }
+    tasks.spawn({
+        let (cfg, instance, board, cancel) = (
+            cfg.clone(),
+            instance.clone(),
+            board.clone(),
+            members_cancel.clone(),
+        );
+        shared::supervise::run(
+            "members publisher",
+            health.clone(),
+            &cfg.retry.clone(),
+            members_cancel.clone(),
+            move || {
+                cluster::members::publish(
+                    cfg.clone(),
+                    instance.clone(),
+                    board.clone(),
+                    cancel.clone(),
+                )
+            },
+        )
+    });
+    let coordinator = tokio::spawn({
+        let (cfg, board, stop) = (cfg.clone(), board.clone(), shutdown.clone());
+        shared::supervise::run(
+            "coordinator",
+            health.clone(),
+            &cfg.retry.clone(),
+            shutdown.clone(),
+            move || {
+                // One life of the coordinator: if it dies (panics), its
+                // streams and its lease membership end with it (the guard
+                // cancels them), and the next life joins the group anew.
+                let life = stop.child_token();
+                let guard = life.clone().drop_guard();
+                let run = cluster::coordinate(
+                    cfg.clone(),
+                    instance.clone(),
+                    specs.clone(),
+                    board.clone(),
+                    make.clone(),
+                    life,
+                );
+                async move {
+                    let _guard = guard;
+                    if let Err(e) = run.await {
+                        tracing::error!(error = format!("{e:#}"), "stream coordinator failed");
+                    }
+                }
+            },
+        )
+    });
+    tasks.spawn({
+        let (board, cancel) = (board.clone(), shutdown.clone());
+        shared::supervise::run(
+            "gauges",
+            health.clone(),
+            &cfg.retry,
+            shutdown.clone(),
+            move || {
+                let (gauges, cancel) = (board.clone(), cancel.clone());
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => gauges.streams.iter().for_each(|s| s.refresh_gauges()),
+                            () = cancel.cancelled() => return,
+                        }
+                    }
+                }
+            },
+        )
     });
 
     shutdown.cancelled().await;
@@ -208,10 +264,11 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     tasks.close();
     // The streams stop (batch committed) inside the coordinator, which then
     // gives the leases back; the admin server stays up until then.
-    match tokio::time::timeout(SHUTDOWN_GRACE, coordinator).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "coordinator"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time"),
+    if tokio::time::timeout(SHUTDOWN_GRACE, coordinator)
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams did not stop in time");
     }
     members_cancel.cancel();
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
@@ -219,6 +276,38 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin server, supervised: if it dies it is started again (bound
+/// anew), and `/readyz` answers 503 meanwhile (when it answers at all).
+fn admin_server(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    cfg: Arc<SourceConfig>,
+    health: Arc<shared::supervise::UnitHealth>,
+    cancel: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut first = Some(listener);
+    let addr = cfg.admin.listen;
+    let stop = cancel.clone();
+    shared::supervise::run("admin server", health, &cfg.retry, cancel, move || {
+        let (listener, router, stop) = (first.take(), router.clone(), stop.clone());
+        async move {
+            let listener = match listener {
+                Some(l) => l,
+                None => match shared::admin::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin server");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = shared::admin::serve(listener, router, stop).await {
+                tracing::error!(error = %e, "admin server");
+            }
+        }
+    })
 }
 
 /// `{host}-{pid}`: unique per process on a host, readable on /status.
@@ -245,9 +334,8 @@ async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::C
     let password = match (&cfg.mongodb.password, &cfg.mongodb.password_file) {
         (Some(p), _) => Some(p.expose().to_string()),
         (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("mongodb.password_file {}: {e}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
+            shared::config::read_secret_file("mongodb.password_file", path)?
+                .expose()
                 .to_string(),
         ),
         (None, None) => None,
@@ -272,4 +360,34 @@ async fn mongo_options(cfg: &SourceConfig) -> anyhow::Result<mongodb::options::C
     ));
     tracing::info!(uri = %redacted, "mongodb");
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_mongodb_password_file_is_refused_by_name() {
+        let path = std::env::temp_dir().join(format!("mongo-source-pw-{}", std::process::id()));
+        std::fs::write(&path, "\n").unwrap();
+        let text = format!(
+            "[mongodb]\nuri = \"mongodb://127.0.0.1:1\"\ndatabase = \"d\"\nusername = \"u\"\n\
+             password_file = {:?}\n[kafka]\nbootstrap_servers = \"k:1\"\n\
+             [topics]\nprefix = \"p\"\n[[collections]]\nname = \"c\"\n",
+            path.display().to_string()
+        );
+        let cfg: SourceConfig =
+            shared::config::load_str(&text, std::path::Path::new("t.toml"), "NONE", Vec::new())
+                .unwrap();
+        let err = mongo_options(&cfg).await.unwrap_err().to_string();
+        assert!(
+            err.contains("mongodb.password_file") && err.contains("is empty"),
+            "{err}"
+        );
+        std::fs::write(&path, "pw\n").unwrap();
+        let opts = mongo_options(&cfg).await.unwrap();
+        let cred = opts.credential.unwrap();
+        assert_eq!(cred.password.as_deref(), Some("pw"));
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -114,6 +114,20 @@ impl StreamStatus {
             .set(i64::from(mode == Mode::ExactlyOnce));
     }
 
+    /// Records that the stream's task died (panicked): FAILED, the error,
+    /// and `mongo_source_errors_total{reason="task_died"}`.
+    pub fn died(&self, error: &str) {
+        self.set_error(error);
+        self.set_state(StreamState::Failed);
+        self.metrics
+            .errors
+            .get_or_create(&crate::metrics::StreamReason {
+                stream: self.name.clone(),
+                reason: "task_died".into(),
+            })
+            .inc();
+    }
+
     /// Counts a restart.
     pub fn restarted(&self) {
         self.lock().restarts += 1;
@@ -216,8 +230,18 @@ pub struct StatusBoard {
     pub mongo_connected: std::sync::atomic::AtomicBool,
     /// This instance's name in the cluster.
     pub instance: String,
-    /// What the other instances report.
-    pub members: Arc<crate::cluster::members::Members>,
+    /// What every instance of the cluster reports (see [`ClusterView`]).
+    pub members: Arc<dyn ClusterView>,
+    /// The supervised tasks of the process that are down now.
+    pub units: Arc<shared::supervise::UnitHealth>,
+}
+
+/// The cluster-wide part of `/status`, rendered by whoever collects the
+/// other instances' reports (`cluster::members`). A trait, so that this
+/// module (which the cluster code writes to) does not depend on it.
+pub trait ClusterView: Send + Sync {
+    /// `{"members": [...], "owners": {stream: instance}}`.
+    fn to_json(&self) -> Value;
 }
 
 impl StatusBoard {
@@ -237,10 +261,11 @@ impl shared::admin::AdminState for StatusBoard {
             .iter()
             .map(|s| json!({"stream": s.name, "state": s.state().as_str()}))
             .collect();
-        let ready = mongo && self.streams.iter().all(|s| s.state().is_ready());
+        let down = self.units.down_units();
+        let ready = mongo && down.is_empty() && self.streams.iter().all(|s| s.state().is_ready());
         (
             ready,
-            json!({ "mongodb_connected": mongo, "streams": states }),
+            json!({ "mongodb_connected": mongo, "streams": states, "tasks_down": down }),
         )
     }
 

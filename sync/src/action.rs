@@ -30,8 +30,7 @@ use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
 use shared::wire::event::{Operation, UpdateDescription};
 
-/// The field holding the sync metadata in every document.
-pub const SYNC_FIELD: &str = "_sync";
+pub use crate::config::SYNC_FIELD;
 
 /// Longest `_id` Elasticsearch accepts, in bytes.
 pub const MAX_ID_BYTES: usize = 512;
@@ -102,9 +101,17 @@ impl Patch {
     /// with the update applied: the body of the `index` action at this
     /// patch's version.
     pub fn apply_to(&self, mut base: Map<String, Value>) -> Map<String, Value> {
-        base.remove(SYNC_FIELD);
+        let old = base.remove(SYNC_FIELD);
         crate::patch::apply(&mut base, &self.update, &self.projection);
-        base.insert(SYNC_FIELD.to_string(), self.sync.clone());
+        let mut sync = self.sync.clone();
+        // What es-sync keeps in `_sync` besides the change (a child's
+        // parent) stays unless this change says otherwise.
+        if let (Some(Value::Object(old)), Value::Object(new)) = (old, &mut sync) {
+            for (k, v) in old {
+                new.entry(k).or_insert(v);
+            }
+        }
+        base.insert(SYNC_FIELD.to_string(), sync);
         base
     }
 }

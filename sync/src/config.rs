@@ -43,6 +43,9 @@ pub struct SyncConfig {
     /// Admin HTTP server (health, readiness, status, metrics).
     #[serde(default = "default_admin")]
     pub admin: AdminConfig,
+    /// Replies rolled up into their card (optional, see [`crate::rollup`]).
+    #[serde(default)]
+    pub rollup: Option<crate::rollup::RollupConfig>,
 }
 
 fn default_admin() -> AdminConfig {
@@ -223,6 +226,10 @@ pub struct TopicConfig {
 fn default_id_field() -> String {
     "_id".into()
 }
+
+/// The field es-sync adds to every document it writes (its version, op,
+/// namespace, partition, cluster time): a projection may not produce it.
+pub const SYNC_FIELD: &str = "_sync";
 
 /// `[topics.projection]`: applied to top-level fields, in the order
 /// include, exclude, rename.
@@ -463,7 +470,7 @@ impl SyncConfig {
                 }
             }
             for (from, to) in &p.rename {
-                if to.is_empty() || to == "_id" || to == crate::action::SYNC_FIELD {
+                if to.is_empty() || to == "_id" || to == SYNC_FIELD {
                     return Err(ConfigError::invalid(
                         format!("topics[{i}].projection.rename.{from}"),
                         format!("cannot rename to `{to}`"),
@@ -516,6 +523,17 @@ impl SyncConfig {
         self.retry.validate("retry")?;
         self.log.validate()?;
         self.admin.validate()?;
+        if let Some(r) = &self.rollup {
+            let mut topics: Vec<&str> = self.topics.iter().map(|t| t.topic.as_str()).collect();
+            // `reindex` narrows the topics and names the other index itself.
+            if r.parent_index.is_some() {
+                topics.push(&r.parent_topic);
+            }
+            if r.child_index.is_some() {
+                topics.push(&r.child_topic);
+            }
+            r.validate(&topics)?;
+        }
         Ok(())
     }
 

@@ -116,6 +116,27 @@ pub async fn ensure(
     Ok(Bootstrap::Created(name))
 }
 
+/// Adds the fields of `index_file` that an existing `alias` lacks (a new
+/// version of es-sync brings new fields: a card's roll-up, a reply's
+/// `_sync.parent`). Elasticsearch merges new fields into a mapping and
+/// refuses to change existing ones: a refusal (a field whose type or
+/// analysis changed: that takes a reindex) is returned, and nothing is
+/// changed. `_meta` is left as the live index has it (it says which
+/// analysis the live index was built with).
+pub async fn add_new_fields(
+    es: &Elasticsearch,
+    alias: &str,
+    index_file: &Value,
+) -> Result<(), EsError> {
+    let Some(props) = index_file["mappings"].get("properties") else {
+        return Ok(());
+    };
+    let body = json!({ "properties": props });
+    elastic::call_ok(es, Method::Put, &format!("/{alias}/_mapping"), Some(&body))
+        .await
+        .map(|_| ())
+}
+
 /// Creates `name` from `index_file`, optionally with `alias` as its write
 /// alias. When the engine refuses the file for want of nori, creates it
 /// from the file's bigram fallback instead (logged at `warn`). Returns the

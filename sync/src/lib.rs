@@ -24,7 +24,10 @@ pub mod metrics;
 pub mod offsets;
 pub mod ops;
 pub mod patch;
+pub mod rollup;
 pub mod status;
+#[doc(hidden)]
+pub mod test_faults;
 
 pub use config::SyncConfig;
 
@@ -53,6 +56,7 @@ pub async fn run_with_status(
     let metrics = metrics::Metrics::register(&mut registry);
     let es = elastic::client(&config.elasticsearch)?;
 
+    let rollup = rollup::Plan::of(&config);
     for t in &config.topics {
         let file = index_bootstrap::read_index_file(&t.index_file)?;
         let result = shared::retry::retry(
@@ -60,7 +64,25 @@ pub async fn run_with_status(
             &shutdown,
             |e, d| tracing::warn!(alias = %t.alias, error = %e, delay_ms = d.as_millis() as u64, "index bootstrap failed; retrying"),
             || async {
-                index_bootstrap::ensure(&es, &t.alias, &file).await?;
+                if !matches!(
+                    index_bootstrap::ensure(&es, &t.alias, &file).await?,
+                    index_bootstrap::Bootstrap::Created(_)
+                ) {
+                    if let Err(e) = index_bootstrap::add_new_fields(&es, &t.alias, &file).await {
+                        // Children of a roll-up need `_sync.parent` (the
+                        // mapping of `_sync` is strict): without it every
+                        // write would be refused.
+                        if rollup.as_ref().is_some_and(|p| p.child_index == t.alias) {
+                            return Err(elastic::EsError::Refused(format!(
+                                "the mapping of {} cannot take the fields of {} ({e}); the \
+                                 roll-up needs _sync.parent: rebuild the index (es-sync reindex)",
+                                t.alias,
+                                t.index_file.display()
+                            )));
+                        }
+                        tracing::warn!(alias = %t.alias, error = %e, "the live mapping keeps differing fields from the index file (a reindex takes them)");
+                    }
+                }
                 analysis::inspect(&es, &t.alias, &file).await
             },
         )

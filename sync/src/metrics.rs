@@ -14,6 +14,9 @@
 //! | `es_sync_consumer_paused` | | 1 while consumption is paused for backpressure |
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
+//! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
+//! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
+//! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
 //!
 //! Delivery guarantee: none (observability only).
 
@@ -81,6 +84,12 @@ pub struct Metrics {
     pub cleanups: Family<IndexLabels, Counter>,
     /// Records held for the clock.
     pub clock_holds: Counter,
+    /// Partitions waiting on a fault, by reason.
+    pub waiting: Family<ReasonLabels, Gauge>,
+    /// Tasks that panicked.
+    pub task_panics: Counter,
+    /// Roll-ups written.
+    pub rollups: Counter,
 }
 
 impl Default for Metrics {
@@ -97,6 +106,9 @@ impl Default for Metrics {
             paused: Gauge::default(),
             cleanups: Family::default(),
             clock_holds: Counter::default(),
+            waiting: Family::default(),
+            task_panics: Counter::default(),
+            rollups: Counter::default(),
         }
     }
 }
@@ -155,6 +167,21 @@ impl Metrics {
             "snapshot_cleanups",
             "Documents removed by re-snapshot cleanups",
             m.cleanups.clone(),
+        );
+        r.register(
+            "rollups",
+            "Parents whose roll-up was recomputed and written",
+            m.rollups.clone(),
+        );
+        r.register(
+            "task_panics",
+            "Tasks that panicked (each restarts its partition)",
+            m.task_panics.clone(),
+        );
+        r.register(
+            "partitions_waiting",
+            "Partitions waiting on a fault an operator fixes, by reason",
+            m.waiting.clone(),
         );
         r.register(
             "clock_holds",

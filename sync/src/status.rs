@@ -26,7 +26,8 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// Life-cycle state.
     pub state: StreamState,
-    /// Next offset to commit (everything before it is done).
+    /// Next offset to commit: everything before it is done (past the
+    /// transaction markers of a partition that has done everything).
     pub committable: Option<i64>,
     /// Last known high watermark.
     pub high_watermark: Option<i64>,

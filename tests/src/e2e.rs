@@ -83,6 +83,10 @@ index_file = "{indices}/cards.json"
 topic = "{reply_topic}"
 alias = "{replies}"
 index_file = "{indices}/replies.json"
+
+[rollup]
+parent_topic = "{card_topic}"
+child_topic = "{reply_topic}"
 "#,
             kafka = crate::kafka_bootstrap(),
             group = self.group,

@@ -3,6 +3,7 @@
 //! `ELASTICSEARCH_URL`), unique names so tests run in parallel and re-run
 //! without cleanup, Kafka readers, and the built binaries.
 
+pub mod cluster;
 pub mod kafka;
 pub mod process;
 

@@ -128,6 +128,7 @@ pub fn config(n: &Names) -> SyncConfig {
             token: None,
             token_file: None,
         },
+        rollup: None,
     }
 }
 

@@ -251,9 +251,14 @@ async fn a_second_instance_outside_the_cluster_fences_the_first() {
     for i in 0..20 {
         cards.insert_one(doc! { "_id": i }).await.unwrap();
     }
-    let status = eventually("the first instance fenced", WAIT, || async {
+    // Each is fenced by the other's reopened producer; the first to be
+    // fenced twice within cluster.fencing_cooldown_ms gives its lease up.
+    let status = eventually("the first instance gave its lease up", WAIT, || async {
         let s = fx.status().await;
-        if s["streams"][0]["state"] == "FAILED" {
+        let given_up = s["streams"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("lease given up"));
+        if s["streams"][0]["state"] == "STANDBY" && given_up {
             return Some(s);
         }
         eprintln!("first instance: {}", s["streams"][0]);

@@ -4,85 +4,21 @@
 //! read_committed consumer still sees every change exactly once; an owner
 //! paused past its lease is fenced and steps down.
 
-use e2e_tests::kafka::{read_all, Rec};
-use e2e_tests::process::Proc;
+use e2e_tests::cluster::{
+    assert_exactly_once, changes, running_owner, spawn_inserts, status, Instance,
+};
+use e2e_tests::kafka::read_all;
 use e2e_tests::source::SourceFixture;
-use e2e_tests::{eventually, free_port, http_get, mongo};
+use e2e_tests::{eventually, mongo};
 use mongodb::bson::{doc, Document};
-use serde_json::Value;
-use std::collections::HashSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-struct Instance {
-    id: String,
-    port: u16,
-    proc: Proc,
-}
-
 fn start(cfg: &str, id: &str) -> Instance {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let proc = Proc::start(
-        "mongo-source",
-        &["--config", cfg],
-        &[
-            ("MONGO_SOURCE__ADMIN__LISTEN", &listen),
-            ("MONGO_SOURCE__CLUSTER__INSTANCE_ID", id),
-        ],
-    );
-    Instance {
-        id: id.to_string(),
-        port,
-        proc,
-    }
-}
-
-async fn status(port: u16) -> Value {
-    match http_get(port, "/status").await {
-        Some(b) => serde_json::from_str(&b).unwrap_or(Value::Null),
-        None => Value::Null,
-    }
-}
-
-/// The owner of `stream` according to `port`'s cluster view, once that
-/// owner also reports the stream RUNNING locally.
-async fn running_owner(instances: &[&Instance], stream: &str) -> Option<String> {
-    for i in instances {
-        let s = status(i.port).await;
-        let local = s["streams"]
-            .as_array()?
-            .iter()
-            .find(|x| x["stream"] == stream)?
-            .clone();
-        if local["state"] == "RUNNING" {
-            return Some(i.id.clone());
-        }
-    }
-    None
-}
-
-fn changes(recs: &[Rec]) -> Vec<&Rec> {
-    recs.iter()
-        .filter(|r| !r.value["op"].as_str().unwrap_or("").starts_with("snapshot"))
-        .collect()
-}
-
-fn assert_exactly_once(recs: &[&Rec], expected: usize) {
-    let mut seen = HashSet::new();
-    for r in recs {
-        let key = (r.key.clone(), r.value["version"].as_u64());
-        assert!(seen.insert(key.clone()), "duplicate {key:?}");
-    }
-    assert_eq!(
-        recs.len(),
-        expected,
-        "every acknowledged write exactly once"
-    );
+    Instance::start(cfg, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,18 +74,14 @@ async fn kill_9_of_the_owner_moves_the_stream_and_loses_nothing() {
         .collection::<Document>("card");
     let writes = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (cards, writes, stop) = (cards.clone(), writes.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0_i64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                cards.insert_one(doc! { "_id": n }).await.unwrap();
-                writes.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let load = spawn_inserts(
+        cards.clone(),
+        String::new(),
+        1,
+        Duration::from_millis(5),
+        writes.clone(),
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pos = instances.iter().position(|i| i.id == owner).unwrap();
     let mut dead = instances.remove(pos);
@@ -194,8 +126,7 @@ async fn an_owner_paused_past_its_lease_is_fenced_and_steps_down() {
         .await
         .database(&fx.db)
         .collection::<Document>("card");
-    let pid = paused.proc.child.id().to_string();
-    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    paused.signal("-STOP");
     // Writes while the owner is frozen: it has them half-read, perhaps.
     for n in 0..50_i64 {
         cards.insert_one(doc! { "_id": n }).await.unwrap();
@@ -206,7 +137,7 @@ async fn an_owner_paused_past_its_lease_is_fenced_and_steps_down() {
     })
     .await;
     assert_eq!(new_owner, other.id);
-    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    paused.signal("-CONT");
     for n in 50..100_i64 {
         cards.insert_one(doc! { "_id": n }).await.unwrap();
     }
@@ -233,4 +164,218 @@ async fn an_owner_paused_past_its_lease_is_fenced_and_steps_down() {
         running_owner(&refs, &card).await.as_deref(),
         Some(other.id.as_str())
     );
+}
+
+/// The value of the counter `mongo_source_errors_total{stream, reason}` on
+/// an instance's `/metrics` (0 when absent).
+async fn errors_of(i: &Instance, stream: &str, reason: &str) -> f64 {
+    let metrics = e2e_tests::http_get(i.port, "/metrics")
+        .await
+        .unwrap_or_default();
+    let name = format!("mongo_source_errors_total{{stream=\"{stream}\",reason=\"{reason}\"}}");
+    e2e_tests::metric_value(&metrics, &name).unwrap_or(0.0)
+}
+
+/// Issue 15 item 4: the owner paused (SIGSTOP) with a transaction open,
+/// longer than `transaction.timeout.ms` but shorter than its lease: the
+/// broker aborts the transaction and bumps the producer's epoch, which
+/// librdkafka reports as fencing. The owner keeps its lease, so it must
+/// reopen its producer and resume from its last committed position (it
+/// used to park FAILED "fenced" while still holding the lease, so nobody
+/// streamed). The other instance stays on standby; nothing is lost or
+/// doubled.
+///
+/// The process stops itself (the test-only fault switch, armed through the
+/// environment) right after a transaction's records were written, so the
+/// pause always catches an open transaction; the test resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothing() {
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.batch = "max_events = 50\nmax_wait_ms = 50".into();
+    fx.kafka = "transaction_timeout_ms = 2000".into();
+    fx.extra = "\n[cluster]\nsession_timeout_ms = 45000\nheartbeat_interval_ms = 3000\n".into();
+    let cfg = fx.write();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let card = format!("{}.card", fx.db);
+    // Stop in the 30th transaction: past the snapshot's, under the load.
+    let faults = format!("source.txn.stop:{}.{card}=1@30", fx.prefix);
+    let env = [(shared::faults::ENV, faults.as_str())];
+    let instances: Vec<Instance> = ["a", "b"]
+        .iter()
+        .map(|id| Instance::start_with(&cfg, id, &env))
+        .collect();
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let owner_id = eventually("an owner of card", WAIT, || running_owner(&refs, &card)).await;
+    fx.wait_snapshot_done("card").await;
+    let owner = instances.iter().find(|i| i.id == owner_id).unwrap();
+    let other = instances.iter().find(|i| i.id != owner_id).unwrap();
+    assert!(
+        owner.proc.log_text().contains("test fault switch armed"),
+        "the binary has no test fault switch: build it with `cargo build --workspace --bins` \
+         (scripts/test does), which enables shared's `faults` feature; log:\n{}",
+        owner.proc.log_text()
+    );
+
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
+    let writes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_inserts(
+        cards,
+        String::new(),
+        1,
+        Duration::from_millis(5),
+        writes.clone(),
+        stop.clone(),
+    );
+    eventually(
+        "the owner stopped itself in a transaction",
+        WAIT,
+        || async { owner.stopped().then_some(()) },
+    )
+    .await;
+    // Past the transaction timeout plus the broker's check for timed-out
+    // transactions (transaction.abort.timed.out.transaction.cleanup
+    // .interval.ms, 10 s); well within the 45 s lease.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    owner.signal("-CONT");
+    let resumed = Instant::now();
+    let s = eventually("the owner reopened its producer", WAIT, || async {
+        let s = owner.stream(&card).await?;
+        (s["restarts"].as_u64()? >= 1 && s["state"] == "RUNNING").then_some(s)
+    })
+    .await;
+    eprintln!(
+        "streaming again {:.1} s after SIGCONT: {}",
+        resumed.elapsed().as_secs_f64(),
+        s["last_error"]
+    );
+    assert_eq!(errors_of(owner, &card, "transaction_timeout").await, 1.0);
+    assert_eq!(errors_of(owner, &card, "fenced").await, 0.0);
+    assert!(
+        s["last_error"].as_str().unwrap().contains("timed out"),
+        "{s}"
+    );
+    // Some writes go on after the recovery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let total = writes.load(Ordering::SeqCst) as usize;
+    let topic = fx.topic("card");
+    let recs = eventually("all changes", WAIT, || async {
+        let recs = read_all(&topic).await;
+        (changes(&recs).len() >= total).then_some(recs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let recs = if changes(&recs).len() == total {
+        read_all(&topic).await
+    } else {
+        recs
+    };
+    assert_exactly_once(&changes(&recs), total);
+    assert_eq!(
+        running_owner(&refs, &card).await.as_deref(),
+        Some(owner_id.as_str()),
+        "the lease did not move"
+    );
+    assert_eq!(other.stream(&card).await.unwrap()["state"], "STANDBY");
+}
+
+/// Fences the producer of `transactional_id` from outside the cluster:
+/// `init_transactions` with the same id, as a second deployment would.
+async fn fence(transactional_id: &str) {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let mut c = e2e_tests::kafka::config();
+    c.set("transactional.id", transactional_id);
+    let p: BaseProducer = c.create().expect("producer");
+    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+        .await
+        .expect("the blocking task")
+        .expect("init_transactions");
+}
+
+/// Issue 15 item 4: a real fencing, by a producer outside the lease group
+/// with the stream's transactional.id. The first one is taken for a zombie
+/// that has since stood down: the owner reopens its producer. A second one
+/// within `cluster.fencing_cooldown_ms` means someone else keeps using the
+/// id: the owner gives its lease up (leaves the group for the cool-down)
+/// and the other instance takes the stream over. The owner used to park
+/// FAILED while still holding the lease, so nobody streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_fenced_twice_from_outside_gives_its_lease_up_to_another_instance() {
+    let mut fx = SourceFixture::new(&["card"]);
+    fx.batch = "max_events = 50\nmax_wait_ms = 50".into();
+    let cfg = fx.write();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let instances: Vec<Instance> = ["a", "b"].iter().map(|id| start(&cfg, id)).collect();
+    let card = format!("{}.card", fx.db);
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let owner_id = eventually("an owner of card", WAIT, || running_owner(&refs, &card)).await;
+    fx.wait_snapshot_done("card").await;
+    let owner = instances.iter().find(|i| i.id == owner_id).unwrap();
+    let other = instances.iter().find(|i| i.id != owner_id).unwrap();
+    let cards = mongo()
+        .await
+        .database(&fx.db)
+        .collection::<Document>("card");
+    let writes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_inserts(
+        cards,
+        String::new(),
+        1,
+        Duration::from_millis(5),
+        writes.clone(),
+        stop.clone(),
+    );
+    let tid = format!("{}.{}", fx.prefix, card);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    fence(&tid).await;
+    eventually("the owner reopened its producer", WAIT, || async {
+        let s = owner.stream(&card).await?;
+        (s["restarts"].as_u64()? >= 1 && s["state"] == "RUNNING").then_some(())
+    })
+    .await;
+    assert_eq!(errors_of(owner, &card, "fenced").await, 1.0);
+    assert_eq!(other.stream(&card).await.unwrap()["state"], "STANDBY");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    fence(&tid).await;
+    let only_other = [other];
+    eventually("the other instance took the stream over", WAIT, || {
+        running_owner(&only_other, &card)
+    })
+    .await;
+    let given_up = owner.stream(&card).await.unwrap();
+    assert_eq!(given_up["state"], "STANDBY", "{given_up}");
+    assert!(
+        given_up["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("lease given up"),
+        "{given_up}"
+    );
+    assert!(owner.proc.log_text().contains("giving the lease up"));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let total = writes.load(Ordering::SeqCst) as usize;
+    let topic = fx.topic("card");
+    let recs = eventually("all changes", WAIT, || async {
+        let recs = read_all(&topic).await;
+        (changes(&recs).len() >= total).then_some(recs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let recs = if changes(&recs).len() == total {
+        read_all(&topic).await
+    } else {
+        recs
+    };
+    assert_exactly_once(&changes(&recs), total);
 }

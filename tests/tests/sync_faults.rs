@@ -109,3 +109,220 @@ async fn a_snapshot_cleanup_refused_by_a_blocked_index_waits_and_completes() {
         "the marker is not dead-lettered"
     );
 }
+
+/// One operator fault on the index: applied before a record arrives, the
+/// record waits (the partition says why, nothing is dead-lettered), and
+/// lands once the fault is lifted.
+#[allow(clippy::too_many_arguments)] // a test scene: the fault, its fix and the record
+async fn fault_then_fix(
+    label: &str,
+    expect: &str,
+    apply: impl std::future::Future<Output = ()>,
+    lift: impl std::future::Future<Output = ()>,
+    n: &Names,
+    status: &es_sync::status::SyncStatus,
+    id: &str,
+    doc: serde_json::Value,
+    t: u32,
+) {
+    apply.await;
+    produce(
+        &producer(),
+        &n.topic,
+        id,
+        &native("insert", id, t, 1, Some(doc)),
+        None,
+    )
+    .await;
+    let waiting = eventually(WAIT, &format!("{label}: the partition waits"), || async {
+        status.partitions().into_iter().find_map(|p| p.waiting)
+    })
+    .await;
+    assert!(waiting.contains(expect), "{label}: {waiting}");
+    // (A closed index answers 400 to a read: not found either way.)
+    let (found, _) = es_call(Method::Get, &format!("/{}/_doc/{id}", n.alias), None).await;
+    assert_ne!(found, 200, "{label}: not written yet");
+    lift.await;
+    eventually(WAIT, &format!("{label}: written once fixed"), || async {
+        get_doc(&n.alias, id).await
+    })
+    .await;
+    eventually(WAIT, &format!("{label}: the wait cleared"), || async {
+        status
+            .partitions()
+            .iter()
+            .all(|p| p.waiting.is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_faults_pause_the_partition_and_every_write_lands_once_fixed() {
+    let n = Names::new("faults");
+    create_topic(&n.topic, 1).await;
+    let cfg = config(&n);
+    let status = Arc::new(es_sync::status::SyncStatus::new(&cfg.kafka.group_id));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(es_sync::run_with_status(
+        cfg,
+        shutdown.clone(),
+        status.clone(),
+    ));
+    let p = producer();
+    let t = 1_700_006_000;
+    let first = oid(100);
+    produce(
+        &p,
+        &n.topic,
+        &first,
+        &native("insert", &first, t, 1, Some(card(&first, "x", 1))),
+        None,
+    )
+    .await;
+    let alias = n.alias.clone();
+    eventually(WAIT, "bootstrap", || async {
+        get_doc(&alias, &first).await
+    })
+    .await;
+    let index = concrete(&alias).await;
+    let settings = |body: serde_json::Value| {
+        let index = index.clone();
+        async move {
+            let (s, b) = es_call(Method::Put, &format!("/{index}/_settings"), Some(body)).await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+
+    // A write block (index.blocks.write).
+    fault_then_fix(
+        "write block",
+        "cluster_block_exception",
+        settings(json!({"index.blocks.write": true})),
+        settings(json!({"index.blocks.write": false})),
+        &n,
+        &status,
+        &oid(101),
+        card(&oid(101), "x", 1),
+        t + 1,
+    )
+    .await;
+    // The flood-stage disk block, as the node sets it.
+    fault_then_fix(
+        "flood stage",
+        "cluster_block_exception",
+        settings(json!({"index.blocks.read_only_allow_delete": true})),
+        settings(json!({"index.blocks.read_only_allow_delete": null})),
+        &n,
+        &status,
+        &oid(102),
+        card(&oid(102), "x", 1),
+        t + 2,
+    )
+    .await;
+    // A closed index.
+    let (close, open) = (index.clone(), index.clone());
+    fault_then_fix(
+        "closed index",
+        "index_closed_exception",
+        async move {
+            assert_eq!(
+                es_call(Method::Post, &format!("/{close}/_close"), None)
+                    .await
+                    .0,
+                200
+            )
+        },
+        async move {
+            assert_eq!(
+                es_call(Method::Post, &format!("/{open}/_open"), None)
+                    .await
+                    .0,
+                200
+            )
+        },
+        &n,
+        &status,
+        &oid(103),
+        card(&oid(103), "x", 1),
+        t + 3,
+    )
+    .await;
+    // The mapping's field limit hit by a new field.
+    let mut wide = card(&oid(104), "x", 1);
+    for k in 0..40 {
+        wide[format!("extra_{k}")] = json!(k);
+    }
+    fault_then_fix(
+        "total fields limit",
+        "Limit of total fields",
+        {
+            let (mapping, limit) = (
+                format!("/{index}/_mapping"),
+                settings(json!({"index.mapping.total_fields.limit": 1})),
+            );
+            async move {
+                // The shipped mapping ignores unknown fields; a mapping
+                // that takes new ones meets the limit.
+                let (s, b) = es_call(Method::Put, &mapping, Some(json!({"dynamic": true}))).await;
+                assert_eq!(s, 200, "{b}");
+                limit.await;
+            }
+        },
+        settings(json!({"index.mapping.total_fields.limit": 1000})),
+        &n,
+        &status,
+        &oid(104),
+        wide,
+        t + 4,
+    )
+    .await;
+    // The alias deleted, with auto-creation forbidden for its name.
+    let (a1, a2, i2) = (alias.clone(), alias.clone(), index.clone());
+    fault_then_fix(
+        "alias deleted",
+        "index_not_found_exception",
+        async move {
+            let (s, b) = es_call(
+                Method::Put,
+                "/_cluster/settings",
+                Some(json!({"transient": {"action.auto_create_index": format!("-{a1},+*")}})),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(es_call(Method::Delete, &format!("/{i2}/_alias/{a1}"), None).await.0, 200);
+        },
+        async move {
+            let (s, _) = es_call(
+                Method::Post,
+                "/_aliases",
+                Some(json!({"actions": [{"add": {"index": concrete_name(&a2), "alias": a2, "is_write_index": true}}]})),
+            )
+            .await;
+            assert_eq!(s, 200);
+            es_call(
+                Method::Put,
+                "/_cluster/settings",
+                Some(json!({"transient": {"action.auto_create_index": null}})),
+            )
+            .await;
+        },
+        &n, &status, &oid(105), card(&oid(105), "x", 1), t + 5,
+    )
+    .await;
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(
+        read_topic_for(&n.dlq, Duration::from_secs(3))
+            .await
+            .is_empty(),
+        "no good document dead-lettered"
+    );
+    assert_eq!(all_docs(&n.alias).await.len(), 6);
+}
+
+/// The first concrete index es-sync creates behind `alias`.
+fn concrete_name(alias: &str) -> String {
+    format!("{alias}-000001")
+}

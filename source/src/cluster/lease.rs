@@ -103,10 +103,14 @@ pub fn join(
     let consumer: BaseConsumer<LeaseContext> =
         c.create_with_context(LeaseContext { tx, revoke_wait })?;
     consumer.subscribe(&[&cfg.leases_topic()])?;
+    let group = cfg.lease_group();
     let thread = std::thread::Builder::new()
         .name("lease".into())
         .spawn(move || {
             while !cancel.is_cancelled() {
+                // Test builds only: the lease thread dies (the coordinator
+                // sees its channel close, stops the streams, joins again).
+                shared::faults::panic_point(|| format!("source.lease.poll:{group}"));
                 // Nothing is ever written to the leases topic: polling only
                 // drives heartbeats and rebalance callbacks.
                 let _ = consumer.poll(Duration::from_millis(100));

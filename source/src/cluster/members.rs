@@ -4,7 +4,7 @@
 //! each stream, state, lag), as the Kafka Connect REST API does.
 
 use crate::config::SourceConfig;
-use crate::status::StatusBoard;
+use crate::status::{ClusterView, StatusBoard};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -16,7 +16,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The latest report of every instance.
+/// How many stale periods a silent instance stays listed (as not alive)
+/// before it is forgotten.
+pub const FORGET_AFTER_STALE_PERIODS: u64 = 10;
+
+/// The latest report of every instance that reported recently. Instances
+/// come and go (the default instance id holds the process id, so every
+/// restart is a new one): one silent for [`FORGET_AFTER_STALE_PERIODS`]
+/// stale periods, or gone with a last report saying it left, is dropped,
+/// so the map holds about the live instances, not every one ever seen.
 #[derive(Default)]
 pub struct Members {
     reports: Mutex<BTreeMap<String, Value>>,
@@ -40,14 +48,43 @@ impl Members {
     }
 
     fn record(&self, instance: String, report: Value) {
+        self.record_at(instance, report, now_ms());
+    }
+
+    /// Keeps `report` (unless already too old to show) and forgets
+    /// the instances silent for too long as of `now`.
+    fn record_at(&self, instance: String, report: Value, now: u64) {
+        let mut reports = self
+            .reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reports.insert(instance, report);
+        let forget_after = self
+            .stale_after_ms
+            .saturating_mul(FORGET_AFTER_STALE_PERIODS);
+        reports.retain(|_, r| {
+            let age = now.saturating_sub(r["at_ms"].as_u64().unwrap_or(0));
+            let left = r["left"].as_bool().unwrap_or(false);
+            age <= forget_after && !(left && age > self.stale_after_ms)
+        });
+    }
+
+    /// How many instances are listed.
+    pub fn len(&self) -> usize {
         self.reports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(instance, report);
+            .len()
     }
 
-    /// `{"members": [...], "owners": {stream: instance}}`.
-    pub fn to_json(&self) -> Value {
+    /// Whether no instance is listed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ClusterView for Members {
+    fn to_json(&self) -> Value {
         let now = now_ms();
         let reports = self
             .reports
@@ -139,22 +176,80 @@ pub fn read(
     c.set("group.id", format!("{}.members-reader", cfg.lease_group()))
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create()?;
+    let topic = cfg.members_topic();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.members_topic(), 0, Offset::Beginning)?;
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     std::thread::Builder::new()
         .name("members".into())
         .spawn(move || {
             while !cancel.is_cancelled() {
-                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                    let (Some(k), Some(v)) = (m.key(), m.payload()) else {
-                        continue;
-                    };
-                    if let Ok(report) = serde_json::from_slice::<Value>(v) {
-                        members.record(String::from_utf8_lossy(k).into_owned(), report);
+                // Supervised per report: a panic while reading one is
+                // logged and the thread goes on with the next.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shared::faults::panic_point(|| format!("source.members.read:{topic}"));
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                        let (Some(k), Some(v)) = (m.key(), m.payload()) else {
+                            return;
+                        };
+                        if let Ok(report) = serde_json::from_slice::<Value>(v) {
+                            members.record(String::from_utf8_lossy(k).into_owned(), report);
+                        }
                     }
+                }));
+                if let Err(panic) = read {
+                    tracing::error!(
+                        error = shared::supervise::panic_message(panic.as_ref()),
+                        "members reader panicked on a report; going on"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         })
         .map_err(|e| rdkafka::error::KafkaError::Subscription(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(at_ms: u64, left: bool) -> Value {
+        json!({"instance": "x", "at_ms": at_ms, "left": left, "streams": []})
+    }
+
+    #[test]
+    fn instances_silent_for_long_are_forgotten() {
+        let members = Members::new(1_000);
+        let now = now_ms();
+        // A thousand restarts, one report each, a minute apart: only the
+        // recent ones stay.
+        for n in 0..1_000_u64 {
+            let at = now - (1_000 - n) * 60_000;
+            members.record_at(format!("host-{n}"), report(at, false), at);
+        }
+        members.record_at("live".into(), report(now, false), now);
+        assert_eq!(members.len(), 1, "{}", members.to_json());
+        // Silent for a while: listed, not alive.
+        members.record_at("quiet".into(), report(now - 5_000, false), now);
+        let view = members.to_json();
+        let quiet = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["instance"] == "quiet")
+            .expect("still listed");
+        assert_eq!(quiet["alive"], false);
+        // Silent for more than ten stale periods: forgotten.
+        members.record_at("live".into(), report(now + 11_000, false), now + 11_000);
+        assert_eq!(members.len(), 1);
+    }
+
+    #[test]
+    fn an_instance_that_left_is_forgotten_after_one_stale_period() {
+        let members = Members::new(1_000);
+        members.record_at("gone".into(), report(10_000, true), 10_000);
+        assert_eq!(members.len(), 1, "shown as left for a while");
+        members.record_at("other".into(), report(11_500, false), 11_500);
+        assert_eq!(members.len(), 1, "{}", members.to_json());
+    }
 }

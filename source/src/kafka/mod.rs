@@ -36,21 +36,55 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Reads `kafka.property_files`; the error names the key and the file.
+/// Reads `kafka.property_files` (each one secret, without its trailing
+/// newline; an empty file is refused); the error names the key and the
+/// file, never the content.
 pub fn read_property_files(
     cfg: &KafkaConfig,
 ) -> Result<Vec<(String, String)>, shared::config::ConfigError> {
     cfg.property_files
         .iter()
         .map(|(k, path)| {
-            std::fs::read_to_string(path)
-                .map(|v| (k.clone(), v.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| {
-                    shared::config::ConfigError::invalid(
-                        format!("kafka.property_files.{k}"),
-                        format!("{}: {e}", path.display()),
-                    )
-                })
+            shared::config::read_secret_file(&format!("kafka.property_files.{k}"), path)
+                .map(|v| (k.clone(), v.expose().to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka_with_file(content: &str) -> (KafkaConfig, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "mongo-source-prop-{}-{}",
+            std::process::id(),
+            content.len()
+        ));
+        std::fs::write(&path, content).unwrap();
+        let text = format!(
+            "bootstrap_servers = \"k:9092\"\n[property_files]\n\"sasl.password\" = {:?}\n",
+            path.display().to_string()
+        );
+        (toml::from_str(&text).unwrap(), path)
+    }
+
+    #[test]
+    fn property_files_are_read_without_the_newline() {
+        let (cfg, path) = kafka_with_file("s3cret\n");
+        let props = read_property_files(&cfg).unwrap();
+        assert_eq!(props, vec![("sasl.password".into(), "s3cret".into())]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn an_empty_property_file_is_refused_by_name() {
+        let (cfg, path) = kafka_with_file("\n");
+        let err = read_property_files(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.property_files.sasl.password") && err.contains("is empty"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -6,7 +6,10 @@
 //! transaction, so a `read_committed` consumer sees all of it or none of it,
 //! and a crash at any point leaves the stored position consistent with the
 //! events. A second producer with the same `transactional.id` fences this
-//! one ([`StreamError::Fenced`]). In at-least-once mode (broker without
+//! one ([`StreamError::Fenced`]); a transaction left open longer than
+//! `transaction.timeout.ms` (the process was paused) is aborted by the
+//! broker ([`StreamError::TransactionTimedOut`]): none of it is visible and
+//! the stream reopens its producer. In at-least-once mode (broker without
 //! transactions, or `delivery = "at_least_once"`) the position is produced
 //! only after every event of the batch was acknowledged: a crash can repeat
 //! a batch, never lose one.
@@ -35,6 +38,9 @@ pub struct Sink {
     mode: Mode,
     transactional_id: String,
     timeout: Duration,
+    /// `transaction.timeout.ms`: a transaction open longer than this was
+    /// aborted by the broker.
+    transaction_timeout: Duration,
 }
 
 /// The outcome of enqueueing one record.
@@ -51,6 +57,7 @@ impl Sink {
     /// registers its `transactional.id` (fencing any older holder).
     pub async fn connect(cfg: &KafkaConfig, transactional_id: &str) -> Result<Self> {
         let timeout = Duration::from_millis(cfg.operation_timeout_ms);
+        let transaction_timeout = Duration::from_millis(cfg.transaction_timeout_ms);
         let tid = transactional_id.to_string();
         if cfg.delivery != Delivery::AtLeastOnce {
             let producer = build(cfg, Some(transactional_id))?;
@@ -65,6 +72,7 @@ impl Sink {
                         mode: Mode::ExactlyOnce,
                         transactional_id: tid,
                         timeout,
+                        transaction_timeout,
                     })
                 }
                 Err(e) if unsupported(&e) => {
@@ -85,6 +93,7 @@ impl Sink {
             mode: Mode::AtLeastOnce,
             transactional_id: tid,
             timeout,
+            transaction_timeout,
         })
     }
 
@@ -97,7 +106,46 @@ impl Sink {
     /// `on_too_large` is asked for a replacement when librdkafka refuses a
     /// record as too large despite the size check (it returns the pointer
     /// to send instead, or an error when the policy is to fail).
+    /// A transaction open for longer than `transaction.timeout.ms` fails
+    /// as [`StreamError::TransactionTimedOut`], whatever librdkafka called
+    /// it (it reports the broker's epoch bump as fencing).
     pub async fn write(
+        &self,
+        records: &[Record],
+        position: Record,
+        on_too_large: impl FnMut(&Record) -> Result<Record>,
+    ) -> Result<()> {
+        let began = std::time::Instant::now();
+        let result = self.transaction(records, position, on_too_large).await;
+        result.map_err(|e| self.timed_out(e, began.elapsed()))
+    }
+
+    /// `e` as [`StreamError::TransactionTimedOut`] when the transaction
+    /// that failed had been open for `open` ≥ `transaction.timeout.ms`:
+    /// the broker aborted it and bumped the producer epoch, which
+    /// librdkafka reports as fencing (or as local message time-outs).
+    fn timed_out(&self, e: StreamError, open: Duration) -> StreamError {
+        let transactional = self.mode == Mode::ExactlyOnce;
+        if transactional
+            && open >= self.transaction_timeout
+            && matches!(e, StreamError::Fenced(_) | StreamError::Kafka(_))
+        {
+            tracing::warn!(
+                transactional_id = %self.transactional_id,
+                open_ms = open.as_millis() as u64,
+                error = %e,
+                "transaction timed out"
+            );
+            return StreamError::TransactionTimedOut {
+                transactional_id: self.transactional_id.clone(),
+                open_ms: open.as_millis() as u64,
+                timeout_ms: self.transaction_timeout.as_millis() as u64,
+            };
+        }
+        e
+    }
+
+    async fn transaction(
         &self,
         records: &[Record],
         position: Record,
@@ -136,6 +184,11 @@ impl Sink {
             self.await_all(pending).await
         }
         .await;
+        if self.mode == Mode::ExactlyOnce && outcome.is_ok() {
+            // Test builds only: the process paused with this transaction
+            // open, its records written.
+            shared::faults::stop_point(|| format!("source.txn.stop:{}", self.transactional_id));
+        }
         match outcome {
             Ok(()) if self.mode == Mode::ExactlyOnce => self.commit().await,
             Ok(()) => Ok(()),

@@ -9,13 +9,16 @@
 //! stored position never falls off the oplog.
 //!
 //! Events over MongoDB's 16 MB limit are reassembled from their fragments
-//! or skipped to a dead-letter pointer ([`super::large_event`]).
+//! or skipped to a dead-letter pointer ([`super::large_event`]); events
+//! that cannot be decoded are dead-lettered too ([`super::poison`]), so no
+//! single event stops the stream.
 //!
 //! Each batch's transaction commits while the next batch is read
 //! ([`super::pipeline`]); the stream ends only after its last commit.
 
 use super::large_event::{self, Fragments, Mode};
 use super::pipeline::{self, Pending};
+use super::poison;
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
 use crate::change::{decode, marker, Decoded, TxnRanks};
@@ -295,7 +298,25 @@ async fn drain_pipelined<'a>(
             };
             let next = match next {
                 Some(raw) => {
-                    let doc = to_document(ctx, &raw)?;
+                    // Test builds only: a panic while an event is in hand.
+                    shared::faults::panic_point(|| format!("source.stream:{}", ctx.spec.name));
+                    let doc = match to_document(ctx, &raw) {
+                        Ok(doc) => doc,
+                        Err(StreamError::BadEvent(error)) => {
+                            // Unreadable even with lossy UTF-8: whole
+                            // events only (a fragment's is reassembled
+                            // with its siblings first).
+                            let facts = poison::Facts::of_raw(&raw);
+                            dead_letter_poison(ctx, writer, &mut batch, &facts, &error);
+                            last_id = facts
+                                .resume_token
+                                .as_ref()
+                                .and_then(|t| json_to_bson(t).ok());
+                            budget = budget.map(|b| b.saturating_sub(1));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let committed = &position.token;
                     let before = || {
                         last_id
@@ -315,8 +336,13 @@ async fn drain_pipelined<'a>(
                 None => None,
             };
             match next {
-                Some(doc) => match decode(&doc, &ctx.spec.ns)? {
-                    Decoded::Change { key, mut event } => {
+                Some(doc) => match decode(&doc, &ctx.spec.ns) {
+                    Err(StreamError::BadEvent(error)) => {
+                        let facts = poison::Facts::of_document(&doc);
+                        dead_letter_poison(ctx, writer, &mut batch, &facts, &error);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Decoded::Change { key, mut event }) => {
                         if ranks.assign(&key, &mut event) {
                             version_clamped(ctx, &key, &event);
                         }
@@ -333,20 +359,20 @@ async fn drain_pipelined<'a>(
                                 &mut batch,
                                 pointer,
                                 large_event::REASON,
-                                event.cluster_time,
+                                Some(event.cluster_time),
                             );
                         } else {
                             writer.add(ctx, &mut batch, None, Some(key), &event)?;
                         }
                     }
-                    Decoded::CollectionGone { op, cluster_time } => {
+                    Ok(Decoded::CollectionGone { op, cluster_time }) => {
                         collection_gone(ctx, writer, &mut batch, &op, cluster_time)?;
                     }
-                    Decoded::Invalidate => {
+                    Ok(Decoded::Invalidate) => {
                         invalidated = true;
                         break;
                     }
-                    Decoded::Ignored(op) => {
+                    Ok(Decoded::Ignored(op)) => {
                         tracing::debug!(stream = %ctx.spec.name, op, "event ignored");
                     }
                 },
@@ -405,6 +431,25 @@ async fn drain_pipelined<'a>(
             return Ok(Drained::Budget);
         }
     }
+}
+
+/// Sends a poison event (see [`poison`]) to the dead-letter topic.
+fn dead_letter_poison(
+    ctx: &StreamCtx,
+    writer: &Writer,
+    batch: &mut Batch,
+    facts: &poison::Facts,
+    error: &str,
+) {
+    tracing::error!(stream = %ctx.spec.name, error, op = ?facts.op, "change event cannot be decoded: dead-lettered, the stream goes on");
+    let pointer = poison::pointer(
+        &ctx.cfg.topics.dlq_topic(),
+        &ctx.spec.topic,
+        &ctx.spec.ns,
+        facts,
+        error,
+    );
+    writer.dead_letter(ctx, batch, pointer, poison::REASON, facts.cluster_time);
 }
 
 /// A dropped or renamed collection: every document is gone as of

@@ -12,6 +12,7 @@
 mod changes;
 pub mod large_event;
 mod pipeline;
+pub mod poison;
 pub mod snapshot;
 mod writer;
 
@@ -66,13 +67,39 @@ impl StreamCtx {
     }
 }
 
-/// Runs the stream until shutdown, restarting it after failures: at once
-/// after a retryable one (with backoff), and after a fatal one too (with
-/// backoff, or sooner on an operator's restart request) since the cause
-/// (credentials, a topic) may be fixed meanwhile. A fenced stream waits
-/// for a restart request: another instance owns it.
-pub async fn supervise(ctx: StreamCtx) {
+/// How a stream's supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Its cancellation token fired (shutdown, or its lease went).
+    Stopped,
+    /// It was fenced twice within `cluster.fencing_cooldown_ms` by a
+    /// producer outside the lease group while still holding its lease:
+    /// the coordinator gives the lease up so another instance takes over.
+    Fenced,
+}
+
+/// Runs the stream until its token fires, restarting it after failures:
+/// at once after a retryable one (with backoff), and after a fatal one too
+/// (with backoff, or sooner on an operator's restart request) since the
+/// cause (credentials, a topic) may be fixed meanwhile.
+///
+/// Two failures mean the process was paused or another producer took the
+/// stream's `transactional.id`; both first wait [`ClusterConfig::lease_check`]
+/// (time the process ran), in which a lease that moved to another instance
+/// is revoked, which stops this stream before it could fence the new owner:
+///
+/// - a timed-out transaction ([`StreamError::TransactionTimedOut`]) reopens
+///   the producer at once and resumes from the last committed position;
+/// - a fencing: the first reopens too (the fencer was a zombie that has
+///   since stood down); a second within `cluster.fencing_cooldown_ms` ends
+///   the supervisor with [`Exit::Fenced`], and the coordinator gives the
+///   lease up.
+///
+/// [`ClusterConfig::lease_check`]: crate::config::ClusterConfig::lease_check
+pub async fn supervise(ctx: StreamCtx) -> Exit {
     let mut backoff = ctx.cfg.retry.backoff();
+    let cooldown = Duration::from_millis(ctx.cfg.cluster.fencing_cooldown_ms);
+    let mut last_fenced: Option<std::time::Instant> = None;
     loop {
         let began = std::time::Instant::now();
         let outcome = run_once(&ctx).await;
@@ -82,17 +109,18 @@ pub async fn supervise(ctx: StreamCtx) {
         }
         if ctx.cancel.is_cancelled() {
             ctx.status.set_state(StreamState::Stopped);
-            return;
+            return Exit::Stopped;
         }
         let Err(e) = outcome else {
             ctx.status.set_state(StreamState::Stopped);
-            return;
+            return Exit::Stopped;
         };
         let class = e.class();
-        let class_name = if class == ErrorClass::Fatal {
-            "fatal"
-        } else {
-            "retryable"
+        let class_name = match (&e, class) {
+            (StreamError::TransactionTimedOut { .. }, _) => "transaction_timeout",
+            (StreamError::Fenced(_), _) => "fenced",
+            (_, ErrorClass::Fatal) => "fatal",
+            (_, ErrorClass::Retryable) => "retryable",
         };
         ctx.metrics
             .errors
@@ -102,28 +130,83 @@ pub async fn supervise(ctx: StreamCtx) {
             })
             .inc();
         ctx.status.set_error(&e.to_string());
-        let delay = backoff::backoff::Backoff::next_backoff(&mut backoff)
-            .unwrap_or(Duration::from_millis(ctx.cfg.retry.max_ms));
-        let fenced = matches!(e, StreamError::Fenced(_));
-        if class == ErrorClass::Fatal {
-            ctx.status.set_state(StreamState::Failed);
-            tracing::error!(stream = %ctx.spec.name, error = %e, class = class_name, ?delay, "stream failed");
-        } else {
-            ctx.status.set_state(StreamState::Retrying);
-            tracing::warn!(stream = %ctx.spec.name, error = %e, class = class_name, ?delay, "stream error; retrying");
-        }
+        let delay = match &e {
+            StreamError::TransactionTimedOut { .. } | StreamError::Fenced(_) => {
+                let fenced = matches!(e, StreamError::Fenced(_));
+                let repeated = fenced && last_fenced.is_some_and(|t| t.elapsed() < cooldown);
+                if fenced {
+                    last_fenced = Some(std::time::Instant::now());
+                }
+                ctx.status.set_state(StreamState::Retrying);
+                let wait = ctx.cfg.cluster.lease_check();
+                tracing::warn!(stream = %ctx.spec.name, error = %e, class = class_name, ?wait, "transaction failed; checking the lease before reopening the producer");
+                tokio::select! {
+                    () = sleep_awake(wait) => {}
+                    () = ctx.cancel.cancelled() => {
+                        tracing::info!(stream = %ctx.spec.name, "the lease moved meanwhile: stopping");
+                        ctx.status.set_state(StreamState::Stopped);
+                        return Exit::Stopped;
+                    }
+                }
+                if repeated {
+                    tracing::error!(
+                        stream = %ctx.spec.name, error = %e, ?cooldown,
+                        "fenced again by a producer outside the lease group: giving the lease up"
+                    );
+                    ctx.status.set_error(&format!(
+                        "{e}; fenced twice within cluster.fencing_cooldown_ms by a producer \
+                         outside the lease group (same transactional.id): lease given up"
+                    ));
+                    return Exit::Fenced;
+                }
+                backoff = ctx.cfg.retry.backoff();
+                Duration::ZERO
+            }
+            _ => {
+                let delay = backoff::backoff::Backoff::next_backoff(&mut backoff)
+                    .unwrap_or(Duration::from_millis(ctx.cfg.retry.max_ms));
+                if class == ErrorClass::Fatal {
+                    ctx.status.set_state(StreamState::Failed);
+                    tracing::error!(stream = %ctx.spec.name, error = %e, class = class_name, ?delay, "stream failed");
+                } else {
+                    ctx.status.set_state(StreamState::Retrying);
+                    tracing::warn!(stream = %ctx.spec.name, error = %e, class = class_name, ?delay, "stream error; retrying");
+                }
+                delay
+            }
+        };
         tokio::select! {
             () = ctx.cancel.cancelled() => {
                 ctx.status.set_state(StreamState::Stopped);
-                return;
+                return Exit::Stopped;
             }
             () = ctx.status.restart.notified() => {
                 tracing::info!(stream = %ctx.spec.name, "restart requested");
                 backoff = ctx.cfg.retry.backoff();
             }
-            () = tokio::time::sleep(delay), if !fenced => {}
+            () = tokio::time::sleep(delay) => {}
         }
         ctx.status.restarted();
+    }
+}
+
+/// Sleeps until `d` of time passed in which this process ran: a step that
+/// took far longer than asked (the process was stopped, e.g. SIGSTOP, or
+/// starved) starts the count again. A timer alone would fire at once after
+/// a long pause, before the lease heartbeats could report that the lease
+/// moved.
+pub async fn sleep_awake(d: Duration) {
+    const STEP: Duration = Duration::from_millis(100);
+    let mut awake = Duration::ZERO;
+    while awake < d {
+        let t = std::time::Instant::now();
+        tokio::time::sleep(STEP).await;
+        let took = t.elapsed();
+        if took > STEP * 10 {
+            awake = Duration::ZERO;
+        } else {
+            awake += took;
+        }
     }
 }
 

@@ -124,15 +124,16 @@ impl Writer {
     }
 
     /// Adds `pointer`, a dead-letter record built by the caller for an event
-    /// that cannot be delivered (see [`super::large_event`]), to `batch`,
-    /// counted as dead-lettered with `reason`.
+    /// that cannot be delivered (see [`super::large_event`] and
+    /// [`super::poison`]), to `batch`, counted as dead-lettered with
+    /// `reason`; `cluster_time` is the event's, when it is known.
     pub fn dead_letter(
         &self,
         ctx: &StreamCtx,
         batch: &mut Batch,
         pointer: Record,
         reason: &str,
-        cluster_time: ClusterTime,
+        cluster_time: Option<ClusterTime>,
     ) {
         tracing::error!(
             stream = %ctx.spec.name,
@@ -149,7 +150,9 @@ impl Writer {
             })
             .inc();
         batch.dead_lettered += 1;
-        batch.last = Some(cluster_time);
+        if cluster_time.is_some() {
+            batch.last = cluster_time;
+        }
         batch.bytes += pointer.wire_size();
         batch.started.get_or_insert_with(Instant::now);
         batch.records.push(pointer);

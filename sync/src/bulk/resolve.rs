@@ -180,7 +180,7 @@ fn patched(
 }
 
 /// The `_source` of an `index` item's NDJSON lines.
-fn source_of(lines: &[u8]) -> Option<Map<String, Value>> {
+pub fn source_of(lines: &[u8]) -> Option<Map<String, Value>> {
     let nl = lines.iter().position(|b| *b == b'\n')?;
     match serde_json::from_slice(&lines[nl + 1..]).ok()? {
         Value::Object(m) => Some(m),

@@ -1,7 +1,19 @@
 //! Classification of a bulk response, item by item, by one pure function:
 //! [`classify`]. Everything the service does after a response follows from
 //! its answer: successes and conflicts are done, retryable items are sent
-//! again (only those), permanent ones go to the dead-letter topic.
+//! again (only those), blocked ones are sent again until the operator has
+//! fixed the index (never dead-lettered), permanent ones go to the
+//! dead-letter topic.
+//!
+//! The line between blocked and permanent: an error that says something
+//! about the *index or the cluster* (a write block, a flood-stage disk
+//! block, a closed, missing or unauthorized index, the field limit of the
+//! mapping, an alias without a write index) is fixed by an operator and
+//! every write it refused must still land; only an error about the
+//! *document itself* (it does not parse, a value does not fit its field)
+//! is permanent. The table, with the Elasticsearch 7.x, 8.x and OpenSearch
+//! shapes it was checked on, is in `docs/sync.md` and the tests below
+//! (canned responses recorded from real nodes, `sync/tests/fixtures/bulk`).
 //!
 //! Delivery guarantee of this stage: none needed, a pure function; it never
 //! turns an unknown answer into success (unknown means retry).
@@ -21,6 +33,14 @@ pub enum Outcome {
     /// errors. `reason` labels the retry metric.
     Retry {
         /// Short label (`429`, `5xx`, `es_rejected_execution_exception`, ...).
+        reason: String,
+    },
+    /// The index (or the cluster) refuses writes for a reason an operator
+    /// fixes: retried until it works, the partition waits meanwhile.
+    Blocked {
+        /// Elasticsearch error type (`cluster_block_exception`, ...).
+        error_type: String,
+        /// Elasticsearch's reason text.
         reason: String,
     },
     /// HTTP 413: the whole request is over the node's
@@ -56,8 +76,19 @@ pub fn classify(status: Option<u16>, body: Option<&Value>, n_items: usize) -> Ve
         }
         413 => return all(Outcome::TooLarge),
         // Auth and routing problems are fixed by operators, not by
-        // dropping data: keep retrying (and alerting through the metric).
-        401 | 403 | 404 | 408 => {
+        // dropping data: keep retrying, the partitions wait.
+        401 | 403 | 404 => {
+            let (error_type, reason) = body.map(error_of).unwrap_or_default();
+            return all(Outcome::Blocked {
+                error_type: if error_type.is_empty() {
+                    format!("http_{status}")
+                } else {
+                    error_type
+                },
+                reason,
+            });
+        }
+        408 => {
             return all(Outcome::Retry {
                 reason: status.to_string(),
             })
@@ -109,6 +140,7 @@ pub fn classify_item(item: &Value) -> Outcome {
             Outcome::Success
         }
         409 => Outcome::Conflict,
+        _ if index_level(status, &error_type, &reason) => Outcome::Blocked { error_type, reason },
         429 => Outcome::Retry {
             reason: "429".into(),
         },
@@ -131,6 +163,42 @@ pub fn classify_item(item: &Value) -> Outcome {
             reason,
         },
     }
+}
+
+/// Error types that are about the index or the cluster, never about the
+/// document (see the module documentation).
+const INDEX_LEVEL_TYPES: [&str; 8] = [
+    "cluster_block_exception",
+    "index_closed_exception",
+    "index_not_found_exception",
+    "security_exception",
+    "invalid_index_name_exception",
+    "no_shard_available_action_exception",
+    "index_primary_shard_not_allocated_exception",
+    "illegal_index_shard_state_exception",
+];
+
+/// Reasons of an `illegal_argument_exception` that are about the index:
+/// the mapping's field limit (a new field meets it; an operator raises
+/// it), an alias with no (or several) write index. (The mapping *depth*
+/// limit is not among them: a document nested deeper than the index allows
+/// is the document's shape, dead-lettered with its reason.)
+const INDEX_LEVEL_REASONS: [&str; 3] = [
+    "Limit of total fields",
+    "no write index is defined for alias",
+    "has more than one index associated with it",
+];
+
+/// Whether an item error is an operator-fixable fault of the index (see
+/// the module documentation): by type, by an item status of 401 or 403 (no
+/// permission), or 404 (no index: a missing document is `not_found` on a
+/// delete and handled before), or by the reason of an
+/// `illegal_argument_exception` about the index.
+pub fn index_level(status: u64, error_type: &str, reason: &str) -> bool {
+    INDEX_LEVEL_TYPES.contains(&error_type)
+        || matches!(status, 401 | 403 | 404)
+        || (error_type == "illegal_argument_exception"
+            && INDEX_LEVEL_REASONS.iter().any(|r| reason.contains(r)))
 }
 
 /// `(type, reason)` of a top-level error body `{"error": {..}, "status": ..}`.
@@ -258,6 +326,13 @@ mod tests {
     }
 
     #[test]
+    fn a_document_nested_too_deep_is_permanent() {
+        let item = json!({"index": {"status": 400, "error": {"type": "illegal_argument_exception",
+            "reason": "Limit of mapping depth [20] has been exceeded due to object field [d.a.a.a]"}}});
+        assert!(matches!(classify_item(&item), Outcome::Permanent { .. }));
+    }
+
+    #[test]
     fn whole_request_failures() {
         let retry = |r: &str| vec![Outcome::Retry { reason: r.into() }; 2];
         assert_eq!(classify(None, None, 2), retry("transport"));
@@ -266,7 +341,16 @@ mod tests {
         let unavailable = json!({"error": {"type": "cluster_block_exception"}, "status": 503});
         assert_eq!(classify(Some(503), Some(&unavailable), 2), retry("5xx"));
         assert_eq!(classify(Some(502), None, 2), retry("5xx"));
-        assert_eq!(classify(Some(401), None, 2), retry("401"));
+        assert_eq!(
+            classify(Some(401), None, 2),
+            vec![
+                Outcome::Blocked {
+                    error_type: "http_401".into(),
+                    reason: String::new()
+                };
+                2
+            ]
+        );
         // Elasticsearch answers 413 with an empty body and closes the connection.
         assert_eq!(classify(Some(413), None, 3), vec![Outcome::TooLarge; 3]);
         let bad = json!({"error": {"type": "illegal_argument_exception", "reason": "Malformed action/metadata line [1]"}, "status": 400});
@@ -306,8 +390,49 @@ mod tests {
                 reason: "malformed_response".into()
             }
         );
-        // A 404 on an index item (index missing, auto-create off) is permanent, not success.
+        // A 404 on an index item (index missing, auto-create off) is the
+        // index's fault: blocked, never success nor dead-lettered.
         let missing = json!({"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such index [x]"}}});
-        assert!(matches!(classify_item(&missing), Outcome::Permanent { .. }));
+        assert!(matches!(classify_item(&missing), Outcome::Blocked { .. }));
+    }
+
+    /// Every response recorded from a real node (and the 8.x shapes), see
+    /// `sync/tests/fixtures/bulk/README.md`.
+    #[test]
+    fn recorded_responses_are_classified() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bulk");
+        let blocked = |o: &Outcome| matches!(o, Outcome::Blocked { .. });
+        let mut checked = 0;
+        for engine in std::fs::read_dir(&root).unwrap() {
+            let dir = engine.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for case in std::fs::read_dir(&dir).unwrap() {
+                let path = case.unwrap().path();
+                let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+                let v: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                let status = v["status"].as_u64().map(|s| s as u16);
+                let n = v["body"]["items"].as_array().map_or(1, Vec::len);
+                let out = classify(status, Some(&v["body"]), n);
+                let at = format!("{}/{name}: {out:?}", dir.display());
+                match name.as_str() {
+                    "mixed" => {
+                        assert_eq!(out[0], Outcome::Success, "{at}");
+                        assert_eq!(out[1], Outcome::Conflict, "{at}");
+                        assert!(
+                            matches!(&out[2], Outcome::Permanent { error_type, reason }
+                                if error_type.ends_with("parsing_exception") && reason.contains("likes")),
+                            "{at}"
+                        );
+                        assert_eq!(out[3], Outcome::Success, "{at}");
+                    }
+                    _ => assert!(out.iter().all(blocked), "{at}"),
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 21, "three engines, seven cases each: {checked}");
     }
 }

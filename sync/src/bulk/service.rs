@@ -51,6 +51,9 @@ pub struct BulkService {
     client: Elasticsearch,
     retry: RetryConfig,
     metrics: Metrics,
+    /// Requests answer only once their documents are searchable
+    /// (`refresh=wait_for`).
+    wait_for_refresh: bool,
 }
 
 impl BulkService {
@@ -60,6 +63,17 @@ impl BulkService {
             client,
             retry,
             metrics,
+            wait_for_refresh: false,
+        }
+    }
+
+    /// This service, its requests answering once their documents are
+    /// searchable (`refresh=wait_for`: the next scheduled refresh, never an
+    /// extra one).
+    pub fn waiting_for_refresh(&self) -> Self {
+        Self {
+            wait_for_refresh: true,
+            ..self.clone()
         }
     }
 
@@ -68,12 +82,11 @@ impl BulkService {
     async fn send_once(&self, payload: Vec<u8>) -> (Option<u16>, Option<serde_json::Value>) {
         let size = payload.len();
         let started = Instant::now();
-        let resp = self
-            .client
-            .bulk(BulkParts::None)
-            .body(vec![Bytes::from(payload)])
-            .send()
-            .await;
+        let mut req = self.client.bulk(BulkParts::None);
+        if self.wait_for_refresh {
+            req = req.refresh(elasticsearch::params::Refresh::WaitFor);
+        }
+        let resp = req.body(vec![Bytes::from(payload)]).send().await;
         self.metrics
             .bulk_duration
             .observe(started.elapsed().as_secs_f64());
@@ -151,17 +164,25 @@ impl BulkService {
     }
 
     /// Sends `items` until each has a final outcome (see the module docs).
-    /// Outcomes are returned in the order of `items`.
+    /// Outcomes are returned in the order of `items`. `on_blocked` is told,
+    /// after each round that had blocked items, which items and why (the
+    /// caller shows its partitions waiting); it is not called again once
+    /// nothing is blocked.
     pub async fn execute<M>(
         &self,
         items: Vec<Item<M>>,
         stop: &CancellationToken,
+        mut on_blocked: impl FnMut(&[usize], &str),
     ) -> Vec<(M, Final)> {
         let mut done: Vec<Option<Final>> = vec![None; items.len()];
         // Why each item was last retried (for its dead letter, if it comes to that).
         let mut last_reason: Vec<Option<String>> = vec![None; items.len()];
+        let mut blocked_now: Vec<bool> = vec![false; items.len()];
         let mut todo: Vec<usize> = (0..items.len()).collect();
         let mut schedule = self.retry.backoff();
+        let mut rounds = 0u32;
+        let started = Instant::now();
+        let mut was_blocked = false;
         while !todo.is_empty() {
             let sending: Vec<&Item<M>> = todo.iter().map(|&i| &items[i]).collect();
             let Some(outcomes) = self.send_splitting(&sending, stop).await else {
@@ -169,7 +190,10 @@ impl BulkService {
             };
             let mut again = Vec::new();
             let mut reasons: Vec<(String, u64)> = Vec::new();
+            let mut blocked: Vec<usize> = Vec::new();
+            let mut blocked_reason = String::new();
             for (&i, outcome) in todo.iter().zip(outcomes) {
+                blocked_now[i] = false;
                 match outcome {
                     Outcome::Success => done[i] = Some(Final::Success),
                     Outcome::Conflict => done[i] = Some(Final::Conflict),
@@ -184,11 +208,17 @@ impl BulkService {
                         })
                     }
                     Outcome::Retry { reason } => {
-                        match reasons.iter_mut().find(|r| r.0 == reason) {
-                            Some(r) => r.1 += 1,
-                            None => reasons.push((reason.clone(), 1)),
-                        }
+                        count(&mut reasons, &reason);
                         last_reason[i] = Some(reason);
+                        again.push(i);
+                    }
+                    Outcome::Blocked { error_type, reason } => {
+                        count(&mut reasons, &error_type);
+                        if blocked_reason.is_empty() {
+                            blocked_reason = format!("{error_type}: {reason}");
+                        }
+                        blocked_now[i] = true;
+                        blocked.push(i);
                         again.push(i);
                     }
                 }
@@ -197,41 +227,79 @@ impl BulkService {
             if todo.is_empty() {
                 break;
             }
-            let Some(delay) = schedule.next_backoff() else {
-                // Out of time: these items are dead-lettered, not retried
-                // (so they are not counted as retries).
-                for &i in &todo {
-                    let why = last_reason[i].as_deref().unwrap_or("unknown");
-                    done[i] = Some(Final::Permanent {
-                        error_type: "retries_exhausted".into(),
-                        reason: format!(
-                            "still rejected ({why}) after retry.max_elapsed_ms = {} ms",
-                            self.retry.max_elapsed_ms
-                        ),
-                    });
+            if !blocked.is_empty() {
+                if !was_blocked {
+                    tracing::warn!(
+                        items = blocked.len(),
+                        reason = %blocked_reason,
+                        "Elasticsearch refuses writes to the index: retrying until an operator fixes it"
+                    );
                 }
-                todo.clear();
-                break;
+                was_blocked = true;
+                on_blocked(&blocked, &blocked_reason);
+            }
+            rounds += 1;
+            let delay = match schedule.next_backoff() {
+                Some(d) => d,
+                None => {
+                    // Out of time (retry.max_elapsed_ms): transient failures
+                    // are dead-lettered; blocked ones never are, the
+                    // operator's fix must still let them land.
+                    let (exhausted, keep): (Vec<usize>, Vec<usize>) =
+                        todo.iter().partition(|&&i| !blocked_now[i]);
+                    for i in exhausted {
+                        let why = last_reason[i].as_deref().unwrap_or("unknown");
+                        done[i] = Some(Final::Permanent {
+                            error_type: "retries_exhausted".into(),
+                            reason: format!(
+                                "still rejected ({why}) after retry.max_elapsed_ms = {} ms",
+                                self.retry.max_elapsed_ms
+                            ),
+                        });
+                    }
+                    todo = keep;
+                    if todo.is_empty() {
+                        break;
+                    }
+                    std::time::Duration::from_millis(self.retry.max_ms)
+                }
             };
             for (reason, n) in &reasons {
                 self.metrics.retry(reason, *n);
             }
-            tracing::info!(
-                items = todo.len(),
-                ?reasons,
-                delay_ms = delay.as_millis() as u64,
-                "retrying bulk items"
-            );
+            if rounds == 1 || !was_blocked {
+                tracing::info!(
+                    items = todo.len(),
+                    ?reasons,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying bulk items"
+                );
+            } else {
+                tracing::debug!(items = todo.len(), ?reasons, "retrying bulk items");
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = stop.cancelled() => break,
             }
+        }
+        if was_blocked && todo.is_empty() {
+            tracing::info!(
+                seconds = started.elapsed().as_secs(),
+                "the index accepts writes again: blocked items written"
+            );
         }
         items
             .into_iter()
             .zip(done)
             .map(|(item, d)| (item.meta, d.unwrap_or(Final::Abandoned)))
             .collect()
+    }
+}
+
+fn count(reasons: &mut Vec<(String, u64)>, reason: &str) {
+    match reasons.iter_mut().find(|r| r.0 == reason) {
+        Some(r) => r.1 += 1,
+        None => reasons.push((reason.to_string(), 1)),
     }
 }
 

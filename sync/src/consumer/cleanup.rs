@@ -5,8 +5,10 @@
 //! is never dead-lettered (that would leave documents deleted in MongoDB
 //! searchable).
 
-use super::partition::{Waiting, Work};
-use super::{Loop, Report, Tp};
+use super::jobs::{Kind, Outcome, Unit};
+use super::partition::{WaitKind, Waiting, Work};
+use super::poller::Tp;
+use super::{Loop, Report};
 use crate::action::Action;
 use crate::elastic;
 use serde_json::json;
@@ -16,7 +18,8 @@ impl Loop {
         let Some(p) = self.parts.get_mut(tp) else {
             return;
         };
-        let Some(q) = p.queue.pop_front() else { return };
+        let epoch = p.epoch;
+        let Some(q) = p.take_cleanup() else { return };
         let Work::Cleanup {
             action:
                 Action::SnapshotEnd {
@@ -27,20 +30,22 @@ impl Loop {
                 },
         } = q.work
         else {
+            p.cleanup_finished();
             return;
         };
-        p.busy = true;
-        let epoch = p.epoch;
-        self.in_flight += 1;
-        self.tasks += 1;
         let es = self.es.clone();
         let tx = self.tx.clone();
-        let stop = self.hard_stop.clone();
+        let stop = self.stop_of(tp, epoch);
         let metrics = self.metrics.clone();
         let retry = self.cfg.retry.clone();
         let tp = tp.clone();
         let offset = q.offset;
-        tokio::spawn(async move {
+        let unit = Unit {
+            tp: tp.clone(),
+            epoch,
+            kind: Kind::Cleanup,
+        };
+        self.spawn(unit, async move {
             let query = json!({"bool": {"filter": [
                 {"range": {"_sync.version": {"lt": version}}},
                 {"term": {"_sync.partition": partition}},
@@ -65,9 +70,9 @@ impl Loop {
                     let _ = tx.send(Report::Waiting {
                         tp: tp.clone(),
                         epoch,
-                        why: Some(Waiting::Cleanup(format!(
+                        why: Waiting::Cleanup(format!(
                             "snapshot cleanup of {ns} in {index} failing ({failures} tries), retrying: {e}"
-                        ))),
+                        )),
                     });
                 },
                 || async {
@@ -85,20 +90,23 @@ impl Loop {
                             index: index.clone(),
                         })
                         .inc_by(deleted);
-                    vec![(tp.clone(), epoch, offset)]
+                    vec![offset]
                 }
                 Err(shared::retry::Cancelled) => Vec::new(),
             };
-            let _ = tx.send(Report::Waiting {
+            let _ = tx.send(Report::WaitOver {
                 tp: tp.clone(),
                 epoch,
-                why: None,
+                kind: WaitKind::Cleanup,
             });
-            let _ = tx.send(Report::Finished {
-                release: vec![(tp, epoch)],
+            Outcome {
+                unit: Unit {
+                    tp,
+                    epoch,
+                    kind: Kind::Cleanup,
+                },
                 done,
-                slot: true,
-            });
+            }
         });
     }
 }

@@ -5,16 +5,19 @@
 //! record is not bad, a clock is.
 
 use super::partition::{Queued, Waiting, Work};
-use super::{Loop, Tp};
+use super::poller::Tp;
+use super::Loop;
 use crate::dlq::RawRecord;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 impl Loop {
     /// Queues `work` held until the clocks reach cluster time `t`.
+    #[allow(clippy::too_many_arguments)] // the record, its work and the hold
     pub(super) fn hold_for_clock(
         &mut self,
         tp: &Tp,
+        epoch: u64,
         offset: i64,
         record: Arc<RawRecord>,
         work: Work,
@@ -22,7 +25,9 @@ impl Loop {
         ahead: u64,
     ) {
         let limit = self.cfg.consumer.max_future_seconds;
-        let part = self.partition(tp);
+        let Some(part) = self.part(tp, epoch) else {
+            return;
+        };
         if part.waiting.is_none() {
             tracing::warn!(
                 topic = %tp.0,
@@ -39,7 +44,7 @@ impl Loop {
              host's clock and of the record's timestamp (consumer.max_future_seconds = {limit}); \\
              fix the clock, or raise the limit"
         )));
-        part.queue.push_back(Queued {
+        part.enqueue(Queued {
             offset,
             received: Instant::now(),
             work,
@@ -58,7 +63,7 @@ impl Loop {
         let limit = self.cfg.consumer.max_future_seconds;
         for (tp, p) in &mut self.parts {
             let mut held = 0;
-            for q in &mut p.queue {
+            for q in p.queue_mut() {
                 let Some(t) = q.clock else { continue };
                 let sender = q
                     .record
@@ -76,9 +81,4 @@ impl Loop {
             }
         }
     }
-}
-
-/// Whether a queued item may be taken into a bulk request now.
-pub(super) fn sendable(q: &Queued) -> bool {
-    q.ready() && matches!(q.work, Work::Bulk { .. })
 }

@@ -1,9 +1,8 @@
 //! Requests of the admin API to the running consumer: operator pause and
 //! resume, and leaving and rejoining the group (`replay --coordinate`).
 
+use super::poller::Command;
 use super::Loop;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// The answer to a [`Control`] request.
 pub type ControlReply = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -11,8 +10,9 @@ pub type ControlReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// Requests of the admin API to the consumer (`replay --coordinate`).
 #[derive(Debug)]
 pub enum Control {
-    /// Finish in-flight work, drop queued records, commit, and leave the
-    /// group (the process keeps running, consuming nothing).
+    /// Finish in-flight work (starting none), commit what is done, and
+    /// leave the group (the process keeps running, consuming nothing);
+    /// what was received and not done is delivered again after the rejoin.
     Leave(ControlReply),
     /// Join the group again; partitions start from their committed offsets.
     Rejoin(ControlReply),
@@ -29,17 +29,13 @@ impl Loop {
             Control::Pause(reply) => {
                 tracing::info!("consumption paused by an operator");
                 self.held = true;
-                self.backpressure();
-                let _ = reply.send(if self.paused {
-                    Ok(())
-                } else {
-                    Err("cannot pause".into())
-                });
+                self.poller.send(Command::Hold(true));
+                let _ = reply.send(Ok(()));
             }
             Control::Resume(reply) => {
                 tracing::info!("consumption resumed by an operator");
                 self.held = false;
-                self.backpressure();
+                self.poller.send(Command::Hold(false));
                 let _ = reply.send(Ok(()));
             }
             Control::Leave(reply) => {
@@ -47,51 +43,50 @@ impl Loop {
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                // Queued records stay (not done, so not committed): they
+                // are delivered again after the rejoin, or go on being
+                // processed if the leave is called off.
                 tracing::info!(
-                    in_flight = self.tasks,
+                    in_flight = self.in_flight,
                     "leave requested: finishing in-flight work"
                 );
-                for p in self.parts.values_mut() {
-                    p.clear_queue();
-                }
                 if let Some(previous) = self.leaving.replace(reply) {
                     let _ = previous.send(Err("superseded by another leave request".into()));
                 }
             }
             Control::Rejoin(reply) => {
                 if let Some(l) = self.leaving.take() {
+                    // A leave that did not finish in time is called off: the
+                    // partitions and their records are all still here.
+                    tracing::warn!("rejoin requested before the leave completed: leave called off");
                     let _ = l.send(Err("rejoin requested before the leave completed".into()));
                 }
                 if !self.left {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                let topics: Vec<&str> = self.cfg.topics.iter().map(|t| t.topic.as_str()).collect();
-                let out = self.consumer.subscribe(&topics).map_err(|e| e.to_string());
-                if out.is_ok() {
-                    self.left = false;
-                    tracing::info!("rejoined the consumer group");
-                }
-                let _ = reply.send(out);
+                self.left = false;
+                tracing::info!("rejoining the consumer group");
+                self.poller.send(Command::Subscribe(reply));
             }
         }
     }
 
-    /// Completes a pending leave once nothing is in flight.
+    /// Completes a pending leave once nothing is in flight: commit what is
+    /// done, leave the group (on the poller thread).
     pub(super) fn finish_leave(&mut self) {
-        if self.leaving.is_none() || self.tasks > 0 {
+        if self.leaving.is_none() || !self.jobs.is_empty() {
             return;
         }
-        let out = match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => Err(format!("commit failed: {e}")),
+        let Some(reply) = self.leaving.take() else {
+            return;
         };
-        self.consumer.unsubscribe();
-        self.parts.clear();
-        self.left = true;
-        tracing::info!("left the consumer group (on request)");
-        if let Some(reply) = self.leaving.take() {
-            let _ = reply.send(out);
+        let parts: Vec<_> = self.parts.keys().cloned().collect();
+        for tp in parts {
+            self.drop_partition(&tp);
         }
+        self.left = true;
+        tracing::info!("leaving the consumer group (on request)");
+        self.poller.send(Command::Unsubscribe(reply));
     }
 }

@@ -2,44 +2,31 @@
 //! queued on its partition (bulk item or snapshot cleanup) or sent to the
 //! dead-letter queue.
 
-use super::partition::{Queued, Work};
-use super::{Loop, Tp};
+use super::partition::{Hint, Queued, Work};
+use super::poller::Tp;
+use super::Loop;
 use crate::action::{self, Action};
 use crate::bulk::request::encode;
 use crate::bulk::resolve::{Body, Target};
 use crate::dlq::{DlqReason, RawRecord};
 use crate::event;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 impl Loop {
-    pub(super) fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+    /// A record handed over by the poller, read in generation `gen` of its
+    /// partition.
+    pub(super) fn on_record(&mut self, record: RawRecord, gen: u64) {
+        let tp: Tp = (record.topic.clone(), record.partition);
         if self.leaving.is_some() || self.left {
             // Not tracked, so never committed: delivered again after a rejoin.
             return;
         }
-        let record = Arc::new(RawRecord {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            timestamp: m.timestamp().to_millis(),
-        });
-        let tp: Tp = (record.topic.clone(), record.partition);
         let cfg = self.cfg.clone();
         let Some(route) = cfg.route(&record.topic) else {
             return;
         };
+        let record = Arc::new(record);
         let offset = record.offset;
         let size = record.size();
         let decoded = event::decode(record.payload.as_deref());
@@ -49,19 +36,22 @@ impl Loop {
             .ok()
             .or(record.timestamp.map(|t| (t / 1000).max(0) as u64))
             .unwrap_or(0);
-        let part = self.partition(&tp);
-        if !part.tracker.received(offset) {
+        // A record of an assignment (or a restart) that is over.
+        let Some(part) = self.part(&tp, gen) else {
+            return;
+        };
+        if !part.receive(offset, event_secs, size) {
             return;
         }
-        part.outstanding.insert(offset, (event_secs, size));
-        part.outstanding_bytes += size;
-        let epoch = part.epoch;
+        let epoch = gen;
         let index = route.alias.clone();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let record_secs = record.timestamp.and_then(|t| u64::try_from(t / 1000).ok());
         let mut ahead = None;
+        let mut hint = Hint::Plain;
+        let role = self.rollup.as_ref().and_then(|p| p.role(&tp.0));
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -72,31 +62,23 @@ impl Loop {
                 ahead =
                     action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
                         .map(|secs| (u64::from(ev.cluster_time.t), secs));
-                action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
+                let mut a = action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
                     error_type: e.kind().into(),
                     reason: e.to_string(),
                     index: Some(index.clone()),
-                })
+                })?;
+                if let (Some(plan), Some(role)) = (&self.rollup, role) {
+                    hint = crate::rollup::annotate(plan, role, &ev, &mut a);
+                }
+                Ok(a)
             });
-        match built {
+        let work = match built {
             Ok(Action::Skip) => {
                 self.metrics.count(&index, "skipped", 1);
                 self.mark_done(&tp, epoch, offset);
+                return;
             }
-            Ok(a @ Action::SnapshotEnd { .. }) => {
-                let part = self.partition(&tp);
-                let work = Work::Cleanup { action: a };
-                match ahead {
-                    Some((t, secs)) => self.hold_for_clock(&tp, offset, record, work, t, secs),
-                    None => part.queue.push_back(Queued {
-                        offset,
-                        received: Instant::now(),
-                        work,
-                        record,
-                        clock: None,
-                    }),
-                }
-            }
+            Ok(a @ Action::SnapshotEnd { .. }) => Work::Cleanup { action: a },
             Ok(a) => {
                 let kind = a.kind();
                 let (body, target, size) = match a {
@@ -108,7 +90,6 @@ impl Loop {
                             delete: false,
                         };
                         // Estimated: the patched document is built at send time.
-                        let size = record.size();
                         (Body::Patch(p), target, size)
                     }
                     a => {
@@ -118,29 +99,32 @@ impl Loop {
                         (Body::Ready(lines), target, size)
                     }
                 };
-                let part = self.partition(&tp);
-                part.queued_items += 1;
-                part.queued_bytes += size;
-                let work = Work::Bulk {
+                Work::Bulk {
                     body,
                     target,
                     size,
                     kind,
-                };
-                match ahead {
-                    Some((t, secs)) => self.hold_for_clock(&tp, offset, record, work, t, secs),
-                    None => self.partition(&tp).queue.push_back(Queued {
-                        offset,
-                        received: Instant::now(),
-                        work,
-                        record,
-                        clock: None,
-                    }),
+                    hint,
                 }
             }
             Err(why) => {
                 let index_label = why.index.clone().unwrap_or_else(|| index.clone());
                 self.spawn_dlq(tp, epoch, record, why, index_label);
+                return;
+            }
+        };
+        match ahead {
+            Some((t, secs)) => self.hold_for_clock(&tp, epoch, offset, record, work, t, secs),
+            None => {
+                if let Some(p) = self.part(&tp, epoch) {
+                    p.enqueue(Queued {
+                        offset,
+                        received: Instant::now(),
+                        work,
+                        record,
+                        clock: None,
+                    });
+                }
             }
         }
     }

@@ -1,20 +1,15 @@
-//! Per-partition state: the queue of records waiting to be sent, the
-//! offset tracker, what is outstanding (for backpressure and lag), and
-//! storing an offset once every record before it is done.
+//! What waits in a partition's queue ([`Queued`]: a bulk item or a
+//! snapshot cleanup) and why a partition may wait ([`Waiting`]).
 
-use super::{Loop, Tp};
 use crate::action::Action;
 use crate::bulk::resolve::{Body, Target};
 use crate::dlq::RawRecord;
-use crate::offsets::OffsetTracker;
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
-use shared::state::StreamState;
-use std::collections::{BTreeMap, VecDeque};
+pub(super) use crate::rollup::Hint;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// What waits in a partition queue.
+#[derive(Debug)]
 pub(super) enum Work {
     Bulk {
         body: Body,
@@ -22,12 +17,15 @@ pub(super) enum Work {
         /// NDJSON bytes (estimated for a patch).
         size: usize,
         kind: &'static str,
+        /// What it means for the roll-up.
+        hint: Hint,
     },
     Cleanup {
         action: Action,
     },
 }
 
+#[derive(Debug)]
 pub(super) struct Queued {
     pub(super) offset: i64,
     pub(super) received: Instant,
@@ -45,25 +43,6 @@ impl Queued {
     }
 }
 
-pub(super) struct Partition {
-    pub(super) epoch: u64,
-    pub(super) tracker: OffsetTracker,
-    pub(super) queue: VecDeque<Queued>,
-    /// Bulk items in `queue` and their NDJSON bytes (kept so deciding
-    /// whether a request is due costs O(partitions), not O(records)).
-    pub(super) queued_items: usize,
-    pub(super) queued_bytes: usize,
-    pub(super) busy: bool,
-    /// offset -> (event time seconds, bytes) of records not done.
-    pub(super) outstanding: BTreeMap<i64, (u64, usize)>,
-    pub(super) outstanding_bytes: usize,
-    pub(super) high_watermark: Option<i64>,
-    pub(super) stored: Option<i64>,
-    pub(super) state: StreamState,
-    /// Why the partition waits, shown on `/status` (`None` when it does not).
-    pub(super) waiting: Option<Waiting>,
-}
-
 /// Why a partition waits instead of going on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Waiting {
@@ -71,67 +50,42 @@ pub(super) enum Waiting {
     Clock(String),
     /// A snapshot cleanup keeps failing ([`super::cleanup`]).
     Cleanup(String),
+    /// Elasticsearch refuses writes to the index (a block, a closed or
+    /// missing index, a permission; [`crate::bulk::retry`]).
+    Index(String),
+}
+
+/// The kind of a [`Waiting`], to end one wait without ending another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaitKind {
+    Clock,
+    Cleanup,
+    Index,
+}
+
+impl Waiting {
+    pub(super) fn kind(&self) -> WaitKind {
+        match self {
+            Self::Clock(_) => WaitKind::Clock,
+            Self::Cleanup(_) => WaitKind::Cleanup,
+            Self::Index(_) => WaitKind::Index,
+        }
+    }
+
+    /// Short label for the metric.
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Self::Clock(_) => "clock",
+            Self::Cleanup(_) => "cleanup",
+            Self::Index(_) => "index",
+        }
+    }
 }
 
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Clock(m) | Self::Cleanup(m) => f.write_str(m),
-        }
-    }
-}
-
-impl Partition {
-    pub(super) fn clear_queue(&mut self) {
-        self.queue.clear();
-        self.queued_items = 0;
-        self.queued_bytes = 0;
-    }
-}
-
-impl Loop {
-    pub(super) fn partition(&mut self, tp: &Tp) -> &mut Partition {
-        let epoch = self.next_epoch;
-        let entry = self.parts.entry(tp.clone()).or_insert_with(|| Partition {
-            epoch,
-            tracker: OffsetTracker::default(),
-            queue: VecDeque::new(),
-            queued_items: 0,
-            queued_bytes: 0,
-            busy: false,
-            outstanding: BTreeMap::new(),
-            outstanding_bytes: 0,
-            high_watermark: None,
-            stored: None,
-            state: StreamState::Running,
-            waiting: None,
-        });
-        if entry.epoch == epoch {
-            self.next_epoch += 1;
-        }
-        entry
-    }
-
-    pub(super) fn mark_done(&mut self, tp: &Tp, epoch: u64, offset: i64) {
-        let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) else {
-            return;
-        };
-        if let Some((_, size)) = p.outstanding.remove(&offset) {
-            p.outstanding_bytes = p.outstanding_bytes.saturating_sub(size);
-        }
-        if let Some(next) = p.tracker.done(offset) {
-            let mut tpl = TopicPartitionList::new();
-            if tpl
-                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
-                .is_ok()
-            {
-                match self.consumer.store_offsets(&tpl) {
-                    Ok(()) => p.stored = Some(next),
-                    Err(e) => {
-                        tracing::warn!(topic = %tp.0, partition = tp.1, offset = next, error = %e, "cannot store offset")
-                    }
-                }
-            }
+            Self::Clock(m) | Self::Cleanup(m) | Self::Index(m) => f.write_str(m),
         }
     }
 }

@@ -10,4 +10,5 @@
 
 pub mod reindex;
 pub mod replay;
+pub mod rollup_check;
 pub mod verify;

@@ -421,12 +421,25 @@ pub fn execute(cfg: &SyncConfig, req: Request) -> Result<String, ReplayError> {
         .enable_all()
         .build()
         .map_err(|e| ReplayError::Usage(format!("cannot start the async runtime: {e}")))?;
+    // Every instance is asked, whatever the others answer (a rejoin that
+    // stopped at the first failure left the rest out of the group); the
+    // failures are reported together.
     let call = |path: &'static str| {
         rt.block_on(async {
+            let mut failed = Vec::new();
             for u in &req.coordinate {
-                admin_post(u, path, token.as_deref()).await?;
+                if let Err(e) = admin_post(u, path, token.as_deref()).await {
+                    failed.push(e.to_string());
+                }
             }
-            Ok::<(), ReplayError>(())
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(ReplayError::Coordinate {
+                    url: req.coordinate.join(","),
+                    message: failed.join("; "),
+                })
+            }
         })
     };
     let moved = call("/group/leave").and_then(|()| {

@@ -138,6 +138,8 @@ struct Ctx<'a> {
     repair: Option<(FutureProducer, SnapshotInfo)>,
     report: Report,
     sample: usize,
+    /// The roll-up, when this topic's documents are parents.
+    rollup: Option<super::rollup_check::RollupCheck>,
 }
 
 /// Runs the comparison (and the repair) and returns the report.
@@ -190,7 +192,23 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let rollup = match &cfg.rollup {
+        Some(r) if r.parent_topic == req.topic => {
+            let (cdb, ccoll) = namespace_of_topic(&r.child_topic).with_context(|| {
+                format!(
+                    "cannot tell the children's collection from topic {}",
+                    r.child_topic
+                )
+            })?;
+            Some(super::rollup_check::RollupCheck {
+                cfg: r.clone(),
+                children: client.database(&cdb).collection::<Document>(&ccoll),
+            })
+        }
+        _ => None,
+    };
     let mut ctx = Ctx {
+        rollup,
         route,
         es,
         coll: collection,
@@ -323,13 +341,27 @@ async fn check_mongo_batch(ctx: &mut Ctx<'_>, docs: Vec<Document>) -> anyhow::Re
     )
     .await?;
     let found = v["docs"].as_array().cloned().unwrap_or_default();
+    let rollups = match &ctx.rollup {
+        Some(check) => {
+            let ids: Vec<Bson> = expected
+                .iter()
+                .filter_map(|(_, _, d)| d.get("_id").cloned())
+                .collect();
+            Some(check.expected(&ids).await?)
+        }
+        None => None,
+    };
     let mut to_repair = vec![];
     for ((id, body, d), hit) in expected.iter().zip(found.iter()) {
+        let same = match (&ctx.rollup, rollups.as_ref().and_then(|r| r.get(id))) {
+            (Some(check), Some(r)) => check.holds(body, r, &hit["_source"]),
+            _ => same_content(body, &hit["_source"]),
+        };
         if hit["found"] != true {
             ctx.report.missing += 1;
             note(&mut ctx.report.samples.missing, ctx.sample, id);
             to_repair.push(*d);
-        } else if !same_content(body, &hit["_source"]) {
+        } else if !same {
             ctx.report.stale += 1;
             note(&mut ctx.report.samples.stale, ctx.sample, id);
             to_repair.push(*d);

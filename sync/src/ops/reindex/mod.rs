@@ -216,6 +216,18 @@ pub async fn reindex(
         alias: into.to_string(),
         ..route.clone()
     }];
+    // The roll-up: a new index of parents gets its roll-ups computed from
+    // the live children; a new index of children computes none (it is
+    // incomplete until it is done: the running es-sync keeps the cards
+    // right, and uses the new index once it is swapped in).
+    sub.rollup = match cfg.rollup.clone() {
+        Some(mut r) if r.parent_topic == topic => {
+            r.parent_index = Some(into.to_string());
+            r.child_index = cfg.route(&r.child_topic).map(|c| c.alias.clone());
+            Some(r)
+        }
+        _ => None,
+    };
 
     let marks = {
         let c = cfg.clone();

@@ -1,0 +1,402 @@
+//! One bulk request of one partition: resolve its patches
+//! ([`crate::bulk::resolve`], the read retried until it succeeds), send it
+//! ([`crate::bulk::service`]), dead-letter its permanent failures, and
+//! report the offsets done. While Elasticsearch refuses the index (a block,
+//! a closed or missing index), the partition shows it waiting.
+//!
+//! Delivery guarantee: an offset is reported done only when its item was
+//! accepted, conflicted, skipped or dead-lettered (the DLQ copy
+//! acknowledged); anything abandoned (stop fired) is redelivered later.
+
+use super::partition::{Hint, Queued, WaitKind, Waiting, Work};
+use super::poller::Tp;
+use super::Report;
+use crate::bulk::request::Item;
+use crate::bulk::resolve::{self, Body, Resolved, Target};
+use crate::bulk::service::{BulkService, Final};
+use crate::dlq::{DlqReason, DlqWriter, RawRecord};
+use crate::metrics::Metrics;
+use crate::rollup::{self, Plan, Role};
+use elasticsearch::Elasticsearch;
+use shared::retry::RetryConfig;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Rounds of compare-and-set for the parents of one request.
+const PARENT_ROUNDS: usize = 10;
+
+/// What a bulk task needs.
+pub(super) struct BulkJob {
+    pub(super) tp: Tp,
+    pub(super) epoch: u64,
+    pub(super) tx: tokio::sync::mpsc::UnboundedSender<Report>,
+    pub(super) svc: BulkService,
+    pub(super) es: Elasticsearch,
+    pub(super) retry: RetryConfig,
+    pub(super) dlq: DlqWriter,
+    /// The partition's cancellation (revoked, restarted, hard stop).
+    pub(super) stop: CancellationToken,
+    pub(super) metrics: Metrics,
+    /// The roll-up and this partition's role in it.
+    pub(super) rollup: Option<(Arc<Plan>, Role)>,
+}
+
+/// One record of the request.
+struct Taken {
+    body: Body,
+    target: Target,
+    offset: i64,
+    kind: &'static str,
+    hint: Hint,
+    record: Arc<RawRecord>,
+}
+
+impl BulkJob {
+    /// Resolves, sends and dead-letters `queued`; returns the offsets done.
+    pub(super) async fn run(self, queued: Vec<Queued>) -> Vec<i64> {
+        let batch: Vec<Taken> = queued
+            .into_iter()
+            .filter_map(|q| match q.work {
+                Work::Bulk {
+                    body,
+                    target,
+                    kind,
+                    hint,
+                    ..
+                } => Some(Taken {
+                    body,
+                    target,
+                    offset: q.offset,
+                    kind,
+                    hint,
+                    record: q.record,
+                }),
+                Work::Cleanup { .. } => None,
+            })
+            .collect();
+        let Some(resolved) = self.resolve(&batch).await else {
+            return Vec::new();
+        };
+        let finals = match self.rollup.clone() {
+            Some((plan, Role::Parent)) => self.send_parents(&plan, &batch, resolved).await,
+            Some((plan, Role::Child)) => self.send_children(&plan, &batch, resolved).await,
+            None => Some(self.send(&self.svc, &batch, resolved).await),
+        };
+        let Some(finals) = finals else {
+            return Vec::new();
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        for (taken, fin) in batch.iter().zip(finals) {
+            if self.finish(taken, fin.unwrap_or(Final::Abandoned)).await {
+                done.push(taken.offset);
+            }
+        }
+        done
+    }
+
+    /// Sends the resolved items of `batch` with `svc`; the final outcome of
+    /// each (stale and skipped patches included).
+    async fn send(
+        &self,
+        svc: &BulkService,
+        batch: &[Taken],
+        resolved: Vec<Resolved>,
+    ) -> Vec<Option<Final>> {
+        let mut finals: Vec<Option<Final>> = Vec::with_capacity(batch.len());
+        let mut items = Vec::new();
+        for (k, (taken, r)) in batch.iter().zip(resolved).enumerate() {
+            match r {
+                Resolved::Send(lines) => {
+                    finals.push(None);
+                    items.push(Item { lines, meta: k });
+                }
+                Resolved::Stale => finals.push(Some(Final::Conflict)),
+                Resolved::NoBase => {
+                    self.metrics
+                        .count(&taken.target.index, "skipped_no_base", 1);
+                    tracing::debug!(index = %taken.target.index, id = %taken.target.id, "patch without a base document: skipped");
+                    finals.push(Some(Final::Skipped));
+                }
+            }
+        }
+        for (k, fin) in self.execute(svc, items).await {
+            finals[k] = Some(fin);
+        }
+        finals
+    }
+
+    /// [`BulkService::execute`], the partition shown waiting while
+    /// Elasticsearch refuses the index.
+    async fn execute(&self, svc: &BulkService, items: Vec<Item<usize>>) -> Vec<(usize, Final)> {
+        let mut waited = false;
+        let on_blocked = |_: &[usize], reason: &str| {
+            waited = true;
+            let _ = self.tx.send(Report::Waiting {
+                tp: self.tp.clone(),
+                epoch: self.epoch,
+                why: Waiting::Index(format!(
+                    "Elasticsearch refuses writes to {}, retrying until it accepts them: {reason}",
+                    self.tp.0
+                )),
+            });
+        };
+        let out = svc.execute(items, &self.stop, on_blocked).await;
+        if waited {
+            let _ = self.tx.send(Report::WaitOver {
+                tp: self.tp.clone(),
+                epoch: self.epoch,
+                kind: WaitKind::Index,
+            });
+        }
+        out
+    }
+
+    /// Children (replies): sent so that they are searchable when the
+    /// request answers, then the roll-ups of the parents they point at now
+    /// and pointed at before are computed again (see [`crate::rollup`]).
+    /// `None` when stopped before the roll-up was written.
+    async fn send_children(
+        &self,
+        plan: &Plan,
+        batch: &[Taken],
+        resolved: Vec<Resolved>,
+    ) -> Option<Vec<Option<Final>>> {
+        let ids: BTreeSet<String> = batch.iter().map(|t| t.target.id.clone()).collect();
+        let mut parents = self
+            .forever("roll-up: reading the children's parents", || {
+                rollup::store::parents_of(&self.es, plan, &ids)
+            })
+            .await?;
+        let finals = self
+            .send(&self.svc.waiting_for_refresh(), batch, resolved)
+            .await;
+        parents.extend(batch.iter().filter_map(|t| match &t.hint {
+            Hint::Child(Some(p)) => Some(p.clone()),
+            _ => None,
+        }));
+        self.recompute(plan, &parents).await?;
+        Some(finals)
+    }
+
+    /// Parents (cards): each change of a parent that exists is written as a
+    /// compare-and-set carrying its current roll-up (refused if a roll-up
+    /// or another write came in between: read again and retried); a parent
+    /// that did not exist is written with its external version and its
+    /// roll-up computed afterwards. `None` when stopped.
+    async fn send_parents(
+        &self,
+        plan: &Plan,
+        batch: &[Taken],
+        resolved: Vec<Resolved>,
+    ) -> Option<Vec<Option<Final>>> {
+        let mut finals: Vec<Option<Final>> = vec![None; batch.len()];
+        let mut lines: Vec<Option<Vec<u8>>> = vec![None; batch.len()];
+        for (k, r) in resolved.into_iter().enumerate() {
+            match r {
+                Resolved::Send(l) => lines[k] = Some(l),
+                Resolved::Stale => finals[k] = Some(Final::Conflict),
+                Resolved::NoBase => finals[k] = Some(Final::Skipped),
+            }
+        }
+        // A write superseded by a later change of the same parent in this
+        // request is not sent (the later one is the newest state).
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (k, t) in batch.iter().enumerate() {
+            if lines[k].is_some() {
+                last.insert(t.target.id.as_str(), k);
+            }
+        }
+        let mut pending: Vec<usize> = Vec::new();
+        for (k, t) in batch.iter().enumerate() {
+            if lines[k].is_none() {
+                continue;
+            }
+            if !t.target.delete && last.get(t.target.id.as_str()) != Some(&k) {
+                finals[k] = Some(Final::Conflict);
+            } else {
+                pending.push(k);
+            }
+        }
+        let mut recompute: BTreeSet<String> = BTreeSet::new();
+        for _round in 0..PARENT_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let ids: BTreeSet<String> = pending
+                .iter()
+                .filter(|&&k| !batch[k].target.delete)
+                .map(|&k| batch[k].target.id.clone())
+                .collect();
+            let current = self
+                .forever("roll-up: reading the parents", || {
+                    rollup::store::fetch(&self.es, &plan.parent_index, &ids)
+                })
+                .await?;
+            let mut items = Vec::new();
+            let mut cas: HashSet<usize> = HashSet::new();
+            for &k in &pending {
+                let t = &batch[k];
+                let Some(original) = &lines[k] else { continue };
+                if t.hint == Hint::ParentSnapshot {
+                    recompute.insert(t.target.id.clone());
+                }
+                if t.target.delete {
+                    items.push(Item {
+                        lines: original.clone(),
+                        meta: k,
+                    });
+                    continue;
+                }
+                match current.get(&t.target.id).cloned().flatten() {
+                    Some(stored) if stored.version >= t.target.version => {
+                        finals[k] = Some(Final::Conflict);
+                    }
+                    Some(stored) => {
+                        let Some(mut source) = crate::bulk::resolve::source_of(original) else {
+                            finals[k] = Some(Final::Skipped);
+                            continue;
+                        };
+                        match rollup::store::carried(plan, &stored.source) {
+                            Some(r) => r.apply(&plan.cfg, &mut source),
+                            None => {
+                                recompute.insert(t.target.id.clone());
+                            }
+                        }
+                        cas.insert(k);
+                        items.push(Item {
+                            lines: rollup::store::cas_lines(
+                                &t.target.index,
+                                &t.target.id,
+                                &stored,
+                                &source,
+                            ),
+                            meta: k,
+                        });
+                    }
+                    None => {
+                        recompute.insert(t.target.id.clone());
+                        items.push(Item {
+                            lines: original.clone(),
+                            meta: k,
+                        });
+                    }
+                }
+            }
+            let mut again = Vec::new();
+            for (k, fin) in self.execute(&self.svc, items).await {
+                // A compare-and-set refused: something wrote the parent in
+                // between; read it again.
+                if fin == Final::Conflict && cas.contains(&k) {
+                    again.push(k);
+                } else {
+                    finals[k] = Some(fin);
+                }
+            }
+            pending = again;
+        }
+        // Still conflicting after every round: abandoned, redelivered.
+        self.recompute(plan, &recompute).await?;
+        Some(finals)
+    }
+
+    /// Writes the roll-ups of `parents` (retried until it works).
+    async fn recompute(&self, plan: &Plan, parents: &BTreeSet<String>) -> Option<()> {
+        if parents.is_empty() {
+            return Some(());
+        }
+        let written = self
+            .forever("roll-up: recomputing", || {
+                rollup::store::recompute(&self.es, plan, parents)
+            })
+            .await?;
+        self.metrics.rollups.inc_by(written as u64);
+        Some(())
+    }
+
+    /// `op` retried until it works, whatever fails (an operator's fault:
+    /// a closed index...); `None` when the partition stops.
+    async fn forever<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::elastic::EsError>>,
+    {
+        let metrics = self.metrics.clone();
+        shared::retry::retry_forever(
+            &self.retry,
+            &self.stop,
+            |e: &crate::elastic::EsError, d| {
+                metrics.retry("rollup", 1);
+                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
+            },
+            op,
+        )
+        .await
+        .ok()
+    }
+
+    /// The batch's patches resolved (every item [`Resolved::Send`] when it
+    /// has none); the read is retried until it succeeds or `stop` fires
+    /// (`None`: nothing is done, the records are redelivered).
+    async fn resolve(&self, batch: &[Taken]) -> Option<Vec<Resolved>> {
+        if !batch.iter().any(|t| matches!(t.body, Body::Patch(_))) {
+            return Some(
+                batch
+                    .iter()
+                    .map(|t| match &t.body {
+                        Body::Ready(lines) => Resolved::Send(lines.clone()),
+                        Body::Patch(_) => Resolved::NoBase,
+                    })
+                    .collect(),
+            );
+        }
+        let refs: Vec<(&Body, &Target)> = batch.iter().map(|t| (&t.body, &t.target)).collect();
+        let metrics = self.metrics.clone();
+        shared::retry::retry_forever(
+            &self.retry,
+            &self.stop,
+            |e: &crate::elastic::EsError, d| {
+                metrics.retry("patch_read", 1);
+                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "reading the documents to patch failed; retrying");
+            },
+            || resolve::resolve(&self.es, &refs),
+        )
+        .await
+        .ok()
+    }
+
+    /// Counts an item's final outcome (dead-lettering a permanent one);
+    /// `true` when its offset is done.
+    async fn finish(&self, t: &Taken, fin: Final) -> bool {
+        let index = &t.target.index;
+        match fin {
+            Final::Success => {
+                let what = if t.kind == "delete" {
+                    "deleted"
+                } else {
+                    "indexed"
+                };
+                self.metrics.count(index, what, 1);
+                true
+            }
+            Final::Conflict => {
+                self.metrics.count(index, "conflicted", 1);
+                true
+            }
+            Final::Skipped => true,
+            Final::Permanent { error_type, reason } => {
+                let why = DlqReason {
+                    error_type,
+                    reason,
+                    index: Some(index.clone()),
+                };
+                let ok = self.dlq.send(&t.record, &why, &self.stop).await;
+                if ok {
+                    self.metrics.count(index, "dead_lettered", 1);
+                }
+                ok
+            }
+            Final::Abandoned => false,
+        }
+    }
+}

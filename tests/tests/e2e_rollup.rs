@@ -1,0 +1,261 @@
+//! Replies rolled up into their card, through both binaries on the real
+//! bench: `reply_count`, `last_reply_at` and `latest_replies` of each card
+//! equal MongoDB after reply inserts, deletes, a reply moved to another
+//! card, card updates, a card deleted and recreated, kill -9 of es-sync, a
+//! replay from the earliest offset and a reindex. Every scenario ends with
+//! the verifier, which checks the roll-up too.
+
+use e2e_tests::e2e::{es_documents, Pipeline};
+use e2e_tests::process::Proc;
+use e2e_tests::{eventually, mongo};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::Collection;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn at(s: i64) -> DateTime {
+    DateTime::from_millis(1_700_000_000_000 + s * 1000)
+}
+
+fn reply(id: &str, card: ObjectId, s: i64, body: &str) -> Document {
+    doc! { "_id": id, "card_id": card, "created_at": at(s), "body": body }
+}
+
+/// Waits until the card `id` shows `count` replies (and returns it).
+async fn card_with(p: &Pipeline, id: ObjectId, count: u64) -> Value {
+    card_where(p, id, &format!("{count} replies"), |c| {
+        c["reply_count"] == json!(count)
+    })
+    .await
+}
+
+/// Waits until the card `id` satisfies `check` (and returns it).
+async fn card_where(
+    p: &Pipeline,
+    id: ObjectId,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(&format!("card {id}: {what}"), WAIT, || async {
+        let docs = es_documents(&p.cards).await;
+        docs.get(&id.to_hex()).filter(|c| check(c)).cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_counts_follow_every_kind_of_change() {
+    let p = Pipeline::new();
+    let client = mongo().await;
+    let db = client.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    cards
+        .insert_one(doc! { "_id": a, "title": "설악산", "likes": 1 })
+        .await
+        .unwrap();
+    cards
+        .insert_one(doc! { "_id": b, "title": "한라산", "likes": 1 })
+        .await
+        .unwrap();
+    replies
+        .insert_one(reply("r0", a, 0, "스냅샷 때부터 있던 댓글"))
+        .await
+        .unwrap();
+    let (stop_source, source) = p.source.spawn();
+    let (stop_sync, sync) = p.spawn_sync();
+    // Through the snapshot: one reply.
+    let card = card_with(&p, a, 1).await;
+    assert_eq!(card["last_reply_at"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(card["latest_replies"], json!(["스냅샷 때부터 있던 댓글"]));
+
+    replies
+        .insert_one(reply("r1", a, 10, "첫 댓글"))
+        .await
+        .unwrap();
+    replies
+        .insert_one(reply("r2", a, 20, "둘째 댓글"))
+        .await
+        .unwrap();
+    replies
+        .insert_one(reply("r3", b, 30, "다른 글 댓글"))
+        .await
+        .unwrap();
+    let card = card_with(&p, a, 3).await;
+    assert_eq!(
+        card["latest_replies"],
+        json!(["둘째 댓글", "첫 댓글", "스냅샷 때부터 있던 댓글"])
+    );
+    card_with(&p, b, 1).await;
+
+    // A reply deleted, a reply moved to the other card.
+    replies.delete_one(doc! { "_id": "r2" }).await.unwrap();
+    replies
+        .update_one(doc! { "_id": "r3" }, doc! { "$set": { "card_id": a } })
+        .await
+        .unwrap();
+    card_where(&p, a, "r2 gone, r3 moved in", |c| {
+        c["reply_count"] == 3 && c["last_reply_at"] == "2023-11-14T22:13:50.000Z"
+    })
+    .await;
+    card_with(&p, b, 0).await;
+
+    // A card update keeps its roll-up.
+    cards
+        .update_one(
+            doc! { "_id": a },
+            doc! { "$set": { "likes": 9, "title": "설악산 단풍" } },
+        )
+        .await
+        .unwrap();
+    let card = eventually("the card update", WAIT, || async {
+        es_documents(&p.cards)
+            .await
+            .get(&a.to_hex())
+            .filter(|c| c["likes"] == 9)
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        card["reply_count"], 3,
+        "a card update never resets the roll-up"
+    );
+
+    // A card deleted and recreated: its replies (still pointing at it) count.
+    replies
+        .insert_one(reply("r4", b, 40, "다시 생길 글의 댓글"))
+        .await
+        .unwrap();
+    card_with(&p, b, 1).await;
+    cards.delete_one(doc! { "_id": b }).await.unwrap();
+    eventually("card b gone", WAIT, || async {
+        (!es_documents(&p.cards).await.contains_key(&b.to_hex())).then_some(())
+    })
+    .await;
+    cards
+        .insert_one(doc! { "_id": b, "title": "한라산 다시" })
+        .await
+        .unwrap();
+    card_with(&p, b, 1).await;
+
+    // Many replies at once, on several cards, in one transaction.
+    let mut s = client.start_session().await.unwrap();
+    s.start_transaction().await.unwrap();
+    for k in 0..30 {
+        let card = if k % 3 == 0 { b } else { a };
+        replies
+            .insert_one(reply(&format!("t{k}"), card, 100 + k, "묶음 댓글"))
+            .session(&mut s)
+            .await
+            .unwrap();
+    }
+    s.commit_transaction().await.unwrap();
+    card_with(&p, a, 23).await;
+    card_with(&p, b, 11).await;
+    p.assert_verified().await;
+
+    stop_source.cancel();
+    stop_sync.cancel();
+    source.await.unwrap().unwrap();
+    sync.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_counts_survive_kill_9_replay_and_reindex() {
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let ids: Vec<ObjectId> = (0..5).map(|_| ObjectId::new()).collect();
+    for id in &ids {
+        cards
+            .insert_one(doc! { "_id": id, "title": "글" })
+            .await
+            .unwrap();
+    }
+    let (stop_source, source) = p.source.spawn();
+    p.source.wait_snapshot_done("card").await;
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    let start_sync = || Proc::start("es-sync", &["--config", &sync_cfg], &[]);
+    let mut sync = start_sync();
+    // Replies arrive while es-sync is killed twice.
+    let writer = {
+        let (replies, ids) = (replies.clone(), ids.clone());
+        tokio::spawn(async move {
+            for k in 0..200i64 {
+                let card = ids[(k % 5) as usize];
+                replies
+                    .insert_one(reply(&format!("k{k}"), card, k, "댓글"))
+                    .await
+                    .unwrap();
+                if k % 4 == 3 {
+                    replies
+                        .delete_one(doc! { "_id": format!("k{}", k - 1) })
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        sync.kill9();
+        sync = start_sync();
+    }
+    writer.await.unwrap();
+    for id in &ids {
+        card_with(&p, *id, 30).await;
+    }
+    p.assert_verified().await;
+
+    // A replay of everything from the earliest offset leaves it right.
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    let out = std::process::Command::new(e2e_tests::process::binary("es-sync"))
+        .args(["--config", &sync_cfg, "replay", "--to-earliest"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sync = start_sync();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        card_with(&p, *id, 30).await;
+    }
+    p.assert_verified().await;
+
+    // A reindex of the cards carries the roll-up into the new index.
+    let into = format!("{}-000002", p.cards);
+    let out = std::process::Command::new(e2e_tests::process::binary("es-sync"))
+        .args([
+            "--config",
+            &sync_cfg,
+            "reindex",
+            "--topic",
+            &p.source.topic("card"),
+            "--into",
+            &into,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in &ids {
+        card_with(&p, *id, 30).await;
+    }
+    p.assert_verified().await;
+    let mut sync = sync;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
