@@ -229,7 +229,8 @@ else:
       "(`bench bulk-load`, a child pinned like es-sync): the documents es-sync wrote, read back once, as `index` "
       "actions with the same external versions, one index per request, es-sync's actions/bytes per request and "
       "requests in flight, bodies built before the clock, the rate counted the same way (from the first request "
-      "done to the last).")
+      "done to the last). es-sync runs without `[rollup]` (the replies' roll-up into their card, which "
+      "`config/es-sync.toml` ships): plain indexing, the work `_bulk` does.")
     w("")
     w("| measure | ours (`es-sync`) | other | ours / other |")
     w("|---|---:|---:|---:|")
