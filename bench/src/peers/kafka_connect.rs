@@ -232,7 +232,7 @@ impl Worker {
             self.create(&name, Value::Object(config)).await?;
             names.push(name);
         }
-        let timeout = Duration::from_secs((n / 100).max(300));
+        let timeout = crate::phases::watch::trial_timeout(n);
         let read = tokio::select! {
             r = kafka::read_n_async(&cx.o.kafka, &topics, cx.o.partitions, n, timeout) => r,
             st = self.child.child.wait() => Err(anyhow::anyhow!(

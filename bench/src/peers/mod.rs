@@ -121,10 +121,7 @@ where
     }
 }
 
-/// Time allowed for a catch-up of `n` events (at least 300 s, 10 ms an event).
-pub fn catch_up_timeout(n: u64) -> Duration {
-    Duration::from_secs((n / 100).max(300))
-}
+pub use crate::phases::watch::trial_timeout as catch_up_timeout;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -163,7 +160,5 @@ pub(crate) mod tests {
             first_count: 1000.0,
         };
         assert_eq!(c.rate(5000), 2000.0);
-        assert_eq!(catch_up_timeout(1_000).as_secs(), 300);
-        assert_eq!(catch_up_timeout(200_000).as_secs(), 2000);
     }
 }

@@ -7,6 +7,7 @@ pub mod latency;
 pub mod scale;
 pub mod source;
 pub mod sync;
+pub mod watch;
 
 use crate::stats::{pair_ratios, summary_json};
 use serde_json::{json, Value};
@@ -73,6 +74,13 @@ pub fn servers_cpu(trials: &[Value], arm: &str) -> Value {
         })
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+/// Adds the keys of object `extra` to object `out`.
+pub fn merge(out: &mut Value, extra: Value) {
+    if let (Some(o), Value::Object(e)) = (out.as_object_mut(), extra) {
+        o.extend(e);
+    }
 }
 
 /// An arm's failed trial, kept in the trial list.

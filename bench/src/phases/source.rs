@@ -10,14 +10,13 @@
 //! phase.
 
 use crate::clients::kafka;
-use crate::clients::metrics::{Sampler, MONGO_SOURCE_COLUMNS};
+use crate::clients::metrics::MONGO_SOURCE_COLUMNS;
 use crate::ctx::Ctx;
 use crate::log::{log, unix_now};
 use crate::ours;
 use crate::peers::kafka_connect;
-use crate::phases::{compare, failed, resources, servers_cpu};
-use crate::process::procmon;
-use crate::process::profile::Profiler;
+use crate::phases::watch::{trial_timeout, Watch};
+use crate::phases::{compare, failed, merge, resources, servers_cpu};
 use crate::stats::{rate, round};
 use crate::templates::{start_at, Names};
 use crate::{baseline, seed};
@@ -185,49 +184,28 @@ pub async fn trial(
     kafka::create_topics(&cx.o.kafka, &names.topics(), cx.o.partitions).await?;
     let t_spawn = Instant::now();
     let mut child = ours::spawn_source(cx, &db.uri, names, start_at(db.ts), "exactly_once", tag)?;
-    let perf = match profile {
-        Some(_) => Some(Profiler::attach(
-            child.pid(),
-            &cx.work(&format!("perf-mongo-source-{tag}.data")),
-        )?),
-        None => None,
-    };
-    let before = child.mon.now();
-    let servers0 = cx.o.servers.mark();
-    let sampler = Sampler::start(
-        &child.admin,
+    let watch = Watch::start(
+        cx,
+        &child,
+        t_spawn,
         MONGO_SOURCE_COLUMNS,
         Duration::from_millis(200),
-        t_spawn,
-    );
-    let timeout = Duration::from_secs((n / 100).max(300));
+        profile.map(|(dir, label)| (dir, format!("mongo-source-{label}"))),
+    )?;
     let topics = names.topics();
     let read = tokio::select! {
-        r = kafka::read_n_async(&cx.o.kafka, &topics, cx.o.partitions, n, timeout) => r?,
+        r = kafka::read_n_async(&cx.o.kafka, &topics, cx.o.partitions, n, trial_timeout(n)) => r?,
         st = child.child.wait() => bail!("mongo-source exited before {n} records: {st:?}"),
     };
-    let after = child.mon.now();
-    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
-    let series = sampler.stop().await;
-    let first = read.first.as_secs_f64();
-    let ours = rate(n.saturating_sub(1), (read.last - read.first).as_secs_f64());
-    let all = child.mon.samples();
-    let u = procmon::usage(&all, before, after, n);
-    let rss = procmon::rss_series(&all, before, after);
-    let prof = match (perf, profile) {
-        (Some(p), Some((dir, label))) => p.finish(dir, &format!("mongo-source-{label}")).await?,
-        _ => Value::Null,
-    };
+    let w = watch.finish(cx, &child, n).await?;
     child.stop().await?;
-    Ok(json!({
-        "events_per_s": round(ours, 0),
+    let mut out = json!({
+        "events_per_s": round(rate(n.saturating_sub(1), (read.last - read.first).as_secs_f64()), 0),
         "events_per_s_incl_startup": round(rate(n, t_spawn.elapsed().as_secs_f64()), 0),
-        "first_record_after_spawn_s": round(first, 2),
+        "first_record_after_spawn_s": round(read.first.as_secs_f64(), 2),
         "record_mib": round(read.bytes as f64 / 1048576.0, 1),
-        "resources": u.json(),
-        "servers_cpu": servers,
-        "series": series.json(),
-        "rss_mib": rss,
-        "profile": prof,
-    }))
+        "series": w.samples.json(),
+    });
+    merge(&mut out, w.json);
+    Ok(out)
 }

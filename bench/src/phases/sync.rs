@@ -10,14 +10,13 @@
 //! pause, the bulks in flight.
 
 use crate::baseline;
-use crate::clients::metrics::{Sampler, ES_SYNC_COLUMNS};
+use crate::clients::metrics::ES_SYNC_COLUMNS;
 use crate::ctx::Ctx;
 use crate::log::log;
 use crate::ours;
 use crate::peers::vector;
-use crate::phases::{column_at, compare, failed, resources, servers_cpu};
-use crate::process::procmon;
-use crate::process::profile::Profiler;
+use crate::phases::watch::{trial_timeout, Watch};
+use crate::phases::{column_at, compare, failed, merge, resources, servers_cpu};
 use crate::stats::{fraction_set, histogram_mean, rate, round, stalls, summary_json};
 use crate::templates::Names;
 use anyhow::{bail, Context as _, Result};
@@ -143,41 +142,28 @@ pub async fn trial(
 ) -> Result<Value> {
     let t_spawn = Instant::now();
     let mut child = ours::spawn_sync(cx, names, &format!("{alias}-g"), alias, tag, None)?;
-    let perf = match profile {
-        Some(_) => Some(Profiler::attach(
-            child.pid(),
-            &cx.work(&format!("perf-es-sync-{tag}.data")),
-        )?),
-        None => None,
-    };
-    let before = child.mon.now();
-    let servers0 = cx.o.servers.mark();
-    let sampler = Sampler::start(
-        &child.admin,
+    let watch = Watch::start(
+        cx,
+        &child,
+        t_spawn,
         ES_SYNC_COLUMNS,
         Duration::from_millis(100),
-        t_spawn,
-    );
-    let timeout = Duration::from_secs((n / 100).max(300));
-    while sampler.latest("docs") < n as f64 {
+        profile.map(|dir| (dir, "es-sync".to_string())),
+    )?;
+    let timeout = trial_timeout(n);
+    while watch.sampler().latest("docs") < n as f64 {
         child.check_alive("es-sync")?;
         if t_spawn.elapsed() > timeout {
             bail!(
                 "es-sync: {} of {n} after {timeout:?}",
-                sampler.latest("docs")
+                watch.sampler().latest("docs")
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after = child.mon.now();
-    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
-    let samples = sampler.stop().await;
-    let all = child.mon.samples();
-    let prof = match (perf, profile) {
-        (Some(p), Some(dir)) => p.finish(dir, "es-sync").await?,
-        _ => Value::Null,
-    };
+    let w = watch.finish(cx, &child, n).await?;
     child.stop().await?;
+    let samples = &w.samples;
     let docs = samples.column("docs");
     let figures = catch_up_figures(
         &docs,
@@ -186,20 +172,17 @@ pub async fn trial(
         &samples.column("in_flight_count"),
         n,
     );
-    let u = procmon::usage(&all, before, after, n);
-    Ok(json!({
+    let mut out = json!({
         "docs_per_s": round(figures.rate, 0),
         "docs_per_s_incl_startup": round(rate(n, figures.done), 0),
         "first_documents_after_spawn_s": round(figures.first, 2),
         "stalls": stalls(&docs).json(),
         "paused_fraction": round(figures.paused_fraction, 3),
         "bulk_in_flight_mean": figures.in_flight_mean.map(|m| round(m, 2)),
-        "resources": u.json(),
-        "servers_cpu": servers,
         "series": samples.json(),
-        "rss_mib": procmon::rss_series(&all, before, after),
-        "profile": prof,
-    }))
+    });
+    merge(&mut out, w.json);
+    Ok(out)
 }
 
 /// What a catch-up's sampled counters say.
