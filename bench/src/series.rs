@@ -1,56 +1,28 @@
-//! Time series for the throughput-over-time plots: a counter of a binary's
-//! `/metrics` sampled every 200 ms while a phase runs, as
-//! `[seconds since spawn, value]` pairs.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! Thinning of time series for the JSON result and the plots: at most
+//! [`MAX_POINTS`] evenly spaced points, always the first and the last.
 
 /// Most points kept per series (the plots need no more).
-const MAX_POINTS: usize = 400;
+pub const MAX_POINTS: usize = 400;
 
-/// A background sampler of one counter.
-pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<[f64; 2]>>,
-}
-
-impl Sampler {
-    /// Starts sampling `metric` (summed over its labels) from `admin`.
-    pub fn start(admin: &str, metric: &str, t0: Instant) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (admin, metric, flag) = (admin.to_string(), metric.to_string(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut points = vec![];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((200, body)) = crate::es::http_get(&admin, "/metrics").await {
-                    let v = crate::es::metric_sum(&body, &metric);
-                    points.push([crate::round(t0.elapsed().as_secs_f64(), 2), v]);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            points
-        });
-        Self { stop, task }
-    }
-
-    /// Stops and returns the (thinned) points.
-    pub async fn stop(self) -> Vec<[f64; 2]> {
-        self.stop.store(true, Ordering::Relaxed);
-        thin(&self.task.await.unwrap_or_default())
-    }
-}
-
-/// Keeps at most [`MAX_POINTS`] evenly spaced points, always the last.
+/// Keeps at most [`MAX_POINTS`] evenly spaced `[t, v]` points, always the last.
 pub fn thin(points: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    thin_rows(points)
+}
+
+/// The same for rows of several columns (`t` first).
+pub fn thin_columns(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    thin_rows(rows)
+}
+
+fn thin_rows<T: Clone + PartialEq>(points: &[T]) -> Vec<T> {
     if points.len() <= MAX_POINTS {
         return points.to_vec();
     }
     let step = points.len().div_ceil(MAX_POINTS);
-    let mut out: Vec<[f64; 2]> = points.iter().step_by(step).copied().collect();
+    let mut out: Vec<T> = points.iter().step_by(step).cloned().collect();
     if let Some(last) = points.last() {
         if out.last() != Some(last) {
-            out.push(*last);
+            out.push(last.clone());
         }
     }
     out
@@ -70,5 +42,9 @@ mod tests {
         assert_eq!(t.first(), Some(&[0.0, 0.0]));
         assert_eq!(t.last(), Some(&[1000.0, 2000.0]));
         assert_eq!(thin(&pts[..10]).len(), 10);
+        let rows: Vec<Vec<f64>> = (0..900).map(|i| vec![f64::from(i), 1.0, 2.0]).collect();
+        let r = thin_columns(&rows);
+        assert!(r.len() <= MAX_POINTS + 1);
+        assert_eq!(r.last(), rows.last());
     }
 }

@@ -1,7 +1,8 @@
-//! Peers of issue 6, run in the same bench run on the same servers and the
-//! same seeded documents as our binaries: Kafka Connect with the MongoDB
-//! Kafka Source Connector (vs `mongo-source`), Monstache (vs both of ours
-//! end to end) and Vector (vs `es-sync`).
+//! Peers, run in the same bench run on the same servers and the same seeded
+//! documents as our binaries, pinned like them: Kafka Connect with the
+//! MongoDB source connector (an arm of the source phase, vs
+//! `mongo-source`), Vector (an arm of the sync phase, vs `es-sync`) and
+//! Monstache (its own interleaved comparison, vs both of ours end to end).
 //! `scripts/bench.d/peers` installs them and passes `--peer-connect DIR`,
 //! `--peer-monstache BIN`, `--peer-vector BIN` and `--peer-status-dir DIR`;
 //! a peer without its argument is recorded as not run, with the installer's
@@ -11,14 +12,12 @@ pub mod kafka_connect;
 pub mod monstache;
 pub mod vector;
 
-use crate::{log, procmon, Child, Opts};
-use anyhow::{bail, Context as _, Result};
-use elasticsearch::http::Method;
+use crate::process::Child;
+use crate::stats::rate;
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Where the installed peers are (from `scripts/bench.d/peers`).
@@ -34,92 +33,38 @@ pub struct PeerOpts {
     pub status_dir: Option<PathBuf>,
 }
 
-impl PeerOpts {
-    /// From the parsed `--key value` arguments.
-    pub fn from_args(m: &HashMap<String, String>) -> Self {
-        Self {
-            connect_home: m.get("peer-connect").map(PathBuf::from),
-            monstache_bin: m.get("peer-monstache").map(PathBuf::from),
-            vector_bin: m.get("peer-vector").map(PathBuf::from),
-            status_dir: m.get("peer-status-dir").map(PathBuf::from),
-        }
-    }
+/// The peers the installer knows, with their names in the status files.
+pub const PEERS: &[(&str, &str)] = &[
+    ("kafka_connect", "kafka-connect"),
+    ("kafka_connect_es_sink", "kafka-connect-es-sink"),
+    ("monstache", "monstache"),
+    ("vector", "vector"),
+];
 
+impl PeerOpts {
     /// The installer's word on `peer`, or why there is none.
-    fn status(&self, peer: &str) -> String {
+    pub fn status(&self, peer: &str) -> String {
         self.status_dir
             .as_ref()
             .and_then(|d| std::fs::read_to_string(d.join(format!("{peer}.status"))).ok())
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|| "not installed (scripts/bench.d/peers install)".into())
     }
-}
 
-/// Runs every installed peer against the phases already in `result`
-/// (`source`, `latency`); a peer that fails is recorded with its error.
-pub async fn run(o: &Opts, result: &Value) -> Value {
-    let p = &o.peers;
-    let mut out = json!({});
-    out["kafka_connect"] = match &p.connect_home {
-        Some(home) => kafka_connect::run(o, home, &result["source"])
-            .await
-            .unwrap_or_else(|e| failed("Kafka Connect", e)),
-        None => json!({"status": "not run", "reason": p.status("kafka-connect")}),
-    };
-    // Again on the fastest server, where mongo-source is not held back by
-    // the Python SecantusDB (when the Rust one ran).
-    let rs = &result["source_rust_secantus"];
-    if let (Some(home), true) = (&p.connect_home, rs.get("mongo_source").is_some()) {
-        out["kafka_connect_rust_secantus"] = kafka_connect::run(o, home, rs)
-            .await
-            .unwrap_or_else(|e| failed("Kafka Connect (Rust SecantusDB)", e));
+    /// Every peer's installer status (for the report).
+    pub fn statuses(&self) -> Value {
+        PEERS
+            .iter()
+            .map(|(key, file)| (key.to_string(), json!(self.status(file))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
-    out["monstache"] = match &p.monstache_bin {
-        Some(bin) => monstache::run(o, bin, &result["source"], &result["latency"])
-            .await
-            .unwrap_or_else(|e| failed("monstache", e)),
-        None => json!({"status": "not run", "reason": p.status("monstache")}),
-    };
-    out["vector"] = match &p.vector_bin {
-        Some(bin) => vector::run(o, bin, &result["source"], &result["sync"])
-            .await
-            .unwrap_or_else(|e| failed("Vector", e)),
-        None => json!({"status": "not run", "reason": p.status("vector")}),
-    };
-    out
 }
 
-fn failed(peer: &str, e: anyhow::Error) -> Value {
-    log(&format!("peer {peer} failed: {e:#}"));
-    json!({"status": "failed", "reason": format!("{e:#}")})
-}
-
-/// Spawns a peer process (output to `log_file`), sampled like our binaries.
-pub(crate) fn spawn(
-    mut cmd: tokio::process::Command,
-    admin: String,
-    log_file: &Path,
-) -> Result<Child> {
-    let out = std::fs::File::create(log_file)
-        .with_context(|| format!("create {}", log_file.display()))?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawn {:?}", cmd.as_std().get_program()))?;
-    let pid = child.id().context("pid")?;
-    Ok(Child {
-        child,
-        mon: procmon::Monitor::start(pid, Duration::from_millis(200)),
-        admin,
-    })
-}
-
-/// Progress of a counted catch-up: seconds from spawn of the first poll that
+/// Progress of a counted catch-up: seconds from `t0` of the first poll that
 /// saw work done and of the one that saw all `n`, and the count at the first.
-pub(crate) struct Counted {
+#[derive(Debug)]
+pub struct Counted {
     /// First poll with a count > 0, seconds after `t0`.
     pub first: f64,
     /// First poll with a count >= n, seconds after `t0`.
@@ -131,13 +76,13 @@ pub(crate) struct Counted {
 impl Counted {
     /// Rate from the first poll with work done to the last (`n` in all).
     pub fn rate(&self, n: u64) -> f64 {
-        crate::rate((n as f64 - self.first_count) as u64, self.done - self.first)
+        rate((n as f64 - self.first_count) as u64, self.done - self.first)
     }
 }
 
 /// Polls `count` every 100 ms until it reaches `n`; fails if one of `procs`
 /// exits or `timeout` passes.
-pub(crate) async fn count_until<F, Fut>(
+pub async fn count_until<F, Fut>(
     what: &str,
     n: u64,
     t0: Instant,
@@ -176,61 +121,17 @@ where
     }
 }
 
-/// Time allowed for a catch-up of `n` events (at least 120 s, 10 ms an event).
-pub(crate) fn catch_up_timeout(n: u64) -> Duration {
-    Duration::from_secs((n / 100).max(120))
-}
-
-/// Creates `{prefix}-cards` and `{prefix}-replies` from `config/indices/`.
-pub(crate) async fn create_indices(o: &Opts, es: &crate::es::Es, prefix: &str) -> Result<()> {
-    for (name, file) in [("cards", "cards.json"), ("replies", "replies.json")] {
-        let body = std::fs::read(o.repo.join("config/indices").join(file))?;
-        let (s, v) = es
-            .call(Method::Put, &format!("/{prefix}-{name}"), Some(body))
-            .await?;
-        if s >= 300 {
-            bail!("create index {prefix}-{name}: HTTP {s}: {v}");
-        }
-    }
-    Ok(())
-}
-
-/// `ours / peer` (0 when the peer has no figure).
-pub(crate) fn ratio(ours: f64, peer: f64) -> f64 {
-    if peer > 0.0 {
-        crate::round(ours / peer, 3)
-    } else {
-        0.0
-    }
-}
+pub use crate::phases::watch::trial_timeout as catch_up_timeout;
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// Options of no real servers, for the config renderers.
-    pub(crate) fn opts() -> Opts {
-        Opts {
-            quick: true,
-            docs: 1,
-            rates: vec![],
-            rate_secs: 1,
-            mongo_uri: "mongodb://127.0.0.1:1/?directConnection=true".into(),
-            mongo_rs_uri: None,
-            kafka: "127.0.0.1:2".into(),
-            es: "http://127.0.0.1:3".into(),
-            bin_dir: "/b".into(),
-            repo: "/r".into(),
-            work: "/w".into(),
-            seed: 1,
-            command: String::new(),
-            peers: PeerOpts::default(),
-            partitions: 3,
-            baselines: true,
-            scale_docs: vec![],
-            scale_partitions: vec![],
-            scale_partition_docs: 0,
-        }
+    /// A context of no real servers, for the config renderers.
+    pub(crate) fn ctx() -> crate::ctx::Ctx {
+        let mut o = crate::cli::tests::opts();
+        o.repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        crate::ctx::Ctx::new(o).expect("ctx")
     }
 
     #[test]
@@ -244,26 +145,11 @@ pub(crate) mod tests {
         };
         assert_eq!(p.status("monstache"), "proxy refused it");
         assert!(p.status("vector").contains("scripts/bench.d/peers install"));
+        assert_eq!(p.statuses()["monstache"], json!("proxy refused it"));
         assert!(PeerOpts::default()
             .status("kafka-connect")
             .contains("not installed"));
         std::fs::remove_dir_all(dir).expect("rm");
-    }
-
-    #[test]
-    fn args_name_the_installs() {
-        let m: HashMap<String, String> = [
-            ("peer-connect", "/c"),
-            ("peer-monstache", "/m/bin"),
-            ("docs", "5"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let p = PeerOpts::from_args(&m);
-        assert_eq!(p.connect_home, Some(PathBuf::from("/c")));
-        assert_eq!(p.monstache_bin, Some(PathBuf::from("/m/bin")));
-        assert_eq!(p.status_dir, None);
     }
 
     #[test]
@@ -274,9 +160,5 @@ pub(crate) mod tests {
             first_count: 1000.0,
         };
         assert_eq!(c.rate(5000), 2000.0);
-        assert_eq!(ratio(3.0, 0.0), 0.0);
-        assert_eq!(ratio(1.0, 3.0), 0.333);
-        assert_eq!(catch_up_timeout(1_000).as_secs(), 120);
-        assert_eq!(catch_up_timeout(200_000).as_secs(), 2000);
     }
 }

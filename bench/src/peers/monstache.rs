@@ -1,69 +1,94 @@
 //! Peer: Monstache (MongoDB change streams straight into Elasticsearch) vs
 //! `mongo-source` + `es-sync` end to end, on the same servers:
 //!
-//! - catch-up: phase 1's documents from phase 1's start time into fresh
-//!   indices made from `config/indices/`; documents/s from the first poll
-//!   that saw documents done to the one that saw all (Monstache: `Succeeded`
-//!   of its `/stats`; ours, both binaries started together: es-sync's
+//! - catch-up, interleaved (ours, Monstache, ours, ...): the source phase's
+//!   documents from its start time into fresh indices made from
+//!   `config/indices/`; documents/s from the first poll that saw documents
+//!   done to the one that saw all (Monstache: `Succeeded` of its `/stats`;
+//!   ours, both binaries started together: es-sync's
 //!   `es_sync_documents_total`), polled every 100 ms;
-//! - latency: commit to searchable at the fixed rates of phase 3, by the same
-//!   `latency_run` as ours.
+//! - latency: commit to searchable at the fixed rates of the latency phase,
+//!   by the same runs as ours, one run per rate.
+//!
+//! Both flush on the same interval: Monstache's `elasticsearch-max-seconds`
+//! takes whole seconds (0 means its default, 1 s), so it runs with 1 s and
+//! es-sync, in this comparison, with `bulk.linger_ms = 1000`. Its other
+//! bulk limits are es-sync's: actions (`elasticsearch-max-docs`), bytes
+//! (`elasticsearch-max-bytes`) and connections (`elasticsearch-max-conns`
+//! = requests in flight).
 
-use crate::latency::{latency_run, wait_flowing};
-use crate::peers::{self, ratio};
-use crate::{
-    es, free_port, kafka, log, procmon, round, source_toml, sync_toml, usage_json, Child, Names,
-    Opts,
-};
+use crate::clients::{http, kafka};
+use crate::ctx::Ctx;
+use crate::log::{log, unix_now};
+use crate::ours;
+use crate::peers;
+use crate::phases::latency::{self, Target};
+use crate::phases::source::Seeded;
+use crate::phases::{compare, failed, resources};
+use crate::process::{procmon, Child};
+use crate::stats::round;
+use crate::templates::start_at;
 use anyhow::{Context as _, Result};
-use e2e_tests::workload;
+use e2e_tests::workload::Workload;
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// Monstache settings that differ from its defaults (besides names); bulk
-/// settings are its shipped defaults (4 connections, no document limit,
-/// 8 MiB, flushed every second), as es-sync runs with its own.
-const SETTINGS: &[&str] = &["stats = true", "enable-http-server = true"];
+/// Monstache's flush interval (its smallest), and es-sync's linger in this
+/// comparison.
+pub const FLUSH_MS: u64 = 1000;
 
-fn config(o: &Opts, db: &str, prefix: &str, http: &str, resume_ts: Option<u64>) -> String {
+/// Settings besides names and addresses: the stats endpoint, and es-sync's
+/// bulk limits.
+pub fn settings(cx: &Ctx) -> Vec<String> {
+    let b = &cx.batching;
+    vec![
+        "stats = true".into(),
+        "enable-http-server = true".into(),
+        format!("elasticsearch-max-docs = {}", b.bulk_max_actions),
+        format!("elasticsearch-max-bytes = {}", b.bulk_max_bytes),
+        format!("elasticsearch-max-conns = {}", b.bulk_in_flight),
+        format!("elasticsearch-max-seconds = {}", FLUSH_MS / 1000),
+    ]
+}
+
+fn config(
+    cx: &Ctx,
+    uri: &str,
+    db: &str,
+    prefix: &str,
+    http: &str,
+    resume_ts: Option<u32>,
+) -> String {
     let resume = resume_ts
         .map(|t| format!("resume-from-timestamp = {t}\n"))
         .unwrap_or_default();
     format!(
-        "mongo-url = \"{mongo}\"\nelasticsearch-urls = [\"{es}\"]\n\
+        "mongo-url = \"{uri}\"\nelasticsearch-urls = [\"{es}\"]\n\
          change-stream-namespaces = [\"{db}.card\", \"{db}.reply\"]\n{resume}\
          http-server-addr = \"{http}\"\n{settings}\n\n\
          [[mapping]]\nnamespace = \"{db}.card\"\nindex = \"{prefix}-cards\"\n\n\
          [[mapping]]\nnamespace = \"{db}.reply\"\nindex = \"{prefix}-replies\"\n",
-        mongo = o.mongo_uri,
-        es = o.es,
-        settings = SETTINGS.join("\n"),
+        es = cx.o.es,
+        settings = settings(cx).join("\n"),
     )
 }
 
-/// The `http-server-addr` of a config written by `config`.
-fn http_addr(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("http-server-addr = "))
-        .map(|v| v.trim_matches('"').to_string())
-}
-
-async fn start(o: &Opts, bin: &Path, name: &str, text: &str) -> Result<Child> {
-    let dir = o.work.join("peers-monstache");
+fn start(cx: &Ctx, bin: &Path, name: &str, text: &str, http: String) -> Result<Child> {
+    let dir = cx.work("peers-monstache");
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text)?;
-    let http = http_addr(text).context("http-server-addr")?;
-    let mut cmd = tokio::process::Command::new(bin);
+    let mut cmd = cx.pin.command(bin);
     cmd.arg("-f").arg(&file);
-    peers::spawn(cmd, http, &dir.join(format!("{name}.log")))
+    Child::spawn(cmd, http, &dir.join(format!("{name}.log")))
 }
 
 /// Documents done according to Monstache's `/stats` (`Succeeded`).
 async fn succeeded(admin: &str) -> f64 {
-    match es::http_get(admin, "/stats").await {
+    match http::get(admin, "/stats").await {
         Ok((200, body)) => serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| v["Succeeded"].as_f64())
@@ -72,178 +97,180 @@ async fn succeeded(admin: &str) -> f64 {
     }
 }
 
-/// Runs both measures; `src` and `lat` are phases 1 and 3 of this run.
-pub async fn run(o: &Opts, bin: &Path, src: &Value, lat: &Value) -> Result<Value> {
-    let db = src["names"]["db"]
-        .as_str()
-        .context("phase 1 has no names")?;
-    let base = src["names"]["prefix"].as_str().context("phase 1 prefix")?;
-    let ts = src["start_ts"]
-        .as_u64()
-        .context("phase 1 has no start_ts")?;
-    let es = es::Es::new(&o.es)?;
-    let n = o.docs;
-    let timeout = peers::catch_up_timeout(n);
-
-    // Catch-up, Monstache.
-    let prefix = format!("{base}m");
-    peers::create_indices(o, &es, &prefix).await?;
-    let http = format!("127.0.0.1:{}", free_port()?);
-    log(&format!(
-        "[peers] monstache catch-up of {db} from {ts} ({n} documents)"
-    ));
+/// One Monstache catch-up of `db` into `{prefix}-*`.
+async fn monstache_trial(cx: &Ctx, bin: &Path, db: &Seeded, prefix: &str) -> Result<Value> {
+    let n = db.docs;
+    cx.es.create_indices(&cx.o.repo, prefix).await?;
+    let http = cx.ports.addr()?;
+    let text = config(cx, &db.uri, &db.names.db, prefix, &http, Some(db.ts));
     let t0 = Instant::now();
-    let mut m = start(o, bin, "catch-up", &config(o, db, &prefix, &http, Some(ts))).await?;
+    let mut m = start(cx, bin, prefix, &text, http)?;
     let before = m.mon.now();
     let admin = m.admin.clone();
-    let c = peers::count_until("monstache", n, t0, timeout, &mut [&mut m], || {
-        succeeded(&admin)
-    })
-    .await?;
+    let c = peers::count_until(
+        "monstache",
+        n,
+        t0,
+        peers::catch_up_timeout(n),
+        &mut [&mut m],
+        || succeeded(&admin),
+    )
+    .await;
     let after = m.mon.now();
-    let mu = procmon::usage(&m.mon.samples(), before, after, n);
+    let u = procmon::usage(&m.mon.samples(), before, after, n);
     m.stop().await?;
-    let peer_rate = c.rate(n);
-    log(&format!(
-        "[peers] monstache: {peer_rate:.0} docs/s (first {:.2} s after spawn), RSS steady {:.1} MiB",
-        c.first, mu.steady_rss_mib
-    ));
+    cx.es.delete_indices(prefix).await;
+    let c = c?;
+    Ok(json!({
+        "docs_per_s": round(c.rate(n), 0),
+        "first_documents_after_spawn_s": round(c.first, 2),
+        "resources": u.json(),
+    }))
+}
 
-    // Catch-up, ours: both binaries from the same start time.
-    let names = Names {
-        db: db.to_string(),
-        prefix: format!("{base}o"),
-    };
-    kafka::create_topics(&o.kafka, &names.topics(), 3).await?;
-    let (sadmin, yadmin) = (
-        format!("127.0.0.1:{}", free_port()?),
-        format!("127.0.0.1:{}", free_port()?),
-    );
-    let scfg = o.work.join(format!("mongo-source-{}.toml", names.prefix));
-    let start_at = format!("mode = \"timestamp\"\ntimestamp = {ts}");
-    std::fs::write(
-        &scfg,
-        source_toml(o, &o.mongo_uri, &names, &sadmin, &start_at),
-    )?;
-    let ycfg = o.work.join(format!("es-sync-{}.toml", names.prefix));
-    let group = format!("{}-sync", names.prefix);
-    std::fs::write(&ycfg, sync_toml(o, &names, &group, &yadmin))?;
+/// One catch-up of ours: both binaries started together from `db`'s start
+/// time into fresh topics `{prefix}.*` and aliases `{prefix}-*`.
+async fn ours_trial(cx: &Ctx, db: &Seeded, prefix: &str) -> Result<Value> {
+    let n = db.docs;
+    let names = db.names.with_prefix(prefix.to_string());
+    kafka::create_topics(&cx.o.kafka, &names.topics(), cx.o.partitions).await?;
     let t0 = Instant::now();
-    let log_of = |b: &str| o.work.join(format!("{b}-{}.log", names.prefix));
-    let mut s = Child::spawn(
-        &o.bin_dir.join("mongo-source"),
-        &scfg,
-        sadmin,
-        &log_of("mongo-source"),
-    )
-    .await?;
-    let y = Child::spawn(
-        &o.bin_dir.join("es-sync"),
-        &ycfg,
-        yadmin,
-        &log_of("es-sync"),
-    )
-    .await?;
+    let mut s = ours::spawn_source(cx, &db.uri, &names, start_at(db.ts), "exactly_once", prefix)?;
+    let y = ours::spawn_sync(
+        cx,
+        &names,
+        &format!("{prefix}-g"),
+        prefix,
+        prefix,
+        Some(FLUSH_MS),
+    )?;
     let (s0, y0) = (s.mon.now(), y.mon.now());
-    let oc = {
+    let c = {
         let yref = &y;
         let count = || yref.metric("es_sync_documents_total");
-        // `count` borrows `y`; the exit check watches mongo-source.
         peers::count_until(
             "mongo-source + es-sync",
             n,
             t0,
-            timeout,
+            peers::catch_up_timeout(n),
             &mut [&mut s],
             count,
         )
-        .await?
+        .await
     };
     let (s1, y1) = (s.mon.now(), y.mon.now());
     let su = procmon::usage(&s.mon.samples(), s0, s1, n);
     let yu = procmon::usage(&y.mon.samples(), y0, y1, n);
     s.stop().await?;
     y.stop().await?;
-    let ours_rate = oc.rate(n);
-    log(&format!(
-        "[peers] ours end to end: {ours_rate:.0} docs/s, RSS steady source {:.1} + sync {:.1} MiB",
-        su.steady_rss_mib, yu.steady_rss_mib
-    ));
+    cx.es.delete_indices(prefix).await;
+    let c = c?;
+    Ok(json!({
+        "docs_per_s": round(c.rate(n), 0),
+        "first_documents_after_spawn_s": round(c.first, 2),
+        "mongo_source": su.json(),
+        "es_sync": yu.json(),
+        "resources": {
+            "steady_rss_mib": round(su.steady_rss_mib + yu.steady_rss_mib, 1),
+            "peak_rss_mib": round(su.peak_rss_mib + yu.peak_rss_mib, 1),
+            "cpu_s_per_1k_events": round(su.cpu_s_per_1k + yu.cpu_s_per_1k, 3),
+            "cpu_share": round(su.cpu_share + yu.cpu_share, 3),
+        },
+    }))
+}
 
-    let latency = latency_runs(o, bin, lat).await?;
+/// Runs both measures on the source phase's database `db`; `lat` is the
+/// latency phase of this run (ours, for the side by side).
+pub async fn run(cx: &Ctx, bin: &Path, db: &Seeded, lat: &Value) -> Result<Value> {
+    log(&format!(
+        "[peers] monstache vs ours, catch-up of {} from {} ({} documents), {} trials",
+        db.names.db, db.ts, db.docs, cx.o.trials
+    ));
+    let base = format!("{}m", db.names.prefix);
+    let _ = monstache_trial(cx, bin, db, &format!("{base}mw")).await?;
+    let _ = ours_trial(cx, db, &format!("{base}ow")).await?;
+    let mut trials = vec![];
+    for i in 0..cx.o.trials {
+        let mut row = json!({});
+        cx.es
+            .wait_merges(std::time::Duration::from_secs(60))
+            .await?;
+        row["ours"] = ours_trial(cx, db, &format!("{base}o{i}")).await?;
+        cx.es
+            .wait_merges(std::time::Duration::from_secs(60))
+            .await?;
+        row["monstache"] = monstache_trial(cx, bin, db, &format!("{base}m{i}"))
+            .await
+            .unwrap_or_else(|e| failed(&e));
+        log(&format!(
+            "[peers] trial {i}: ours {} docs/s, monstache {}",
+            row["ours"]["docs_per_s"], row["monstache"]["docs_per_s"]
+        ));
+        trials.push(row);
+    }
+    let latency = latency_runs(cx, bin, lat)
+        .await
+        .unwrap_or_else(|e| failed(&e));
     Ok(json!({
         "status": "run",
-        "settings": SETTINGS,
+        "settings": settings(cx),
+        "es_sync_linger_ms": FLUSH_MS,
         "catch_up": {
-            "documents": n,
-            "monstache": {
-                "docs_per_s": round(peer_rate, 0),
-                "first_documents_after_spawn_s": round(c.first, 2),
-                "resources": usage_json(&mu),
-            },
-            "ours": {
-                "docs_per_s": round(ours_rate, 0),
-                "first_documents_after_spawn_s": round(oc.first, 2),
-                "mongo_source": usage_json(&su),
-                "es_sync": usage_json(&yu),
-                "steady_rss_mib_sum": round(su.steady_rss_mib + yu.steady_rss_mib, 1),
-            },
-            "ratio_docs_per_s": ratio(ours_rate, peer_rate),
-            "ratio_steady_rss": ratio(su.steady_rss_mib + yu.steady_rss_mib, mu.steady_rss_mib),
+            "documents": db.docs,
+            "vs_monstache": compare(&trials, "ours", "monstache", "docs_per_s"),
+            "ours_resources": resources(&trials, "ours"),
+            "monstache_resources": resources(&trials, "monstache"),
+            "trials": trials,
         },
         "latency": latency,
     }))
 }
 
-/// Monstache at the fixed rates of phase 3 (`lat`), new database, from now.
-async fn latency_runs(o: &Opts, bin: &Path, lat: &Value) -> Result<Value> {
-    let tag = format!("{}pm", crate::unix_now());
+/// Monstache at the fixed rates of the latency phase (`lat`), one run per
+/// rate, on a new database, from now, on the latency phase's server.
+async fn latency_runs(cx: &Ctx, bin: &Path, lat: &Value) -> Result<Value> {
+    let uri = lat["server"]
+        .as_str()
+        .context("the latency phase did not run")?
+        .to_string();
+    let tag = format!("{}pm", unix_now());
     let (db, prefix) = (format!("bench_{tag}"), format!("b{tag}"));
-    let client = mongodb::Client::with_uri_str(&o.mongo_uri).await?;
+    let client = mongodb::Client::with_uri_str(&uri).await?;
     let mdb = client.database(&db);
-    // The collections exist before the streams open.
     for c in ["card", "reply"] {
         mdb.collection::<Document>(c)
             .insert_one(doc! {"_id": format!("warm-{c}")})
             .await?;
     }
-    let es = es::Es::new(&o.es)?;
-    peers::create_indices(o, &es, &prefix).await?;
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let m = start(o, bin, "latency", &config(o, &db, &prefix, &http, None)).await?;
+    cx.es.create_indices(&cx.o.repo, &prefix).await?;
+    let http = cx.ports.addr()?;
+    let m = start(
+        cx,
+        bin,
+        "latency",
+        &config(cx, &uri, &db, &prefix, &http, None),
+        http,
+    )?;
     let alias = format!("{prefix}-cards");
     let cards = mdb.collection::<Document>("card");
-    let mut w = workload::Workload::new(o.seed + 2);
-    let flowing = wait_flowing(&es, &alias, &cards, &mut w).await?;
+    let mut w = Workload::new(cx.o.seed + 2);
+    let flowing = latency::wait_flowing(&cx.es, &alias, &cards, &mut w).await?;
     log(&format!("[peers] monstache flowing after {flowing:.1} s"));
+    let target = Target {
+        alias: &alias,
+        cards: &cards,
+        procs: vec![("monstache", &m)],
+        track: Arc::default(),
+    };
     let mut runs = vec![];
-    for &r in &o.rates {
-        // Monstache is both "source" and "sink": one process.
-        let mut v = latency_run(o, &es, &alias, &cards, &mut w, r, &m, &m).await?;
-        let changes = v["changes"].as_u64().unwrap_or(0);
-        let mut res = v["mongo_source"].take();
-        let cpu = res["cpu_s"].as_f64().unwrap_or(0.0);
-        res["events"] = json!(changes);
-        res["cpu_s_per_1k_events"] = json!(if changes > 0 {
-            round(cpu * 1000.0 / changes as f64, 3)
-        } else {
-            0.0
-        });
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("mongo_source");
-            obj.remove("es_sync");
-        }
-        v["monstache"] = res;
-        let ours = lat["runs"]
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["target_per_s"].as_u64() == Some(r)))
-            .map(|x| x["latency_ms"].clone())
-            .unwrap_or(Value::Null);
-        v["ours_latency_ms"] = ours;
-        runs.push(v);
+    let mut tick = 0i64;
+    for &r in &cx.o.rates {
+        runs.push(latency::run_at_rate(cx, &target, &mut w, r, cx.o.rate_secs, &mut tick).await?);
     }
+    drop(target);
     m.stop().await?;
-    Ok(json!({"runs": runs}))
+    cx.es.delete_indices(&prefix).await;
+    Ok(json!({"rates": latency::pool(&cx.o.rates, &runs)}))
 }
 
 #[cfg(test)]
@@ -251,12 +278,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_maps_each_collection_to_its_index_and_resumes_only_when_asked() {
-        let text = config(&peers::tests::opts(), "db1", "p", "127.0.0.1:9", Some(17));
+    fn config_maps_each_collection_flushes_like_es_sync_and_resumes_only_when_asked() {
+        let cx = peers::tests::ctx();
+        let text = config(&cx, "mongodb://m", "db1", "p", "127.0.0.1:9", Some(17));
         let v: toml::Value = toml::from_str(&text).expect("TOML");
         assert_eq!(v["resume-from-timestamp"].as_integer(), Some(17));
         assert_eq!(v["stats"].as_bool(), Some(true));
-        assert_eq!(v["enable-http-server"].as_bool(), Some(true));
+        assert_eq!(v["elasticsearch-max-seconds"].as_integer(), Some(1));
+        let docs = i64::try_from(cx.batching.bulk_max_actions).expect("i64");
+        assert_eq!(v["elasticsearch-max-docs"].as_integer(), Some(docs));
         let maps = v["mapping"].as_array().expect("mappings");
         let pairs: Vec<(&str, &str)> = maps
             .iter()
@@ -268,8 +298,7 @@ mod tests {
             })
             .collect();
         assert_eq!(pairs, [("db1.card", "p-cards"), ("db1.reply", "p-replies")]);
-        assert_eq!(http_addr(&text).as_deref(), Some("127.0.0.1:9"));
-        let live = config(&peers::tests::opts(), "db1", "p", "127.0.0.1:9", None);
+        let live = config(&cx, "mongodb://m", "db1", "p", "127.0.0.1:9", None);
         let v: toml::Value = toml::from_str(&live).expect("TOML");
         assert!(v.get("resume-from-timestamp").is_none());
     }

@@ -1,13 +1,17 @@
-//! Peer: Vector (kafka source -> remap -> elasticsearch sink, a build with
-//! only those components) vs `es-sync`, on the topics `mongo-source` wrote
-//! in phase 1, into fresh indices made from `config/indices/`. Documents/s
-//! from the first poll that saw documents indexed to the one that saw all
-//! (`indexing.index_total` of the indices' primaries, polled every 100 ms);
-//! RSS from `/proc`.
+//! Peer of es-sync: Vector (kafka source -> remap -> elasticsearch sink, a
+//! build with only those components), an arm of the sync phase: on the
+//! topics `mongo-source` wrote, into fresh indices made from
+//! `config/indices/`. Documents/s from the first poll that saw documents
+//! indexed to the one that saw all (`indexing.index_total` of the indices'
+//! primaries, polled every 100 ms); RSS from `/proc`.
 
-use crate::peers::{self, ratio};
-use crate::{es, log, procmon, round, usage_json, Opts};
-use anyhow::{Context as _, Result};
+use crate::clients::es::Es;
+use crate::ctx::Ctx;
+use crate::peers;
+use crate::process::{procmon, Child};
+use crate::stats::round;
+use crate::templates::Batching;
+use anyhow::Result;
 use elasticsearch::http::Method;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -31,18 +35,21 @@ doc._vidx = if coll == "card" { "cards" } else { "replies" }
 . = doc
 "#;
 
-/// Sink settings chosen to match es-sync's shipped bulk defaults (1000
-/// actions, 5 MiB, 4 in flight, 50 ms linger) and its delivery (offsets
-/// committed after Elasticsearch acknowledged).
-const SINK_SETTINGS: &[&str] = &[
-    "batch.max_events = 1000",
-    "batch.max_bytes = 5242880",
-    "batch.timeout_secs = 0.05",
-    "request.concurrency = 4",
-    "acknowledgements.enabled = true",
-];
+/// Sink settings: es-sync's batch limits (filled in by [`sink_settings`])
+/// and Vector's own adaptive request concurrency (ARC), as Vector is run
+/// when tuned for throughput; acknowledgements on, so that Kafka offsets
+/// are committed after Elasticsearch acknowledged, as es-sync commits.
+pub fn sink_settings(b: &Batching) -> Vec<String> {
+    vec![
+        format!("batch.max_events = {}", b.bulk_max_actions),
+        format!("batch.max_bytes = {}", b.bulk_max_bytes),
+        format!("batch.timeout_secs = {}", b.bulk_linger_ms as f64 / 1000.0),
+        "request.concurrency = \"adaptive\"".to_string(),
+        "acknowledgements.enabled = true".to_string(),
+    ]
+}
 
-fn config(o: &Opts, dir: &Path, topics: &[String], group: &str, prefix: &str) -> String {
+fn config(cx: &Ctx, dir: &Path, topics: &[String], group: &str, prefix: &str) -> String {
     let topics = topics
         .iter()
         .map(|t| format!("\"{t}\""))
@@ -80,15 +87,15 @@ encoding.except_fields = ["_vid", "_vver", "_vidx"]
 {sink}
 "#,
         data = dir.join("data").display(),
-        kafka = o.kafka,
-        es = o.es,
+        kafka = cx.o.kafka,
+        es = cx.o.es,
         vrl = VRL,
-        sink = SINK_SETTINGS.join("\n"),
+        sink = sink_settings(&cx.batching).join("\n"),
     )
 }
 
 /// Documents indexed into `{prefix}-*` (primaries' `index_total`).
-async fn indexed(es: &es::Es, prefix: &str) -> f64 {
+async fn indexed(es: &Es, prefix: &str) -> f64 {
     match es
         .call(Method::Get, &format!("/{prefix}-*/_stats/indexing"), None)
         .await
@@ -100,42 +107,31 @@ async fn indexed(es: &es::Es, prefix: &str) -> f64 {
     }
 }
 
-/// Runs Vector on phase 1's topics (`src`) and compares with phase 2 (`sync`).
-pub async fn run(o: &Opts, bin: &Path, src: &Value, sync: &Value) -> Result<Value> {
-    let db = src["names"]["db"]
-        .as_str()
-        .context("phase 1 has no names")?;
-    let base = src["names"]["prefix"].as_str().context("phase 1 prefix")?;
-    let topics: Vec<String> = ["card", "reply"]
-        .iter()
-        .map(|c| format!("{base}.{db}.{c}"))
-        .collect();
-    let prefix = format!("{base}v");
-    let es = es::Es::new(&o.es)?;
-    peers::create_indices(o, &es, &prefix).await?;
-    let dir = o.work.join(format!("peers-{prefix}"));
+/// One trial: Vector over `topics` (`n` records) into fresh indices
+/// `{prefix}-*`, deleted afterwards.
+pub async fn trial(cx: &Ctx, bin: &Path, topics: &[String], n: u64, prefix: &str) -> Result<Value> {
+    cx.es.create_indices(&cx.o.repo, prefix).await?;
+    let dir = cx.work(&format!("peers-{prefix}"));
     std::fs::create_dir_all(dir.join("data"))?;
     let file = dir.join("vector.toml");
-    let group = format!("{prefix}-vector");
-    std::fs::write(&file, config(o, &dir, &topics, &group, &prefix))?;
-    let n = o.docs;
-    log(&format!(
-        "[peers] Vector on {} ({n} records)",
-        topics.join(", ")
-    ));
-    let mut cmd = tokio::process::Command::new(bin);
+    std::fs::write(
+        &file,
+        config(cx, &dir, topics, &format!("{prefix}-vector"), prefix),
+    )?;
+    let mut cmd = cx.pin.command(bin);
     cmd.arg("--config").arg(&file).env("VECTOR_LOG", "warn");
-    let t0 = Instant::now();
-    let mut v = peers::spawn(cmd, String::new(), &dir.join("vector.log"))?;
-    let before = v.mon.now();
     let log_file = dir.join("vector.log");
+    let t0 = Instant::now();
+    let mut v = Child::spawn(cmd, String::new(), &log_file)?;
+    let before = v.mon.now();
+    let servers0 = cx.o.servers.mark();
     let c = peers::count_until(
         "Vector",
         n,
         t0,
         peers::catch_up_timeout(n),
         &mut [&mut v],
-        || indexed(&es, &prefix),
+        || indexed(&cx.es, prefix),
     )
     .await
     .map_err(|e| {
@@ -149,30 +145,18 @@ pub async fn run(o: &Opts, bin: &Path, src: &Value, sync: &Value) -> Result<Valu
             })
             .unwrap_or_else(|| "none".into());
         anyhow::anyhow!("{e:#}; last error in {}: {last_error}", log_file.display())
-    })?;
+    });
     let after = v.mon.now();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let u = procmon::usage(&v.mon.samples(), before, after, n);
     v.stop().await?;
-    let peer = c.rate(n);
-    let ours = sync["es_sync"]["docs_per_s"].as_f64().unwrap_or(0.0);
-    let ours_rss = sync["es_sync"]["resources"]["steady_rss_mib"]
-        .as_f64()
-        .unwrap_or(0.0);
-    log(&format!(
-        "[peers] Vector: {peer:.0} docs/s (first {:.2} s after spawn), RSS steady {:.1} MiB; es-sync {ours:.0} docs/s, {ours_rss:.1} MiB",
-        c.first, u.steady_rss_mib
-    ));
+    cx.es.delete_indices(prefix).await;
+    let c = c?;
     Ok(json!({
-        "status": "run",
-        "documents": n,
-        "docs_per_s": round(peer, 0),
+        "docs_per_s": round(c.rate(n), 0),
         "first_documents_after_spawn_s": round(c.first, 2),
-        "resources": usage_json(&u),
-        "sink_settings": SINK_SETTINGS,
-        "es_sync_docs_per_s": ours,
-        "es_sync_steady_rss_mib": ours_rss,
-        "ratio_docs_per_s": ratio(ours, peer),
-        "ratio_steady_rss": ratio(ours_rss, u.steady_rss_mib),
+        "resources": u.json(),
+        "servers_cpu": servers,
     }))
 }
 
@@ -181,10 +165,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_is_toml_naming_the_topics_and_the_prefixed_indices() {
-        let o = crate::peers::tests::opts();
+    fn config_is_toml_naming_the_topics_the_prefixed_indices_and_adaptive_concurrency() {
+        let cx = crate::peers::tests::ctx();
         let text = config(
-            &o,
+            &cx,
             Path::new("/d"),
             &["a.db.card".into(), "a.db.reply".into()],
             "g",
@@ -199,8 +183,13 @@ mod tests {
             Some("px-{{ _vidx }}")
         );
         assert_eq!(
-            v["sinks"]["es"]["request"]["concurrency"].as_integer(),
-            Some(4)
+            v["sinks"]["es"]["request"]["concurrency"].as_str(),
+            Some("adaptive")
+        );
+        let max = i64::try_from(cx.batching.bulk_max_actions).expect("i64");
+        assert_eq!(
+            v["sinks"]["es"]["batch"]["max_events"].as_integer(),
+            Some(max)
         );
         let vrl = v["transforms"]["doc"]["source"].as_str().expect("vrl");
         assert!(vrl.contains("\"cards\"") && vrl.contains("\"replies\""));
