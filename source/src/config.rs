@@ -640,6 +640,14 @@ mod tests {
                 "kafka.compression",
             ),
             (
+                &[("MONGO_SOURCE__KAFKA__COMPRESION", "zstd")],
+                "kafka.compresion",
+            ),
+            (
+                &[("MONGO_SOURCE__KAFKA__BOOTSTRAP_SERVERS", " ")],
+                "kafka.bootstrap_servers",
+            ),
+            (
                 &[("MONGO_SOURCE__BATCH__MAX_EVENTS", "0")],
                 "batch.max_events",
             ),
