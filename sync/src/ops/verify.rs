@@ -242,7 +242,9 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     let repair = if req.repair {
         let ts = cluster_time(&client, &collection).await?;
         let version = Version::of_cluster_time(ts.t, ts.i).as_u64();
-        let producer: FutureProducer = crate::consumer::consumer_config(cfg, "unused")
+        let producer: FutureProducer = cfg
+            .kafka
+            .client_config()
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("acks", "all")
