@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod ops;
 pub mod patch;
+pub mod record;
 pub mod rollup;
 pub mod status;
 #[doc(hidden)]

@@ -14,9 +14,10 @@
 use super::fault::Fault;
 use super::outgoing::{plan, Form, Outgoing};
 use super::probe::{probe, Limit};
-use super::{DlqReason, RawRecord};
+use super::DlqReason;
 use crate::config::SyncConfig;
 use crate::metrics::{FaultLabels, FormLabels, Metrics};
+use crate::record::RawRecord;
 use backoff::backoff::Backoff as _;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
