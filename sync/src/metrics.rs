@@ -15,6 +15,7 @@
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
+//! | `es_sync_rollup_requests_total` | `request` = read_children, read_parents, search, write | the roll-up's own requests to Elasticsearch, beside the bulks of the records (its cost: `docs/benchmarks.md`) |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
 //! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock, dlq | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
 //! | `es_sync_freshness_seconds` | `index` | histogram: MongoDB commit of a change -> searchable (accepted by a bulk and past the next refresh of the index), see [`crate::freshness`] |
@@ -70,6 +71,13 @@ pub struct FaultLabels {
     pub fault: String,
 }
 
+/// Labels of `es_sync_rollup_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `read_children`, `read_parents`, `search`, `write`.
+    pub request: String,
+}
+
 /// Labels by index.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IndexLabels {
@@ -108,6 +116,8 @@ pub struct Metrics {
     pub task_panics: Counter,
     /// Roll-ups written.
     pub rollups: Counter,
+    /// The roll-up's own requests, by kind.
+    pub rollup_requests: Family<RequestLabels, Counter>,
     /// MongoDB commit -> searchable, per alias.
     pub freshness_seconds: Family<IndexLabels, Histogram, fn() -> Histogram>,
     /// Items accepted by Elasticsearch, waiting to be found searchable.
@@ -142,6 +152,7 @@ impl Default for Metrics {
             waiting: Family::default(),
             task_panics: Counter::default(),
             rollups: Counter::default(),
+            rollup_requests: Family::default(),
             freshness_seconds: Family::new_with_constructor(freshness_histogram),
             freshness: crate::freshness::Freshness::default(),
             dlq_records: Family::default(),
@@ -210,6 +221,11 @@ impl Metrics {
             "rollups",
             "Parents whose roll-up was recomputed and written",
             m.rollups.clone(),
+        );
+        r.register(
+            "rollup_requests",
+            "The roll-up's own requests to Elasticsearch, by kind",
+            m.rollup_requests.clone(),
         );
         r.register(
             "task_panics",

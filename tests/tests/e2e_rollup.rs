@@ -90,6 +90,25 @@ async fn reply_counts_follow_every_kind_of_change() {
         json!(["둘째 댓글", "첫 댓글", "스냅샷 때부터 있던 댓글"])
     );
     card_with(&p, b, 1).await;
+    // The roll-up's own requests are counted by kind (its cost): each bulk
+    // of replies read the replies' previous cards, then the cards, a search
+    // of their replies and a write of the changed roll-ups.
+    let text = e2e_tests::http_get(p.sync_admin_port, "/metrics")
+        .await
+        .unwrap();
+    let requests = |kind: &str| {
+        e2e_tests::metric_value(
+            &text,
+            &format!("es_sync_rollup_requests_total{{request=\"{kind}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no roll-up request count of {kind}:\n{text}"))
+    };
+    assert!(requests("read_children") >= 1.0, "{text}");
+    assert!(requests("search") >= requests("read_children"), "{text}");
+    assert!(requests("read_parents") >= requests("search"), "{text}");
+    // (a write may be refused whole by a compare-and-set conflict and
+    // redone, so writes are not bounded by the roll-ups written)
+    assert!(requests("write") >= 1.0, "{text}");
 
     // A reply deleted, a reply moved to the other card.
     replies.delete_one(doc! { "_id": "r2" }).await.unwrap();

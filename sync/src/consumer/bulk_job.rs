@@ -170,7 +170,7 @@ impl BulkJob {
         let ids: BTreeSet<String> = batch.iter().map(|t| t.target.id.clone()).collect();
         let mut parents = self
             .forever("roll-up: reading the children's parents", || {
-                rollup::store::parents_of(&self.es, plan, &ids)
+                rollup::store::parents_of(&self.es, plan, &ids, &self.metrics.rollup_requests)
             })
             .await?;
         let finals = self
@@ -237,7 +237,13 @@ impl BulkJob {
                 .collect();
             let current = self
                 .forever("roll-up: reading the parents", || {
-                    rollup::store::fetch(&self.es, &plan.parent_index, &ids)
+                    rollup::store::fetch(
+                        &self.es,
+                        &plan.parent_index,
+                        &ids,
+                        &self.metrics.rollup_requests,
+                        "read_parents",
+                    )
                 })
                 .await?;
             let mut items = Vec::new();
@@ -323,7 +329,7 @@ impl BulkJob {
         }
         let written = self
             .forever("roll-up: recomputing", || {
-                rollup::store::recompute(&self.es, plan, parents)
+                rollup::store::recompute(&self.es, plan, parents, &self.metrics.rollup_requests)
             })
             .await?;
         self.metrics.rollups.inc_by(written as u64);
