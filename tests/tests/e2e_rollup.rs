@@ -355,3 +355,89 @@ async fn a_redelivered_card_without_its_roll_up_gets_it() {
     stop_source.cancel();
     source.await.unwrap().unwrap();
 }
+
+/// es-sync killed after a request of replies that deletes one (then one
+/// that moves one to another card) was applied by Elasticsearch and
+/// before the cards' roll-ups were written (a stop point right there,
+/// then kill -9). Redelivered, the delete finds no reply left to name its
+/// card and the move finds the reply already under its new card: without
+/// the parents flagged before the request, the old card kept counting the
+/// reply it lost (found by the chaos suite's "Elasticsearch frozen while
+/// es-sync gets SIGTERM" fault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_deleted_or_moved_just_before_a_crash_leave_their_card() {
+    use e2e_tests::sync_support::es_call;
+    use elasticsearch::http::Method;
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    for id in [a, b] {
+        cards
+            .insert_one(doc! { "_id": id, "title": "단풍" })
+            .await
+            .unwrap();
+    }
+    for k in 0..3 {
+        replies
+            .insert_one(reply(&format!("r{k}"), a, k, "좋아요"))
+            .await
+            .unwrap();
+    }
+    let (stop_source, source) = p.source.spawn();
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    // Stops itself right after the first request that deletes or moves a
+    // reply was answered, before the roll-up.
+    let start_sync = |faults: &str| {
+        Proc::start(
+            "es-sync",
+            &["--config", &sync_cfg],
+            &[(shared::faults::ENV, faults)],
+        )
+    };
+    let armed = "sync.rollup.children_sent:leaving=1";
+    let reply_at = |id: &'static str| {
+        let index = p.replies.clone();
+        async move { es_call(Method::Get, &format!("/{index}/_doc/{id}"), None).await }
+    };
+    let mut sync = start_sync(armed);
+    card_with(&p, a, 3).await;
+
+    // A delete, applied, then the crash.
+    replies.delete_one(doc! { "_id": "r1" }).await.unwrap();
+    eventually("r1 deleted from the index", WAIT, || async {
+        (reply_at("r1").await.0 == 404).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.kill9();
+    let card = &es_documents(&p.cards).await[&a.to_hex()];
+    assert_eq!(card["reply_count"], 3, "the crash came before the roll-up");
+    let mut sync = start_sync(armed);
+    card_with(&p, a, 2).await;
+
+    // A move to the other card, applied, then the crash.
+    replies
+        .update_one(doc! { "_id": "r2" }, doc! { "$set": { "card_id": b } })
+        .await
+        .unwrap();
+    eventually("r2 under card b in the index", WAIT, || async {
+        let (s, body) = reply_at("r2").await;
+        (s == 200 && body["_source"]["_sync"]["parent"] == json!(b.to_hex())).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.kill9();
+    let mut sync = start_sync("");
+    card_with(&p, a, 1).await;
+    card_with(&p, b, 1).await;
+    // No flag is left once the roll-ups are written.
+    let card = &es_documents(&p.cards).await[&a.to_hex()];
+    assert!(card["_sync"].get("rollup_pending").is_none(), "{card}");
+    p.assert_verified().await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
