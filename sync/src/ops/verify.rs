@@ -218,8 +218,14 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     let collection = client.database(&db).collection::<Document>(&coll);
     let es = elastic::client(&cfg.elasticsearch)?;
     let repair = if req.repair {
+        // Versioned like a snapshot copy: one tick before the time read
+        // first, so a change at that very time (still committing while the
+        // comparison read) is newer than the repair and wins.
         let ts = cluster_time(&client, &collection).await?;
-        let version = Version::of_cluster_time(ts.t, ts.i).as_u64();
+        let version = shared::wire::change_stream::snapshot_version(mongodb::bson::Timestamp {
+            time: ts.t,
+            increment: ts.i,
+        });
         let producer: FutureProducer = crate::consumer::consumer_config(cfg, "unused")
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
