@@ -212,12 +212,14 @@ impl BulkJob {
             }
         }
         let mut pending: Vec<usize> = Vec::new();
+        let mut superseded: HashSet<usize> = HashSet::new();
         for (k, t) in batch.iter().enumerate() {
             if lines[k].is_none() {
                 continue;
             }
             if !t.target.delete && last.get(t.target.id.as_str()) != Some(&k) {
                 finals[k] = Some(Final::Conflict);
+                superseded.insert(k);
             } else {
                 pending.push(k);
             }
@@ -298,6 +300,15 @@ impl BulkJob {
                 }
             }
             pending = again;
+        }
+        // A parent the index already holds at this version or newer (a
+        // redelivery, a replay): its earlier delivery may have ended before
+        // its roll-up was written (a crash in between), so compute it again
+        // (a no-op write when it holds).
+        for (k, t) in batch.iter().enumerate() {
+            if !t.target.delete && finals[k] == Some(Final::Conflict) && !superseded.contains(&k) {
+                recompute.insert(t.target.id.clone());
+            }
         }
         // Still conflicting after every round: abandoned, redelivered.
         self.recompute(plan, &recompute).await?;

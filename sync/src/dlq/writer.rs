@@ -63,11 +63,7 @@ struct Inner {
 impl DlqWriter {
     /// A writer for the configured dead-letter topic (no I/O yet).
     pub fn new(cfg: &SyncConfig, metrics: Metrics) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-        for (k, v) in cfg.kafka.client_properties() {
-            base.set(k, v);
-        }
+        let base = cfg.kafka.client_config();
         let admin = base.create()?;
         Ok(Self {
             inner: Arc::new(Inner {
