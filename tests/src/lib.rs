@@ -88,7 +88,9 @@ fn port_in_range(range: &str) -> u16 {
         .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
         .filter(|(l, h)| 0 < *l && l <= h)
         .unwrap_or_else(|| panic!("{PORT_RANGE_ENV}={range}: expected LOW-HIGH, e.g. 21400-21499"));
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let span = u32::from(high - low) + 1;
     let start = rand::rng().random_range(0..span);
     for k in 0..span {

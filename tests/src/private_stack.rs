@@ -343,10 +343,7 @@ impl PrivateStack {
     /// Runs `scripts/stack ARGS` on this stack with extra environment
     /// (e.g. `ES_WRITE_QUEUE_SIZE` for a restart).
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) {
-        let st = self
-            .command(args, env)
-            .status()
-            .expect("run scripts/stack");
+        let st = self.command(args, env).status().expect("run scripts/stack");
         assert!(
             st.success(),
             "scripts/stack {args:?} failed (STACK_DIR {})",

@@ -170,7 +170,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
             reset(client, &shared);
             continue;
         }
-        tokio::spawn(connect(client, shared.clone(), shared.generation().child_token()));
+        tokio::spawn(connect(
+            client,
+            shared.clone(),
+            shared.generation().child_token(),
+        ));
     }
 }
 

@@ -76,7 +76,5 @@ async fn write_rejections(run: &mut Run) {
         run.extra_writes
     );
     assert!(rejected > 0, "the node rejected no write");
-    run.stack
-        .servers(&["restart", "elasticsearch"], &[])
-        .await;
+    run.stack.servers(&["restart", "elasticsearch"], &[]).await;
 }

@@ -74,9 +74,11 @@ async fn dlq_unavailable(run: &mut Run) {
         .delete_topics(&[&topic], &AdminOptions::new())
         .await
         .expect("delete the dead-letter topic");
-    crate::eventually("the dead-letter topic gone", Duration::from_secs(60), || async {
-        (!crate::kafka::topic_exists(&topic).await).then_some(())
-    })
+    crate::eventually(
+        "the dead-letter topic gone",
+        Duration::from_secs(60),
+        || async { (!crate::kafka::topic_exists(&topic).await).then_some(()) },
+    )
     .await;
     let id = ObjectId::new();
     let key = shared::ejson::canonical_key(&Bson::ObjectId(id));
@@ -101,9 +103,7 @@ async fn dlq_unavailable(run: &mut Run) {
             res.iter()
                 .all(|r| match r {
                     Ok(_) => true,
-                    Err((_, code)) => {
-                        *code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
-                    }
+                    Err((_, code)) => *code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
                 })
                 .then_some(())
         },
@@ -118,7 +118,8 @@ async fn dlq_unavailable(run: &mut Run) {
             .get(headers::ERROR_TYPE)
             .map_or("?", String::as_str)
     );
-    run.update_card(&Bson::ObjectId(id), doc! {"likes": 3}).await;
+    run.update_card(&Bson::ObjectId(id), doc! {"likes": 3})
+        .await;
 }
 
 /// mongo-source's size of a record (`source/src/kafka/record.rs`,
@@ -157,8 +158,8 @@ async fn near_limit(run: &mut Run) {
     let base = source_size(&event_of(run, &probe_key).await) - probe_body.len();
     // Room for the later update's `update` field and `likes` digits.
     let target = SOURCE_LIMIT - 200;
-    let filler = crate::workload::Workload::new(run.p.sync_admin_port.into())
-        .text_of_bytes(target - base);
+    let filler =
+        crate::workload::Workload::new(run.p.sync_admin_port.into()).text_of_bytes(target - base);
     let mut body = filler;
     let mut end = target - base;
     while !body.is_char_boundary(end) {
@@ -192,5 +193,6 @@ async fn near_limit(run: &mut Run) {
         dl.headers
     );
     run.note = format!("record {size} bytes, dead-lettered as {form}");
-    run.update_card(&Bson::ObjectId(id), doc! {"likes": 7}).await;
+    run.update_card(&Bson::ObjectId(id), doc! {"likes": 7})
+        .await;
 }

@@ -184,9 +184,13 @@ async fn field_limit(run: &mut Run) {
         doc! { "_id": id, "title": "필드 한도", "likes": 1, field.as_str(): "새 값" }
     } else {
         doc! { "_id": id, "card_id": ObjectId::new(), "body": "필드 한도 댓글",
-               "created_at": DateTime::now(), field.as_str(): "새 값" }
+        "created_at": DateTime::now(), field.as_str(): "새 값" }
     };
-    let coll = if alias == run.p.cards { "card" } else { "reply" };
+    let coll = if alias == run.p.cards {
+        "card"
+    } else {
+        "reply"
+    };
     run.db
         .collection(coll)
         .insert_one(doc)

@@ -64,7 +64,7 @@ pub fn spawn(
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
-            let res: Result<u64, mongodb::error::Error> = if n % OVERSIZED_EVERY == 0 {
+            let res: Result<u64, mongodb::error::Error> = if n.is_multiple_of(OVERSIZED_EVERY) {
                 let card = big_card(&mut w, &mut rng, OVER_LIMIT_BYTES);
                 let id = card.get_object_id("_id").ok();
                 let r = cards.insert_one(card).await.map(|_| 1);
@@ -72,7 +72,7 @@ pub fn spawn(
                     st.oversized.push(id);
                 }
                 r
-            } else if n % LARGE_EVERY == 0 {
+            } else if n.is_multiple_of(LARGE_EVERY) {
                 let size = NEAR_LIMIT_BYTES - rng.random_range(0..50_000);
                 let r = cards
                     .insert_one(big_card(&mut w, &mut rng, size))

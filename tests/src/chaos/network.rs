@@ -83,5 +83,8 @@ pub async fn inject(fault: Fault, run: &mut Run) {
         other => unreachable!("{other:?} is not a network fault"),
     }
     let st = (stack.kafka_proxy.stats(), stack.es_proxy.stats());
-    eprintln!("chaos: proxies after {fault:?}: kafka {:?}, elasticsearch {:?}", st.0, st.1);
+    eprintln!(
+        "chaos: proxies after {fault:?}: kafka {:?}, elasticsearch {:?}",
+        st.0, st.1
+    );
 }

@@ -272,15 +272,19 @@ impl Run {
     pub async fn update_card(&mut self, id: &Bson, set: Document) {
         let cards = self.db.collection::<Document>("card");
         let (id, set) = (id.clone(), set);
-        crate::eventually("the fault's update written", Duration::from_secs(60), || {
-            let (cards, id, set) = (cards.clone(), id.clone(), set.clone());
-            async move {
-                cards
-                    .update_one(doc! {"_id": id}, doc! {"$set": set})
-                    .await
-                    .ok()
-            }
-        })
+        crate::eventually(
+            "the fault's update written",
+            Duration::from_secs(60),
+            || {
+                let (cards, id, set) = (cards.clone(), id.clone(), set.clone());
+                async move {
+                    cards
+                        .update_one(doc! {"_id": id}, doc! {"$set": set})
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await;
         self.extra_writes += 1;
     }
@@ -410,7 +414,10 @@ pub async fn check(
             source_keys.difference(&oversized).collect::<Vec<_>>()
         ));
     }
-    for (name, p) in [("mongo-source", &mut run.source), ("es-sync", &mut run.sync)] {
+    for (name, p) in [
+        ("mongo-source", &mut run.source),
+        ("es-sync", &mut run.sync),
+    ] {
         let st = p.terminate();
         if !st.success() {
             problems.push(format!(

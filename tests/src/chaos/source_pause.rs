@@ -45,9 +45,8 @@ pub async fn inject(run: &mut Run) {
     let pause = run.pick_ms(12_500..14_000, 12_500..20_000);
     tokio::time::sleep(pause).await;
     Run::signal(&run.source, "-CONT");
-    let timeouts = format!(
-        "mongo_source_errors_total{{stream=\"{stream}\",reason=\"transaction_timeout\"}}"
-    );
+    let timeouts =
+        format!("mongo_source_errors_total{{stream=\"{stream}\",reason=\"transaction_timeout\"}}");
     let fenced = format!("mongo_source_errors_total{{stream=\"{stream}\",reason=\"fenced\"}}");
     let n = crate::eventually(
         "the timed-out transaction seen and the producer reopened",
