@@ -85,28 +85,29 @@ impl Fault {
         Fault::ClockSkew,
     ];
 
-    /// The faults of the short suite (`scripts/test`): every fault of
-    /// issue 15, once, with short durations. Kills, restarts, pauses past
-    /// the session and write rejections are only in the full suite
-    /// (`scripts/chaos`): `e2e_pipeline`, `source_crash`, `source_cluster`,
-    /// `sync_backpressure` and `sync_rejections` test them on the shared
-    /// bench.
-    pub const SHORT: [Fault; 15] = [
+    /// The faults of the short suite (`scripts/test`), with short windows.
+    /// It must take no longer than the chaos test it replaced (about
+    /// 460 s in `scripts/test` on the 2-core machine: kills, restarts and
+    /// pauses, which `e2e_pipeline`, `source_crash`, `source_cluster`,
+    /// `sync_backpressure` and `sync_rejections` also test on the shared
+    /// bench), so it keeps one fault of each family that is cheap to run:
+    /// an index refusing writes (a write block, a closed index, a deleted
+    /// alias, the field limit), Elasticsearch frozen under SIGTERM, a
+    /// partitioned broker, the dead-letter topic away, a record just under
+    /// the source limit, injected panics. The flood stage (the node's disk
+    /// check takes 10-20 s to apply it), the replay while frozen, the slow
+    /// broker and Elasticsearch, the source stopped past its transaction
+    /// timeout and clock skew run in the full suite (`scripts/chaos`).
+    pub const SHORT: [Fault; 9] = [
         Fault::WriteBlock,
-        Fault::FloodStage,
         Fault::CloseIndex,
         Fault::AliasDeleted,
         Fault::FieldLimit,
         Fault::FrozenEsSigterm,
-        Fault::FrozenEsReplay,
-        Fault::SlowBroker,
         Fault::PartitionedBroker,
-        Fault::SlowElasticsearch,
-        Fault::SourcePastTxnTimeout,
         Fault::DlqUnavailable,
         Fault::NearLimitDeadLetter,
         Fault::TaskPanic,
-        Fault::ClockSkew,
     ];
 
     /// Its name in reports and in `CHAOS_FAULTS`.

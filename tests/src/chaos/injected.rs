@@ -40,8 +40,16 @@ const MAX_FUTURE: u64 = 5;
 pub fn setup(fault: Fault, s: &mut Setup) {
     match fault {
         Fault::TaskPanic => {
-            let bulk = s.rng.random_range(30..120);
-            let event = s.rng.random_range(100..600);
+            // After this many bulks of the card topic and change events of
+            // the card stream (past the snapshot in the full suite; the
+            // short suite's come sooner).
+            let (bulks, events) = if s.short {
+                (10..40, 30..150)
+            } else {
+                (30..120, 100..600)
+            };
+            let bulk = s.rng.random_range(bulks);
+            let event = s.rng.random_range(events);
             let topic = s.p.source.topic("card");
             s.sync(shared::faults::ENV, format!("sync.bulk:{topic}=1@{bulk}"));
             let stream = format!("{}.card", s.p.source.db);

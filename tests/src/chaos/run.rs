@@ -369,14 +369,20 @@ pub async fn check(
         }
     }
     let mut verdict = Verdict::default();
+    let mut samples = Vec::new();
     for coll in ["card", "reply"] {
         match verify(&run, coll).await {
-            Ok(v) => verdict.add(&v),
+            Ok(v) => {
+                verdict.add(&v);
+                if v["equal"] != Value::Bool(true) {
+                    samples.push(format!("{coll}: {}", v["samples"]));
+                }
+            }
             Err(e) => problems.push(e),
         }
     }
     if !verdict.equal() {
-        problems.push(format!("verify: {verdict}"));
+        problems.push(format!("verify: {verdict}, samples {}", samples.join(", ")));
     }
     let mut events = 0;
     let mut duplicates = 0;
