@@ -437,3 +437,56 @@ async fn a_roll_up_refused_by_a_blocked_card_index_waits_and_lands_once_lifted()
     stop_source.cancel();
     source.await.unwrap().unwrap();
 }
+
+/// A reply delete that reached Elasticsearch while es-sync stopped before
+/// writing the roll-up (the state the chaos suite's FrozenEsSigterm fault
+/// leaves: the bulk hung in the frozen node is applied when it thaws, the
+/// es-sync that sent it is gone). Redelivered, the delete must still get
+/// its card's roll-up recomputed.
+///
+/// KNOWN BUG, not fixed yet: a delete event carries no document, and the
+/// reply is no longer in the index to name its card, so nothing
+/// recomputes the card and it keeps counting the deleted reply (fails:
+/// "card ...: 1 replies" times out at 2). A reply moved to another card
+/// leaves its old card the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: the roll-up of a reply delete redelivered after it was applied (docs/reliability.md, chaos runs)"]
+async fn a_redelivered_reply_delete_already_applied_recomputes_its_card() {
+    use e2e_tests::sync_support::es_call;
+    use elasticsearch::http::Method;
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (stop_source, source) = p.source.spawn();
+    let id = ObjectId::new();
+    cards
+        .insert_one(doc! { "_id": id, "title": "단풍" })
+        .await
+        .unwrap();
+    for k in 0..2 {
+        replies
+            .insert_one(reply(&format!("r{k}"), id, k, "좋아요"))
+            .await
+            .unwrap();
+    }
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    let start_sync = || Proc::start("es-sync", &["--config", &sync_cfg], &[]);
+    let mut sync = start_sync();
+    card_with(&p, id, 2).await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    replies.delete_one(doc! { "_id": "r1" }).await.unwrap();
+    let (s, b) = es_call(
+        Method::Delete,
+        &format!("/{}/_doc/r1?refresh=true", p.replies),
+        None,
+    )
+    .await;
+    assert!(s < 300, "{s} {b}");
+    let mut sync = start_sync();
+    card_with(&p, id, 1).await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
