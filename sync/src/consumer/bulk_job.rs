@@ -375,24 +375,64 @@ impl BulkJob {
     }
 
     /// `op` retried until it works, whatever fails (an operator's fault:
-    /// a closed index...); `None` when the partition stops.
+    /// a closed index, a write block on the parents' index...); `None` when
+    /// the partition stops. While it fails the partition shows it waiting
+    /// (`/status`), with one warning for the episode and one line when it
+    /// works again, not one per retry.
     async fn forever<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::elastic::EsError>>,
     {
         let metrics = self.metrics.clone();
-        shared::retry::retry_forever(
+        let mut failures: u64 = 0;
+        let out = shared::retry::retry_forever(
             &self.retry,
             &self.stop,
             |e: &crate::elastic::EsError, d| {
                 metrics.retry("rollup", 1);
-                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
+                if failures == 0 {
+                    tracing::warn!(
+                        error = %e,
+                        what,
+                        topic = %self.tp.0,
+                        partition = self.tp.1,
+                        "the roll-up fails: retrying until it works, the partition waits"
+                    );
+                    let _ = self.tx.send(Report::Waiting {
+                        tp: self.tp.clone(),
+                        epoch: self.epoch,
+                        why: Waiting::Index(format!(
+                            "{what} fails on {}, retrying until it works: {e}",
+                            self.tp.0
+                        )),
+                    });
+                } else {
+                    tracing::debug!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
+                }
+                failures += 1;
             },
             op,
         )
         .await
-        .ok()
+        .ok();
+        if failures > 0 {
+            if out.is_some() {
+                tracing::info!(
+                    what,
+                    failures,
+                    topic = %self.tp.0,
+                    partition = self.tp.1,
+                    "the roll-up works again"
+                );
+            }
+            let _ = self.tx.send(Report::WaitOver {
+                tp: self.tp.clone(),
+                epoch: self.epoch,
+                kind: WaitKind::Index,
+            });
+        }
+        out
     }
 
     /// The batch's patches resolved (every item [`Resolved::Send`] when it
