@@ -221,7 +221,13 @@ if not isinstance(y, dict):
 elif "error" in y:
     w(f"Failed: {y['error']}")
 else:
-    w(f"The topics of 1's warm-up round ({y.get('documents')} records, 3 partitions each). An unmeasured es-sync pass "
+    feed = r.get("sync_feed")
+    if isinstance(feed, dict) and "error" not in feed:
+        topics_of = (f"Topics of its own (the source phase was not run): {feed.get('documents')} documents seeded on "
+                     f"`{feed.get('server')}` and written by one unmeasured mongo-source pass")
+    else:
+        topics_of = "The topics of 1's warm-up round"
+    w(f"{topics_of} ({y.get('documents')} records, 3 partitions each). An unmeasured es-sync pass "
       "first (a cold node ran the first pass at a third of its warm rate), whose documents the `_bulk` baseline sends. "
       "Every trial writes into fresh indices made from `config/indices/`, deleted after it; before each trial the "
       f"bench waits until the node runs no merge (waited {med(y.get('merge_wait_s'), f1)} s). `es-sync`: a new group, "
@@ -252,6 +258,33 @@ else:
     ])
     servers_line(y.get("servers_cpu"), [("ours", "es-sync trials"), ("bulk", "`_bulk` trials"), ("vector", "Vector trials")])
 w("")
+
+ru = r.get("rollup")
+if ru is not None:
+    w("## 2b. The roll-up's cost")
+    w("")
+if isinstance(ru, dict) and "error" not in ru:
+    vp = ru.get("vs_plain", {})
+    w(f"es-sync on the topics of 2 ({ru.get('documents')} records: 3 cards : 1 reply, every reply pointing at a card), "
+      "interleaved without and with the `[rollup]` that `config/es-sync.toml` ships (replies rolled up into their "
+      "card: `reply_count`, `last_reply_at`, `latest_replies`), each trial into fresh indices after the node's merges "
+      "ended, counted like 2. With the roll-up, replies are written with `refresh=wait_for` and every request of "
+      "replies is followed by a search of their cards' replies and a write of those cards' roll-ups; cards are "
+      "written as compare-and-sets carrying their roll-up.")
+    w("")
+    w("| measure | with `[rollup]` | without | with / without |")
+    w("|---|---:|---:|---:|")
+    w(f"| docs/s | {med(vp.get('ours'))} | {med(vp.get('other'))} | {ratio_cell(vp.get('ratio'))} |")
+    w("")
+    resources_rows([
+        ("es-sync with `[rollup]`", ru.get("rollup_resources"), g(vp, "ours", "median")),
+        ("es-sync without", ru.get("plain_resources"), g(vp, "other", "median")),
+    ])
+    servers_line(ru.get("servers_cpu"), [("rollup", "with [rollup]"), ("plain", "without")])
+    w("")
+elif isinstance(ru, dict):
+    w(f"Failed: {ru['error']}")
+    w("")
 
 lat = r.get("latency")
 target_ms = None
@@ -480,7 +513,8 @@ w("## Profiles")
 w("")
 prof = [(lbl, g(r, *path)) for lbl, path in (("mongo-source (source phase, Python SecantusDB)", ("source", "profile")),
                                                ("mongo-source (Rust SecantusDB)", ("source_rust_secantus", "profile")),
-                                               ("es-sync (sync phase)", ("sync", "profile")))]
+                                               ("es-sync (sync phase)", ("sync", "profile")),
+                                               ("es-sync with [rollup] (roll-up phase)", ("rollup", "profile")))]
 prof = [(lbl, p) for lbl, p in prof if isinstance(p, dict)]
 if prof:
     w("`scripts/bench --profile`: one extra, unmeasured trial of each binary with `perf record` attached "

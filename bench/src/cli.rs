@@ -25,7 +25,19 @@ pub enum Command {
 }
 
 /// The phases a run can take (`--phases`, all by default).
-pub const PHASES: &[&str] = &["source", "sync", "latency", "rust", "monstache", "scale"];
+///
+/// `sync` and `rollup` read the topics of the `source` phase's warm-up
+/// round; without `source` they get topics of their own (seeded and written
+/// by one unmeasured mongo-source pass), so `--phases sync` runs alone.
+pub const PHASES: &[&str] = &[
+    "source",
+    "sync",
+    "rollup",
+    "latency",
+    "rust",
+    "monstache",
+    "scale",
+];
 
 /// Options of a benchmark run.
 #[derive(Clone, Debug)]
@@ -88,6 +100,9 @@ pub struct Opts {
     pub profile_dir: Option<PathBuf>,
     /// The phases to run.
     pub phases: BTreeSet<String>,
+    /// `[bulk]` keys replacing the shipped ones for es-sync and the `_bulk`
+    /// baseline (`--bulk max_actions=2000,max_bytes=10485760`).
+    pub bulk: Vec<(String, u64)>,
 }
 
 impl Opts {
@@ -103,7 +118,8 @@ pub fn usage() -> &'static str {
       --mongo URI [--mongo-rs URI] --kafka HOST:PORT --es URL --bin-dir DIR --repo DIR --work DIR
       [--seed N] [--command TEXT] [--partitions 3] [--scale-docs 10000,100000] [--scale-partitions 1,3,6]
       [--scale-partition-docs N] [--pin-measured CPUS] [--pin-servers CPUS] [--pin-harness CPUS]
-      [--ports LOW-HIGH] [--server-pids NAME=PID,...] [--profile DIR] [--phases source,sync,latency,rust,monstache,scale]
+      [--ports LOW-HIGH] [--server-pids NAME=PID,...] [--profile DIR] [--phases source,sync,rollup,latency,rust,monstache,scale]
+      [--bulk max_actions=N,max_bytes=B,...]
       [--peer-connect DIR] [--peer-monstache BIN] [--peer-vector BIN] [--peer-status-dir DIR]
 bench raw-read --uri URI --db DB --ts SECONDS --n EVENTS --batch-size N --max-await-ms MS
 bench bulk-load --es URL --docs FILE --prefix P --max-actions N --max-bytes B --in-flight K"
@@ -233,6 +249,7 @@ const RUN_KEYS: &[&str] = &[
     "server-pids",
     "profile",
     "phases",
+    "bulk",
     "peer-connect",
     "peer-monstache",
     "peer-vector",
@@ -342,7 +359,25 @@ fn run_opts(a: &Args) -> Result<Opts> {
         servers: crate::process::servers::Servers::parse(a.get("server-pids").unwrap_or(""))?,
         profile_dir: nonempty("profile").map(PathBuf::from),
         phases,
+        bulk: a.get("bulk").map(bulk_overrides).transpose()?.unwrap_or_default(),
     })
+}
+
+/// `KEY=VALUE,...` of `--bulk`.
+fn bulk_overrides(v: &str) -> Result<Vec<(String, u64)>> {
+    v.split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|kv| {
+            let (k, n) = kv
+                .split_once('=')
+                .with_context(|| format!("--bulk `{kv}`: expected KEY=VALUE"))?;
+            let n: u64 = n
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--bulk `{kv}`: {e}"))?;
+            Ok((k.trim().to_string(), n))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -397,6 +432,20 @@ pub(crate) mod tests {
         assert!(o.runs("sync") && o.runs("latency") && !o.runs("source"));
         assert_eq!(o.pin_measured.as_deref(), Some("1"));
         assert_eq!(o.mongo_rs_uri.as_deref(), Some("r"));
+        assert!(o.bulk.is_empty());
+        let Command::Run(o) = parse(&args(&format!(
+            "{REQUIRED} --bulk max_actions=2000,max_bytes=10485760"
+        )))
+        .expect("parse") else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            o.bulk,
+            vec![
+                ("max_actions".to_string(), 2000),
+                ("max_bytes".to_string(), 10_485_760)
+            ]
+        );
     }
 
     #[test]
@@ -412,6 +461,8 @@ pub(crate) mod tests {
         assert!(err(&format!("{REQUIRED} --docs 1 --docs 2")).contains("twice"));
         assert!(err(&format!("{REQUIRED} stray")).contains("`stray`"));
         assert!(err(&format!("{REQUIRED} --seed")).contains("--seed needs a value"));
+        assert!(err(&format!("{REQUIRED} --bulk max_actions")).contains("KEY=VALUE"));
+        assert!(err(&format!("{REQUIRED} --bulk max_actions=x")).contains("max_actions=x"));
     }
 
     #[test]

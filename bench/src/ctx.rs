@@ -32,7 +32,7 @@ impl Ctx {
             pin: Pin {
                 cpus: o.pin_measured.clone(),
             },
-            batching: Batching::load(&o.repo)?,
+            batching: Batching::load(&o.repo)?.with_bulk(&o.bulk)?,
             es: Es::new(&o.es)?,
             o,
         })

@@ -44,6 +44,19 @@ pub fn spawn_sync(
     tag: &str,
     linger_ms: Option<u64>,
 ) -> Result<Child> {
+    spawn_sync_with(cx, names, group, alias_prefix, tag, linger_ms, false)
+}
+
+/// [`spawn_sync`], with the shipped `[rollup]` when `rollup` is set.
+pub fn spawn_sync_with(
+    cx: &Ctx,
+    names: &Names,
+    group: &str,
+    alias_prefix: &str,
+    tag: &str,
+    linger_ms: Option<u64>,
+    rollup: bool,
+) -> Result<Child> {
     let admin = cx.ports.addr()?;
     let cfg = cx.work(&format!("es-sync-{tag}.toml"));
     let text = SyncConfig {
@@ -55,6 +68,7 @@ pub fn spawn_sync(
         admin: &admin,
         index_dir: cx.index_dir(),
         linger_ms,
+        rollup,
     }
     .render(&cx.batching);
     std::fs::write(&cfg, text)?;

@@ -6,14 +6,16 @@
 //! feed the sync phase), the source phase on the Rust SecantusDB (the
 //! Kafka Connect worker is started once for both and stopped after them,
 //! so that it is not idle on the measured core later), the sync phase, the
-//! latency phase, Monstache, scale.
+//! roll-up phase, the latency phase, Monstache, scale. Without the source
+//! phase, the sync and roll-up phases get topics of their own
+//! ([`source::feed`]).
 
 use crate::cli::Opts;
 use crate::ctx::Ctx;
 use crate::log::{log, unix_now};
 use crate::peers::{kafka_connect, monstache};
 use crate::phases::source::Seeded;
-use crate::phases::{latency, scale, source, sync};
+use crate::phases::{latency, rollup, scale, source, sync};
 use crate::stats::round;
 use anyhow::Result;
 use elasticsearch::http::Method;
@@ -103,13 +105,32 @@ pub async fn run(o: Opts) -> Result<Value> {
     if let Some(w) = worker {
         w.stop().await?;
     }
+    if (o.runs("sync") || o.runs("rollup")) && !o.runs("source") {
+        // Topics of their own (the source phase is not run).
+        let uri = o.mongo_rs_uri.clone().unwrap_or_else(|| o.mongo_uri.clone());
+        let r = source::feed(&cx, &uri, &format!("{tag}f")).await;
+        result["sync_feed"] = or_error("topics for the sync phases", r);
+    }
+    let topics = if result["source"]["names"].is_object() {
+        result["source"].clone()
+    } else {
+        result["sync_feed"].clone()
+    };
     if o.runs("sync") {
-        let r = if result["source"]["names"].is_object() {
-            sync::run(&cx, &result["source"], &format!("{tag}y")).await
+        let r = if topics["names"].is_object() {
+            sync::run(&cx, &topics, &format!("{tag}y")).await
         } else {
             Err(anyhow::anyhow!("needs the source phase's topics"))
         };
         result["sync"] = or_error("sync phase", r);
+    }
+    if o.runs("rollup") {
+        let r = if topics["names"].is_object() {
+            rollup::run(&cx, &topics, &format!("{tag}u")).await
+        } else {
+            Err(anyhow::anyhow!("needs the source phase's topics"))
+        };
+        result["rollup"] = or_error("roll-up phase", r);
     }
     if o.runs("latency") {
         result["latency"] = or_error("latency phase", latency::run(&cx, &format!("{tag}l")).await);

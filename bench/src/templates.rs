@@ -65,6 +65,9 @@ pub struct Batching {
     pub bulk_in_flight: u64,
     /// `bulk.linger_ms`.
     pub bulk_linger_ms: u64,
+    /// es-sync's `[rollup]` table as shipped (rendered with the trial's
+    /// topics when a trial runs with the roll-up).
+    pub rollup_table: Option<toml::Table>,
     /// Where the values come from (for the report).
     pub from: String,
 }
@@ -81,6 +84,7 @@ impl Batching {
     /// From the text of a shipped es-sync config.
     pub fn from_sync_toml(text: &str) -> Result<Self> {
         let v: toml::Table = toml::from_str(text)?;
+        let rollup_table = v.get("rollup").and_then(toml::Value::as_table).cloned();
         let bulk = v
             .get("bulk")
             .and_then(toml::Value::as_table)
@@ -100,10 +104,36 @@ impl Batching {
             bulk_in_flight: num("max_in_flight")?,
             bulk_linger_ms: num("linger_ms")?,
             bulk_table: bulk,
+            rollup_table,
             from: "es-sync: [bulk] of config/es-sync.toml; mongo-source: the documented \
                    defaults of [batch] (docs/source.md), written into its config"
                 .into(),
         })
+    }
+
+    /// The same with `[bulk]` keys replaced (`--bulk max_actions=2000,...`):
+    /// es-sync and the `_bulk` baseline both take them.
+    pub fn with_bulk(&self, overrides: &[(String, u64)]) -> Result<Self> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut bulk = self.bulk_table.clone();
+        for (k, v) in overrides {
+            if !bulk.contains_key(k) {
+                anyhow::bail!("--bulk {k}: not a key of [bulk] in config/es-sync.toml");
+            }
+            let v = i64::try_from(*v).with_context(|| format!("--bulk {k}={v}: too large"))?;
+            bulk.insert(k.clone(), toml::Value::Integer(v));
+        }
+        let mut text = toml::Table::new();
+        text.insert("bulk".into(), toml::Value::Table(bulk));
+        if let Some(r) = &self.rollup_table {
+            text.insert("rollup".into(), toml::Value::Table(r.clone()));
+        }
+        let mut out = Self::from_sync_toml(&toml::to_string(&text)?)?;
+        let list: Vec<String> = overrides.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        out.from = format!("{} ([bulk] overridden by --bulk: {})", self.from, list.join(", "));
+        Ok(out)
     }
 
     /// As JSON for the report.
@@ -212,6 +242,8 @@ pub struct SyncConfig<'a> {
     pub index_dir: PathBuf,
     /// `bulk.linger_ms` instead of the shipped one (Monstache's flush).
     pub linger_ms: Option<u64>,
+    /// With the shipped `[rollup]` (replies rolled up into their card).
+    pub rollup: bool,
 }
 
 impl SyncConfig<'_> {
@@ -225,7 +257,24 @@ impl SyncConfig<'_> {
             );
         }
         let bulk = toml::to_string(&bulk).unwrap_or_default();
-        format!(
+        let rollup = match (&b.rollup_table, self.rollup) {
+            (Some(r), true) => {
+                let mut r = r.clone();
+                r.insert(
+                    "parent_topic".into(),
+                    toml::Value::String(self.names.topic("card")),
+                );
+                r.insert(
+                    "child_topic".into(),
+                    toml::Value::String(self.names.topic("reply")),
+                );
+                r.remove("parent_index");
+                r.remove("child_index");
+                format!("\n[rollup]\n{}", toml::to_string(&r).unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        let text = format!(
             r#"[kafka]
 bootstrap_servers = "{kafka}"
 group_id = "{group}"
@@ -264,7 +313,8 @@ index_file = "{idx}/replies.json"
             reply = self.names.topic("reply"),
             alias = self.alias_prefix,
             idx = self.index_dir.display(),
-        )
+        );
+        text + &rollup
     }
 }
 
@@ -323,6 +373,7 @@ mod tests {
             admin: "127.0.0.1:9",
             index_dir: "/r/config/indices".into(),
             linger_ms: Some(1000),
+            rollup: false,
         }
         .render(&b);
         let v: toml::Table = toml::from_str(&sync).expect("sync TOML");
@@ -332,5 +383,47 @@ mod tests {
         let topics = v["topics"].as_array().expect("topics");
         assert_eq!(topics[0]["topic"].as_str(), Some("b1.bench_1.card"));
         assert_eq!(topics[1]["alias"].as_str(), Some("b1-t3-replies"));
+    }
+
+    #[test]
+    fn a_trial_with_the_rollup_gets_the_shipped_table_on_its_own_topics() {
+        let b = Batching::load(&repo()).expect("config/es-sync.toml");
+        let shipped = b.rollup_table.clone().expect("config/es-sync.toml ships [rollup]");
+        let n = names();
+        let cfg = |rollup| SyncConfig {
+            kafka: "k:1",
+            es: "http://e",
+            names: &n,
+            group: "g",
+            alias_prefix: "b1-t3",
+            admin: "127.0.0.1:9",
+            index_dir: "/r/config/indices".into(),
+            linger_ms: None,
+            rollup,
+        };
+        let v: toml::Table = toml::from_str(&cfg(true).render(&b)).expect("sync TOML");
+        let r = v["rollup"].as_table().expect("[rollup]");
+        assert_eq!(r["parent_topic"].as_str(), Some("b1.bench_1.card"));
+        assert_eq!(r["child_topic"].as_str(), Some("b1.bench_1.reply"));
+        assert_eq!(r["parent_field"], shipped["parent_field"]);
+        assert_eq!(r["latest"], shipped["latest"]);
+        let v: toml::Table = toml::from_str(&cfg(false).render(&b)).expect("sync TOML");
+        assert!(v.get("rollup").is_none());
+    }
+
+    #[test]
+    fn bulk_overrides_replace_shipped_keys_only() {
+        let b = Batching::from_sync_toml(
+            "[bulk]\nmax_actions = 700\nmax_bytes = 4096\nlinger_ms = 50\nmax_in_flight = 3\n",
+        )
+        .expect("bulk");
+        let o = b
+            .with_bulk(&[("max_actions".into(), 2000), ("max_bytes".into(), 8192)])
+            .expect("overrides");
+        assert_eq!((o.bulk_max_actions, o.bulk_max_bytes), (2000, 8192));
+        assert_eq!(o.bulk_in_flight, 3);
+        assert!(o.from.contains("max_actions = 2000"), "{}", o.from);
+        let err = b.with_bulk(&[("max_action".into(), 1)]).expect_err("typo");
+        assert!(format!("{err:#}").contains("max_action"));
     }
 }

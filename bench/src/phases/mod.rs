@@ -4,6 +4,7 @@
 //! the median of the per-pair ratios.
 
 pub mod latency;
+pub mod rollup;
 pub mod scale;
 pub mod source;
 pub mod sync;

@@ -170,6 +170,28 @@ pub async fn run(
     Ok(out)
 }
 
+/// The topics of the sync phases when the source phase is not run (`--phases
+/// sync`): `cx.o.docs` documents seeded on `uri` and written by one
+/// unmeasured mongo-source pass into fresh topics; the same keys as the
+/// source phase's result (`names`, `documents`, `seeded`).
+pub async fn feed(cx: &Ctx, uri: &str, tag: &str) -> Result<Value> {
+    let (db, seed_info) = seed_db(cx, uri, tag, cx.o.docs).await?;
+    let names = db.names.with_prefix(format!("{}w", db.names.prefix));
+    let pass = trial(cx, &db, &names, &format!("{tag}w"), None).await?;
+    log(&format!(
+        "[{tag}] topics written for the sync phases: mongo-source {} events/s",
+        pass["events_per_s"]
+    ));
+    Ok(json!({
+        "server": uri,
+        "documents": db.docs,
+        "seed": seed_info,
+        "seeded": db.json(),
+        "names": {"db": db.names.db, "prefix": names.prefix},
+        "events_per_s": pass["events_per_s"],
+    }))
+}
+
 /// One mongo-source trial: all `db.docs` events from `db.ts` into the
 /// topics of `names`; with `profile` (directory, label), perf records it
 /// into `mongo-source-{label}.*` there.

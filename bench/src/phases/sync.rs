@@ -140,15 +140,31 @@ pub async fn trial(
     tag: &str,
     profile: Option<&Path>,
 ) -> Result<Value> {
+    trial_with(cx, names, n, alias, tag, profile, false).await
+}
+
+/// [`trial`], with the shipped `[rollup]` when `rollup` is set (its
+/// profile is then named `es-sync-rollup`).
+pub async fn trial_with(
+    cx: &Ctx,
+    names: &Names,
+    n: u64,
+    alias: &str,
+    tag: &str,
+    profile: Option<&Path>,
+    rollup: bool,
+) -> Result<Value> {
     let t_spawn = Instant::now();
-    let mut child = ours::spawn_sync(cx, names, &format!("{alias}-g"), alias, tag, None)?;
+    let mut child =
+        ours::spawn_sync_with(cx, names, &format!("{alias}-g"), alias, tag, None, rollup)?;
+    let label = if rollup { "es-sync-rollup" } else { "es-sync" };
     let watch = Watch::start(
         cx,
         &child,
         t_spawn,
         ES_SYNC_COLUMNS,
         Duration::from_millis(100),
-        profile.map(|dir| (dir, "es-sync".to_string())),
+        profile.map(|dir| (dir, label.to_string())),
     )?;
     let timeout = trial_timeout(n);
     while watch.sampler().latest("docs") < n as f64 {
