@@ -60,6 +60,14 @@ def f1(x):
     return "–" if x is None else f"{x:,.1f}"
 
 
+def f3(x):
+    return "–" if x is None else f"{x:,.3f}"
+
+
+def f4(x):
+    return "–" if x is None else f"{x:,.4f}"
+
+
 def pct(x):
     return "–" if x is None else f"{x * 100:.0f}%"
 
@@ -275,6 +283,9 @@ if isinstance(ru, dict) and "error" not in ru:
     w("| measure | with `[rollup]` | without | with / without |")
     w("|---|---:|---:|---:|")
     w(f"| docs/s | {med(vp.get('ours'))} | {med(vp.get('other'))} | {ratio_cell(vp.get('ratio'))} |")
+    bpr = ru.get("bulks_per_record") or {}
+    w(f"| record bulks per record | {med(bpr.get('rollup'), f4)} | {med(bpr.get('plain'), f4)} | |")
+    w(f"| roll-up requests per reply (`es_sync_rollup_requests_total`) | {med(ru.get('rollup_requests_per_reply'), f3)} | 0 | |")
     w("")
     resources_rows([
         ("es-sync with `[rollup]`", ru.get("rollup_resources"), g(vp, "ours", "median")),

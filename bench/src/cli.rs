@@ -359,7 +359,11 @@ fn run_opts(a: &Args) -> Result<Opts> {
         servers: crate::process::servers::Servers::parse(a.get("server-pids").unwrap_or(""))?,
         profile_dir: nonempty("profile").map(PathBuf::from),
         phases,
-        bulk: a.get("bulk").map(bulk_overrides).transpose()?.unwrap_or_default(),
+        bulk: a
+            .get("bulk")
+            .map(bulk_overrides)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

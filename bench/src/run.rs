@@ -107,7 +107,10 @@ pub async fn run(o: Opts) -> Result<Value> {
     }
     if (o.runs("sync") || o.runs("rollup")) && !o.runs("source") {
         // Topics of their own (the source phase is not run).
-        let uri = o.mongo_rs_uri.clone().unwrap_or_else(|| o.mongo_uri.clone());
+        let uri = o
+            .mongo_rs_uri
+            .clone()
+            .unwrap_or_else(|| o.mongo_uri.clone());
         let r = source::feed(&cx, &uri, &format!("{tag}f")).await;
         result["sync_feed"] = or_error("topics for the sync phases", r);
     }

@@ -131,8 +131,15 @@ impl Batching {
             text.insert("rollup".into(), toml::Value::Table(r.clone()));
         }
         let mut out = Self::from_sync_toml(&toml::to_string(&text)?)?;
-        let list: Vec<String> = overrides.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-        out.from = format!("{} ([bulk] overridden by --bulk: {})", self.from, list.join(", "));
+        let list: Vec<String> = overrides
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        out.from = format!(
+            "{} ([bulk] overridden by --bulk: {})",
+            self.from,
+            list.join(", ")
+        );
         Ok(out)
     }
 
@@ -388,7 +395,10 @@ mod tests {
     #[test]
     fn a_trial_with_the_rollup_gets_the_shipped_table_on_its_own_topics() {
         let b = Batching::load(&repo()).expect("config/es-sync.toml");
-        let shipped = b.rollup_table.clone().expect("config/es-sync.toml ships [rollup]");
+        let shipped = b
+            .rollup_table
+            .clone()
+            .expect("config/es-sync.toml ships [rollup]");
         let n = names();
         let cfg = |rollup| SyncConfig {
             kafka: "k:1",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ejson;
 pub mod faults;
 pub mod kafka_access;
+pub mod kafka_client;
 pub mod malloc;
 pub mod retry;
 pub mod shutdown;

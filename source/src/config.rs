@@ -6,10 +6,10 @@
 use serde::Deserialize;
 use shared::admin::AdminConfig;
 use shared::config::{ConfigError, Secret};
+use shared::kafka_client::KafkaClientSettings;
 use shared::retry::RetryConfig;
 use shared::telemetry::LogConfig;
 use shared::wire::event::{default_topic, Namespace};
-use std::collections::BTreeMap;
 
 /// Environment variable prefix of the overrides.
 pub const ENV_PREFIX: &str = "MONGO_SOURCE";
@@ -94,12 +94,14 @@ fn default_server_selection_ms() -> u64 {
     10_000
 }
 
-/// `[kafka]`.
+/// `[kafka]`: the connection settings shared with es-sync
+/// ([`KafkaClientSettings`]: `bootstrap_servers`, `properties`,
+/// `property_files`) plus the producer's own.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// `host:port,...` of the brokers.
-    pub bootstrap_servers: String,
+    /// Brokers and librdkafka properties, passed to every client.
+    #[serde(flatten)]
+    pub client: KafkaClientSettings,
     /// `exactly_once` needs transactions and fails without them;
     /// `at_least_once` never uses them; `auto` uses them when the broker
     /// supports them and says so in the log and on `/status` when it does not.
@@ -123,14 +125,10 @@ pub struct KafkaConfig {
     /// Timeout of a single Kafka operation (commit, metadata), in ms.
     #[serde(default = "default_op_timeout_ms")]
     pub operation_timeout_ms: u64,
-    /// Extra librdkafka properties (e.g. `security.protocol`,
-    /// `sasl.mechanism`, `ssl.ca.location`), passed through unchanged.
-    #[serde(default)]
-    pub properties: BTreeMap<String, Secret>,
-    /// librdkafka properties read from files, e.g.
-    /// `{ "sasl.password" = "/run/secrets/kafka_password" }`.
-    #[serde(default)]
-    pub property_files: BTreeMap<String, std::path::PathBuf>,
+    /// Keys no field took, refused by `validate()` (`flatten` rules out
+    /// `deny_unknown_fields`).
+    #[serde(flatten)]
+    pub unknown: shared::kafka_client::UnknownKeys,
 }
 
 fn default_txn_prefix() -> String {
@@ -395,6 +393,9 @@ pub enum OversizedPolicy {
 }
 
 const ALLOWED_STAGES: [&str; 5] = ["$match", "$project", "$addFields", "$set", "$unset"];
+/// librdkafka properties mongo-source sets itself.
+const MANAGED_PROPERTIES: [&str; 2] = ["allow.auto.create.topics", "transactional.id"];
+
 const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 impl SourceConfig {
@@ -414,12 +415,12 @@ impl SourceConfig {
                 "set either mongodb.password or mongodb.password_file",
             ));
         }
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "kafka.bootstrap_servers",
-                "must not be empty",
-            ));
-        }
+        shared::kafka_client::refuse_unknown("kafka", &self.kafka.unknown)?;
+        self.kafka.client.validate(
+            &MANAGED_PROPERTIES,
+            "topics are created only with their configured settings; \
+             transactional ids are per stream",
+        )?;
         if !COMPRESSIONS.contains(&self.kafka.compression.as_str()) {
             return Err(ConfigError::invalid(
                 "kafka.compression",
@@ -637,6 +638,14 @@ mod tests {
             (
                 &[("MONGO_SOURCE__KAFKA__COMPRESSION", "brotli")],
                 "kafka.compression",
+            ),
+            (
+                &[("MONGO_SOURCE__KAFKA__COMPRESION", "zstd")],
+                "kafka.compresion",
+            ),
+            (
+                &[("MONGO_SOURCE__KAFKA__BOOTSTRAP_SERVERS", " ")],
+                "kafka.bootstrap_servers",
             ),
             (
                 &[("MONGO_SOURCE__BATCH__MAX_EVENTS", "0")],

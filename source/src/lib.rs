@@ -63,7 +63,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
     });
 
     let token = cfg.admin.resolve_token()?;
-    kafka::read_property_files(&cfg.kafka)?;
+    cfg.kafka.client.read_property_files()?;
     let listener = shared::admin::bind(cfg.admin.listen).await?;
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
     let worker_id = cfg.admin.listen.to_string();
@@ -146,7 +146,7 @@ pub async fn run(cfg: SourceConfig, shutdown: CancellationToken) -> anyhow::Resu
             }
             let what = match &e {
                 error::StreamError::Mongo(_) => format!("MongoDB at {mongo_name}"),
-                _ => format!("Kafka at {}", cfg.kafka.bootstrap_servers),
+                _ => format!("Kafka at {}", cfg.kafka.client.bootstrap_servers),
             };
             return Err(anyhow::anyhow!(e)).context(format!(
                 "cannot start: {what} did not answer or refused (startup_timeout_ms = {})",

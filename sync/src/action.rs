@@ -25,7 +25,7 @@
 //! (no id, id too long) go to the dead-letter topic.
 
 use crate::config::{ProjectionConfig, TopicConfig};
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 use crate::encode::{DocBody, DocText, SyncInfo};
 use crate::event::{RawEvent, SourceEvent};
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use shared::admin::AdminConfig;
 use shared::config::{ConfigError, Secret};
+use shared::kafka_client::KafkaClientSettings;
 use shared::retry::RetryConfig;
 use shared::telemetry::LogConfig;
 use std::collections::BTreeMap;
@@ -55,12 +56,16 @@ fn default_admin() -> AdminConfig {
     AdminConfig::on_port(9465)
 }
 
-/// `[kafka]`.
+/// `[kafka]`: the connection settings shared with mongo-source
+/// ([`KafkaClientSettings`]: `bootstrap_servers`, `properties`,
+/// `property_files`) plus the consumer group's own.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// `host:port,...` of the brokers.
-    pub bootstrap_servers: String,
+    /// Brokers and librdkafka properties, passed to the consumer, the DLQ
+    /// producer (whose `message.max.bytes` es-sync sets to the dead-letter
+    /// topic's limit) and the operator commands.
+    #[serde(flatten)]
+    pub client: KafkaClientSettings,
     /// Consumer group id; offsets are committed under it.
     #[serde(default = "default_group")]
     pub group_id: String,
@@ -75,41 +80,16 @@ pub struct KafkaConfig {
     /// Timeout of a single Kafka operation (commit, metadata), in ms.
     #[serde(default = "default_op_timeout_ms")]
     pub operation_timeout_ms: u64,
-    /// Extra librdkafka properties (e.g. `security.protocol`,
-    /// `sasl.mechanism`, `ssl.ca.location`), passed through unchanged to
-    /// the consumer, the DLQ producer (whose `message.max.bytes` es-sync
-    /// sets to the dead-letter topic's limit) and the operator commands.
-    #[serde(default)]
-    pub properties: BTreeMap<String, Secret>,
-    /// librdkafka properties read from files (trailing newline ignored),
-    /// e.g. `{ "sasl.password" = "/run/secrets/kafka_password" }`.
-    #[serde(default)]
-    pub property_files: BTreeMap<String, PathBuf>,
+    /// Keys no field took, refused by `validate()` (`flatten` rules out
+    /// `deny_unknown_fields`).
+    #[serde(flatten)]
+    pub unknown: shared::kafka_client::UnknownKeys,
 }
 
 impl KafkaConfig {
-    /// `properties` plus the values of `property_files`, for librdkafka.
-    /// A file that cannot be read is left out here and reported at
-    /// start-up by [`KafkaConfig::read_property_files`].
-    pub fn client_properties(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-            .collect();
-        out.extend(self.read_property_files().unwrap_or_default());
-        out
-    }
-
-    /// Reads `property_files`; the error names the key and the file.
-    pub fn read_property_files(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        self.property_files
-            .iter()
-            .map(|(k, path)| {
-                shared::config::read_secret_file(&format!("kafka.property_files.{k}"), path)
-                    .map(|v| (k.clone(), v.expose().to_string()))
-            })
-            .collect()
+    /// The base librdkafka configuration of every es-sync client.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        self.client.client_config("es-sync")
     }
 }
 
@@ -377,12 +357,10 @@ impl SyncConfig {
 
     /// Checks every value; the error names the key. No I/O.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "kafka.bootstrap_servers",
-                "must not be empty",
-            ));
-        }
+        shared::kafka_client::refuse_unknown("kafka", &self.kafka.unknown)?;
+        self.kafka
+            .client
+            .validate(&MANAGED_PROPERTIES, "offsets are stored only when done")?;
         shared::config::require_name("kafka.group_id", &self.kafka.group_id, &[])?;
         if !OFFSET_RESETS.contains(&self.kafka.auto_offset_reset.as_str()) {
             return Err(ConfigError::invalid(
@@ -404,14 +382,6 @@ impl SyncConfig {
                 "kafka.operation_timeout_ms",
                 "must be >= 1",
             ));
-        }
-        for key in self.kafka.properties.keys() {
-            if MANAGED_PROPERTIES.contains(&key.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("kafka.properties.{key}"),
-                    "is set by es-sync itself (offsets are stored only when done)",
-                ));
-            }
         }
         match url::Url::parse(&self.elasticsearch.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -550,11 +520,10 @@ impl SyncConfig {
 
 /// librdkafka properties es-sync sets itself; overriding them would break
 /// the offset guarantee.
-const MANAGED_PROPERTIES: [&str; 5] = [
+const MANAGED_PROPERTIES: [&str; 4] = [
     "enable.auto.offset.store",
     "enable.auto.commit",
     "group.id",
-    "bootstrap.servers",
     "enable.partition.eof",
 ];
 
@@ -596,7 +565,7 @@ mod tests {
     #[test]
     fn shipped_config_is_valid_and_points_at_the_bench() {
         let cfg = load(SHIPPED, &[]).unwrap();
-        assert_eq!(cfg.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(cfg.kafka.client.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(cfg.kafka.group_id, "es-sync");
         assert_eq!(cfg.elasticsearch.url, "http://127.0.0.1:9200");
         let card = cfg.route("live.mountain.card").unwrap();
@@ -723,16 +692,24 @@ mod tests {
         std::fs::write(&file, "Kpw-1\n").unwrap();
         let mut cfg = load(SHIPPED, &[]).unwrap();
         cfg.kafka
+            .client
             .properties
             .insert("sasl.username".into(), Secret::new("svc"));
         cfg.kafka
+            .client
             .property_files
             .insert("sasl.password".into(), file.clone());
-        let props = cfg.kafka.client_properties();
-        assert!(props.contains(&("sasl.username".into(), "svc".into())));
-        assert!(props.contains(&("sasl.password".into(), "Kpw-1".into())));
+        let cc = cfg.kafka.client_config();
+        assert_eq!(cc.get("sasl.username"), Some("svc"));
+        assert_eq!(cc.get("sasl.password"), Some("Kpw-1"));
+        assert_eq!(cc.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         std::fs::remove_file(&file).unwrap();
-        let err = cfg.kafka.read_property_files().unwrap_err().to_string();
+        let err = cfg
+            .kafka
+            .client
+            .read_property_files()
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("kafka.property_files.sasl.password") && err.contains("pw"),
             "{err}"
@@ -758,6 +735,10 @@ mod tests {
         let env = [("ES_SYNC__BULK__MAX_ACTION", "5")];
         let err = load(SHIPPED, &env).unwrap_err().to_string();
         assert!(err.contains("max_action"), "{err}");
+        // `[kafka]` flattens the shared settings: still refused, and named.
+        let env = [("ES_SYNC__KAFKA__GROUP", "g")];
+        let err = load(SHIPPED, &env).unwrap_err().to_string();
+        assert!(err.contains("kafka.group"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod ops;
 pub mod patch;
+pub mod record;
 pub mod rollup;
 pub mod status;
 #[doc(hidden)]
@@ -140,7 +141,7 @@ pub async fn run_with_status(
 /// a refused login or TLS handshake is fatal at once (see
 /// [`shared::kafka_access`]). `false` when shutdown came first.
 async fn kafka_access(config: &SyncConfig, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    config.kafka.read_property_files()?;
+    config.kafka.client.read_property_files()?;
     let cc = consumer::consumer_config(config, &config.kafka.group_id);
     let timeout = std::time::Duration::from_millis(config.kafka.operation_timeout_ms);
     let result = shared::retry::retry(

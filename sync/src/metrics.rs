@@ -15,8 +15,10 @@
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
+//! | `es_sync_rollup_requests_total` | `request` = read_children, read_parents, search, write | the roll-up's own requests to Elasticsearch, beside the bulks of the records (its cost: `docs/benchmarks.md`) |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
 //! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock, dlq | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
+//! | `es_sync_freshness_requests_total` | `index` | requests the freshness measurement sent (refresh statistics, and the refresh interval every 30 s) while documents of the alias waited; none while none do |
 //! | `es_sync_freshness_seconds` | `index` | histogram: MongoDB commit of a change -> searchable (accepted by a bulk and past the next refresh of the index), see [`crate::freshness`] |
 //! | `es_sync_dlq_records_total` | `form` = copy, pointer | records written to the dead-letter topic: the original copied whole, or a pointer to it (the copy was over the topic's `max.message.bytes`) |
 //! | `es_sync_dlq_write_errors_total` | `fault` = missing_topic, not_authorized, unreachable, too_large, other | failed dead-letter writes (each is retried; the partition waits meanwhile) |
@@ -70,6 +72,13 @@ pub struct FaultLabels {
     pub fault: String,
 }
 
+/// Labels of `es_sync_rollup_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `read_children`, `read_parents`, `search`, `write`.
+    pub request: String,
+}
+
 /// Labels by index.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IndexLabels {
@@ -108,8 +117,12 @@ pub struct Metrics {
     pub task_panics: Counter,
     /// Roll-ups written.
     pub rollups: Counter,
+    /// The roll-up's own requests, by kind.
+    pub rollup_requests: Family<RequestLabels, Counter>,
     /// MongoDB commit -> searchable, per alias.
     pub freshness_seconds: Family<IndexLabels, Histogram, fn() -> Histogram>,
+    /// Requests of the freshness measurement, per alias.
+    pub freshness_requests: Family<IndexLabels, Counter>,
     /// Items accepted by Elasticsearch, waiting to be found searchable.
     pub freshness: crate::freshness::Freshness,
     /// Dead-letter records written, by form.
@@ -142,7 +155,9 @@ impl Default for Metrics {
             waiting: Family::default(),
             task_panics: Counter::default(),
             rollups: Counter::default(),
+            rollup_requests: Family::default(),
             freshness_seconds: Family::new_with_constructor(freshness_histogram),
+            freshness_requests: Family::default(),
             freshness: crate::freshness::Freshness::default(),
             dlq_records: Family::default(),
             dlq_write_errors: Family::default(),
@@ -212,6 +227,11 @@ impl Metrics {
             m.rollups.clone(),
         );
         r.register(
+            "rollup_requests",
+            "The roll-up's own requests to Elasticsearch, by kind",
+            m.rollup_requests.clone(),
+        );
+        r.register(
             "task_panics",
             "Tasks that panicked (each restarts its partition)",
             m.task_panics.clone(),
@@ -220,6 +240,11 @@ impl Metrics {
             "partitions_waiting",
             "Partitions waiting on a fault an operator fixes, by reason",
             m.waiting.clone(),
+        );
+        r.register(
+            "freshness_requests",
+            "Requests of the freshness measurement, per alias",
+            m.freshness_requests.clone(),
         );
         r.register(
             "freshness_seconds",

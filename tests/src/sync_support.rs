@@ -16,6 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use shared::admin::AdminConfig;
+use shared::kafka_client::KafkaClientSettings;
 use shared::retry::RetryConfig;
 use shared::wire::event::SCHEMA;
 use shared::wire::version::Version;
@@ -75,13 +76,15 @@ pub fn cards_index_file() -> PathBuf {
 pub fn config(n: &Names) -> SyncConfig {
     SyncConfig {
         kafka: KafkaConfig {
-            bootstrap_servers: kafka(),
+            client: KafkaClientSettings {
+                bootstrap_servers: kafka(),
+                ..Default::default()
+            },
             group_id: n.group.clone(),
             auto_offset_reset: "earliest".into(),
             session_timeout_ms: 10_000,
             operation_timeout_ms: 5_000,
-            properties: BTreeMap::new(),
-            property_files: BTreeMap::new(),
+            unknown: Default::default(),
         },
         elasticsearch: ElasticsearchConfig {
             url: es_url(),

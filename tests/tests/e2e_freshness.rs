@@ -179,6 +179,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 async fn the_freshness_metric_matches_when_searches_find_the_documents() {
     let poll_s = es_sync::freshness::FreshnessConfig::default().poll_interval_ms as f64 / 1000.0;
     let p = Pipeline::new();
+    let started = std::time::Instant::now();
     let coll = mongo()
         .await
         .database(&p.source.db)
@@ -311,8 +312,41 @@ async fn the_freshness_metric_matches_when_searches_find_the_documents() {
         );
     }
 
+    // Its cost: at most one statistics read per poll interval (and one
+    // settings read per 30 s) while documents wait, none once none do.
+    let polled = freshness_requests(&p).await;
+    let bound =
+        started.elapsed().as_secs_f64() / poll_s + started.elapsed().as_secs_f64() / 30.0 + 2.0;
+    assert!(
+        polled >= 1.0 && polled <= bound,
+        "{polled} freshness requests in {:?} (at most {bound:.0})",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        freshness_requests(&p).await,
+        polled,
+        "a quiet alias is not polled"
+    );
+    eprintln!(
+        "freshness requests: {polled} in {:.1} s (poll interval {poll_s} s)",
+        started.elapsed().as_secs_f64()
+    );
+
     stop_source.cancel();
     stop_sync.cancel();
     source.await.unwrap().unwrap();
     sync.await.unwrap().unwrap();
+}
+
+/// `es_sync_freshness_requests_total` of the cards' alias.
+async fn freshness_requests(p: &Pipeline) -> f64 {
+    let text = http_get(p.sync_admin_port, "/metrics")
+        .await
+        .unwrap_or_default();
+    metric_value(
+        &text,
+        &format!("es_sync_freshness_requests_total{{index=\"{}\"}}", p.cards),
+    )
+    .unwrap_or(0.0)
 }

@@ -90,6 +90,25 @@ async fn reply_counts_follow_every_kind_of_change() {
         json!(["둘째 댓글", "첫 댓글", "스냅샷 때부터 있던 댓글"])
     );
     card_with(&p, b, 1).await;
+    // The roll-up's own requests are counted by kind (its cost): each bulk
+    // of replies read the replies' previous cards, then the cards, a search
+    // of their replies and a write of the changed roll-ups.
+    let text = e2e_tests::http_get(p.sync_admin_port, "/metrics")
+        .await
+        .unwrap();
+    let requests = |kind: &str| {
+        e2e_tests::metric_value(
+            &text,
+            &format!("es_sync_rollup_requests_total{{request=\"{kind}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no roll-up request count of {kind}:\n{text}"))
+    };
+    assert!(requests("read_children") >= 1.0, "{text}");
+    assert!(requests("search") >= requests("read_children"), "{text}");
+    assert!(requests("read_parents") >= requests("search"), "{text}");
+    // (a write may be refused whole by a compare-and-set conflict and
+    // redone, so writes are not bounded by the roll-ups written)
+    assert!(requests("write") >= 1.0, "{text}");
 
     // A reply deleted, a reply moved to the other card.
     replies.delete_one(doc! { "_id": "r2" }).await.unwrap();
@@ -255,6 +274,83 @@ async fn reply_counts_survive_kill_9_replay_and_reindex() {
     }
     p.assert_verified().await;
     let mut sync = sync;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
+
+/// es-sync killed between writing a new card and writing its roll-up:
+/// the card is redelivered at the version the index already holds. The
+/// redelivered write is a version conflict, and the roll-up must still be
+/// computed (the chaos run found cards left without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_card_without_its_roll_up_gets_it() {
+    use e2e_tests::sync_support::es_call;
+    use elasticsearch::http::Method;
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (stop_source, source) = p.source.spawn();
+    p.source.wait_snapshot_done("card").await;
+    p.source.wait_snapshot_done("reply").await;
+    // Changes, not snapshot copies (a parent's snapshot copy always has its
+    // roll-up recomputed).
+    let id = ObjectId::new();
+    cards
+        .insert_one(doc! { "_id": id, "title": "단풍" })
+        .await
+        .unwrap();
+    for k in 0..3 {
+        replies
+            .insert_one(reply(&format!("r{k}"), id, k, "좋아요"))
+            .await
+            .unwrap();
+    }
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    let start_sync = || Proc::start("es-sync", &["--config", &sync_cfg], &[]);
+    let mut sync = start_sync();
+    card_with(&p, id, 3).await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+
+    // The state a crash leaves: the card at its version, no roll-up yet.
+    let path = format!("/{}/_doc/{}", p.cards, id.to_hex());
+    let (status, got) = es_call(Method::Get, &path, None).await;
+    assert_eq!(status, 200, "{got}");
+    let mut source_doc = got["_source"].clone();
+    for f in ["reply_count", "last_reply_at", "latest_replies"] {
+        source_doc.as_object_mut().unwrap().remove(f);
+    }
+    let index = got["_index"].as_str().unwrap().to_string();
+    let put = format!(
+        "/{index}/_doc/{}?version={}&version_type=external_gte&refresh=true",
+        id.to_hex(),
+        got["_version"]
+    );
+    let (status, body) = es_call(Method::Put, &put, Some(source_doc)).await;
+    assert!(status < 300, "{status} {body}");
+
+    // Only the cards are redelivered (the replies' offsets are done).
+    let out = std::process::Command::new(e2e_tests::process::binary("es-sync"))
+        .args([
+            "--config",
+            &sync_cfg,
+            "replay",
+            "--topic",
+            &p.source.topic("card"),
+            "--to-earliest",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sync = start_sync();
+    card_with(&p, id, 3).await;
+    p.assert_verified().await;
     assert!(sync.terminate().success(), "{}", sync.log_text());
     stop_source.cancel();
     source.await.unwrap().unwrap();

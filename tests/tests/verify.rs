@@ -61,16 +61,23 @@ async fn verify_finds_the_drift_and_repair_fixes_it() {
     )
     .await
     .unwrap();
-    let current = es_documents(alias).await[&altered].clone();
-    let v = current["_sync"]["version"].as_u64().unwrap();
+    // At the node's own version of the document: with `[rollup]` a card
+    // is written by compare-and-set, so it is past `_sync.version`.
+    let (v, current) = e2e_tests::sync_support::get_doc(alias, &altered)
+        .await
+        .expect("the altered card is indexed");
     let mut changed = current.clone();
     changed["title"] = json!("tampered");
-    es.post(
-        &format!("{url}/{alias}/_doc/{altered}?version={v}&version_type=external_gte&refresh=true"),
-        Some(changed),
-    )
-    .await
-    .unwrap();
+    let put = es
+        .post(
+            &format!(
+                "{url}/{alias}/_doc/{altered}?version={v}&version_type=external_gte&refresh=true"
+            ),
+            Some(changed),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put["result"], "updated", "{put}");
     es.post(
         &format!("{url}/{alias}/_doc/not-in-mongo?refresh=true"),
         Some(json!({"title": "ghost"})),
@@ -90,6 +97,11 @@ async fn verify_finds_the_drift_and_repair_fixes_it() {
     assert_eq!(report["extra"], 1, "{report}");
     assert_eq!(report["samples"]["missing"], json!([gone]));
     assert_eq!(report["samples"]["stale"], json!([altered]));
+    assert_eq!(
+        report["samples"]["stale_fields"][&altered],
+        json!(["title"]),
+        "the differing field is named: {report}"
+    );
     assert_eq!(report["samples"]["extra"], json!(["not-in-mongo"]));
     assert_eq!(report["repaired"], 0, "no repair without --repair");
 

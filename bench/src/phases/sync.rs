@@ -10,7 +10,7 @@
 //! pause, the bulks in flight.
 
 use crate::baseline;
-use crate::clients::metrics::ES_SYNC_COLUMNS;
+use crate::clients::metrics::{self, ES_SYNC_COLUMNS};
 use crate::ctx::Ctx;
 use crate::log::log;
 use crate::ours;
@@ -178,6 +178,7 @@ pub async fn trial_with(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let w = watch.finish(cx, &child, n).await?;
+    let requests = request_counts(&child.admin).await;
     child.stop().await?;
     let samples = &w.samples;
     let docs = samples.column("docs");
@@ -196,9 +197,40 @@ pub async fn trial_with(
         "paused_fraction": round(figures.paused_fraction, 3),
         "bulk_in_flight_mean": figures.in_flight_mean.map(|m| round(m, 2)),
         "series": samples.json(),
+        "requests": requests,
     });
     merge(&mut out, w.json);
     Ok(out)
+}
+
+/// es-sync's requests to Elasticsearch at the end of a trial: bulks of
+/// records, the roll-up's own requests, and the records done per index
+/// (from its `/metrics`; `null` if it did not answer).
+async fn request_counts(admin: &str) -> Value {
+    let Some(text) = metrics::scrape(admin).await else {
+        return Value::Null;
+    };
+    let mut per_index = serde_json::Map::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("es_sync_documents_total{") else {
+            continue;
+        };
+        let index = rest
+            .split_once("index=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(i, _)| i.to_string());
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(index), Some(value)) = (index, value) {
+            let sum = per_index.get(&index).and_then(Value::as_f64).unwrap_or(0.0) + value;
+            per_index.insert(index, json!(sum));
+        }
+    }
+    json!({
+        "bulks": metrics::metric_sum(&text, "es_sync_bulk_in_flight_count"),
+        "rollup": metrics::metric_sum(&text, "es_sync_rollup_requests_total"),
+        "rollups_written": metrics::metric_sum(&text, "es_sync_rollups_total"),
+        "documents_per_index": per_index,
+    })
 }
 
 /// What a catch-up's sampled counters say.

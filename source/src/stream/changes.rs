@@ -21,7 +21,7 @@ use super::pipeline::{self, Pending};
 use super::poison;
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
-use crate::change::{decode, marker, Decoded, TxnRanks};
+use crate::change::{decode, Decoded, TxnRanks};
 use crate::error::{Result, StreamError};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
@@ -466,10 +466,7 @@ fn collection_gone(
     tracing::warn!(stream = %ctx.spec.name, op, "collection gone: announcing an empty snapshot");
     let snap = collection_gone_snapshot(op, ts);
     for op in [Operation::SnapshotStart, Operation::SnapshotEnd] {
-        let ev = marker(op, &ctx.spec.ns, &snap);
-        for p in &writer.partitions {
-            writer.add(ctx, batch, Some(*p), None, &ev)?;
-        }
+        writer.add_markers(ctx, batch, op, &snap)?;
     }
     batch.last = Some(ClusterTime {
         t: ts.time,

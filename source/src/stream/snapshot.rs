@@ -19,7 +19,7 @@
 use super::pipeline::{self, Pending};
 use super::writer::Batch;
 use super::{current_cluster_time, now_iso, Pos, StreamCtx, Writer};
-use crate::change::{marker, snapshot_record};
+use crate::change::snapshot_record;
 use crate::error::{Result, StreamError};
 use crate::kafka::positions::SnapshotProgress;
 use crate::metrics::StreamLabel;
@@ -73,7 +73,7 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
     );
     if !progress.started {
         let mut batch = Batch::default();
-        add_markers(ctx, writer, &mut batch, Operation::SnapshotStart, &info)?;
+        writer.add_markers(ctx, &mut batch, Operation::SnapshotStart, &info)?;
         if let Some(s) = pos.snapshot.as_mut() {
             s.started = true;
         }
@@ -149,27 +149,13 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         ));
     }
     let mut batch = Batch::default();
-    add_markers(ctx, writer, &mut batch, Operation::SnapshotEnd, &info)?;
+    writer.add_markers(ctx, &mut batch, Operation::SnapshotEnd, &info)?;
     let copied = pos.snapshot.as_ref().map_or(0, |s| s.copied);
     pos.snapshot = None;
     pos.committed_at = now_iso();
     writer.commit(ctx, batch, &pos).await?;
     tracing::info!(stream = %ctx.spec.name, snapshot = %info.id, copied, "snapshot complete");
     Ok(pos)
-}
-
-fn add_markers(
-    ctx: &StreamCtx,
-    writer: &Writer,
-    batch: &mut Batch,
-    op: Operation,
-    info: &SnapshotInfo,
-) -> Result<()> {
-    let ev = marker(op, &ctx.spec.ns, info);
-    for p in &writer.partitions {
-        writer.add(ctx, batch, Some(*p), None, &ev)?;
-    }
-    Ok(())
 }
 
 /// MongoDB's sort order of BSON types, as `$type` aliases per rank

@@ -9,7 +9,8 @@ use crate::kafka::positions::Position;
 use crate::kafka::record::{oversized_pointer, Record};
 use crate::kafka::sink::{Mode, Sink};
 use crate::metrics::{StreamLabel, StreamOp, StreamReason};
-use shared::wire::event::{ChangeEvent, ClusterTime};
+use shared::wire::change_stream::marker;
+use shared::wire::event::{ChangeEvent, ClusterTime, Operation, SnapshotInfo};
 use shared::wire::source_dlq::Reason;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -92,6 +93,24 @@ impl Writer {
             limit_source,
             partitions,
         })
+    }
+
+    /// Adds snapshot marker `op` of `info` to every partition of the
+    /// stream's topic, in partition order: a marker tells each partition's
+    /// consumer where a copy (or an empty copy for a dropped collection)
+    /// starts and ends, so every partition must carry it.
+    pub fn add_markers(
+        &self,
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        op: Operation,
+        info: &SnapshotInfo,
+    ) -> Result<()> {
+        let ev = marker(op, &ctx.spec.ns, info);
+        for p in &self.partitions {
+            self.add(ctx, batch, Some(*p), None, &ev)?;
+        }
+        Ok(())
     }
 
     /// Adds an event to `batch`: its record, or a dead-letter pointer when

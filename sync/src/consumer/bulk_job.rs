@@ -16,8 +16,9 @@ use super::Report;
 use crate::bulk::request::{Item, ItemBody};
 use crate::bulk::resolve::{self, Body, Resolved, Target};
 use crate::bulk::service::{BulkService, Final};
-use crate::dlq::{DlqReason, RawRecord};
+use crate::dlq::DlqReason;
 use crate::metrics::Metrics;
+use crate::record::RawRecord;
 use crate::rollup::{self, Plan, Role};
 use elasticsearch::Elasticsearch;
 use shared::retry::RetryConfig;
@@ -183,7 +184,7 @@ impl BulkJob {
         let ids: BTreeSet<String> = batch.iter().map(|t| t.target.id.clone()).collect();
         let mut parents = self
             .forever("roll-up: reading the children's parents", || {
-                rollup::store::parents_of(&self.es, plan, &ids)
+                rollup::store::parents_of(&self.es, plan, &ids, &self.metrics.rollup_requests)
             })
             .await?;
         let finals = self
@@ -230,12 +231,14 @@ impl BulkJob {
             }
         }
         let mut pending: Vec<usize> = Vec::new();
+        let mut superseded: HashSet<usize> = HashSet::new();
         for (k, t) in batch.iter().enumerate() {
             if lines[k].is_none() {
                 continue;
             }
             if !t.target.delete && last.get(t.target.id.as_str()) != Some(&k) {
                 finals[k] = Some(Final::Conflict);
+                superseded.insert(k);
             } else {
                 pending.push(k);
             }
@@ -252,7 +255,13 @@ impl BulkJob {
                 .collect();
             let current = self
                 .forever("roll-up: reading the parents", || {
-                    rollup::store::fetch(&self.es, &plan.parent_index, &ids)
+                    rollup::store::fetch(
+                        &self.es,
+                        &plan.parent_index,
+                        &ids,
+                        &self.metrics.rollup_requests,
+                        "read_parents",
+                    )
                 })
                 .await?;
             let mut items = Vec::new();
@@ -317,6 +326,15 @@ impl BulkJob {
             }
             pending = again;
         }
+        // A parent the index already holds at this version or newer (a
+        // redelivery, a replay): its earlier delivery may have ended before
+        // its roll-up was written (a crash in between), so compute it again
+        // (a no-op write when it holds).
+        for (k, t) in batch.iter().enumerate() {
+            if !t.target.delete && finals[k] == Some(Final::Conflict) && !superseded.contains(&k) {
+                recompute.insert(t.target.id.clone());
+            }
+        }
         // Still conflicting after every round: abandoned, redelivered.
         self.recompute(plan, &recompute).await?;
         Some(finals)
@@ -329,7 +347,7 @@ impl BulkJob {
         }
         let written = self
             .forever("roll-up: recomputing", || {
-                rollup::store::recompute(&self.es, plan, parents)
+                rollup::store::recompute(&self.es, plan, parents, &self.metrics.rollup_requests)
             })
             .await?;
         self.metrics.rollups.inc_by(written as u64);

@@ -7,7 +7,7 @@
 use super::partition::{Queued, Waiting, Work};
 use super::poller::Tp;
 use super::Loop;
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

@@ -5,10 +5,8 @@ use rdkafka::ClientConfig;
 
 /// Client configuration of the consumer group (also used by `replay`).
 pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-        .set("group.id", group)
-        .set("client.id", "es-sync")
+    let mut cc = cfg.kafka.client_config();
+    cc.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set(
             "auto.commit.interval.ms",
@@ -52,9 +50,8 @@ pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
         // ~0.5-1 s gaps every second, with ~0.9 requests in flight instead
         // of 4 (measured: 6.0k -> 14.3k docs/s on the bench, issue 6).
         .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in cfg.kafka.client_properties() {
-        cc.set(k, v);
-    }
+    // Last: the operator's properties override the defaults above.
+    cfg.kafka.client.apply_properties(&mut cc);
     cc
 }
 
@@ -94,7 +91,7 @@ mod tests {
     #[test]
     fn user_properties_override_the_prefetch_bounds() {
         let mut cfg = shipped();
-        cfg.kafka.properties.insert(
+        cfg.kafka.client.properties.insert(
             "queued.max.messages.kbytes".into(),
             shared::config::Secret::new("65536"),
         );

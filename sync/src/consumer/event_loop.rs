@@ -182,7 +182,7 @@ enum Step {
     Joined(Result<(tokio::task::Id, super::jobs::Outcome), tokio::task::JoinError>),
     Report(Report),
     Control(Control),
-    Record(crate::dlq::RawRecord, u64),
+    Record(crate::record::RawRecord, u64),
     Due,
     Tick,
 }

@@ -14,8 +14,9 @@ use super::Loop;
 use crate::action::{self, Action};
 use crate::bulk::request::encode;
 use crate::bulk::resolve::{Body, Target};
-use crate::dlq::{DlqReason, RawRecord};
+use crate::dlq::DlqReason;
 use crate::event;
+use crate::record::RawRecord;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

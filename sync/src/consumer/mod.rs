@@ -102,7 +102,7 @@ enum Report {
     DeadLetter {
         tp: Tp,
         epoch: u64,
-        record: Arc<crate::dlq::RawRecord>,
+        record: Arc<crate::record::RawRecord>,
         why: crate::dlq::DlqReason,
         index: String,
     },

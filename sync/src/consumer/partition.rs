@@ -3,7 +3,7 @@
 
 use crate::action::Action;
 use crate::bulk::resolve::{Body, Target};
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 pub(super) use crate::rollup::Hint;
 use std::sync::Arc;
 use std::time::Instant;

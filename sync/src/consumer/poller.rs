@@ -23,10 +23,10 @@
 //! for records done, and committed by librdkafka (periodically, on
 //! revocation synchronously here, and at the end).
 
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
@@ -405,21 +405,6 @@ fn to_polled(ctx: &Ctx, m: &BorrowedMessage<'_>) -> Option<Polled> {
     let tp: Tp = (m.topic().to_string(), m.partition());
     let gen = ctx.gen(&tp)?;
     lock(&ctx.handed).insert(tp, m.offset() + 1);
-    let record = RawRecord {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        headers: m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        timestamp: m.timestamp().to_millis(),
-    };
+    let record = RawRecord::copy_of(m);
     Some(Polled(record, gen))
 }

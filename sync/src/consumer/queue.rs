@@ -350,7 +350,7 @@ mod tests {
     use super::*;
     use crate::action::Action;
     use crate::bulk::resolve::{Body, Target};
-    use crate::dlq::RawRecord;
+    use crate::record::RawRecord;
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -43,45 +43,6 @@ pub use outgoing::Form;
 pub use shared::wire::dlq::headers;
 pub use writer::DlqWriter;
 
-/// Bytes of one header entry besides its key and value.
-const HEADER_OVERHEAD: usize = std::mem::size_of::<(String, Option<Vec<u8>>)>();
-
-/// An owned copy of a consumed Kafka record.
-#[derive(Debug, Clone, Default)]
-pub struct RawRecord {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Key bytes.
-    pub key: Option<Vec<u8>>,
-    /// Value bytes.
-    pub payload: Option<Vec<u8>>,
-    /// Headers.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    /// Record timestamp, ms since the epoch.
-    pub timestamp: Option<i64>,
-}
-
-impl RawRecord {
-    /// Memory it holds (its bytes, its headers, itself), for the buffer
-    /// bound.
-    pub fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + HEADER_OVERHEAD)
-            .sum();
-        std::mem::size_of::<Self>()
-            + self.topic.len()
-            + self.key.as_ref().map_or(0, Vec::len)
-            + self.payload.as_ref().map_or(0, Vec::len)
-            + headers
-    }
-}
-
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DlqReason {

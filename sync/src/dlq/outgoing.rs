@@ -3,7 +3,8 @@
 //! copy would be over the topic's limit, a pointer to the original. Pure:
 //! no I/O.
 
-use super::{headers, DlqReason, RawRecord};
+use super::{headers, DlqReason};
+use crate::record::RawRecord;
 use shared::wire::dlq::{DlqPointer, POINTER_SCHEMA};
 use shared::wire::record_size::batch_size;
 

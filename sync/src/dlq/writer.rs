@@ -14,9 +14,10 @@
 use super::fault::Fault;
 use super::outgoing::{plan, Form, Outgoing};
 use super::probe::{probe, Limit};
-use super::{DlqReason, RawRecord};
+use super::DlqReason;
 use crate::config::SyncConfig;
 use crate::metrics::{FaultLabels, FormLabels, Metrics};
+use crate::record::RawRecord;
 use backoff::backoff::Backoff as _;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -63,11 +64,7 @@ struct Inner {
 impl DlqWriter {
     /// A writer for the configured dead-letter topic (no I/O yet).
     pub fn new(cfg: &SyncConfig, metrics: Metrics) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-        for (k, v) in cfg.kafka.client_properties() {
-            base.set(k, v);
-        }
+        let base = cfg.kafka.client_config();
         let admin = base.create()?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -7,7 +7,7 @@ use super::stream::{self, StreamError, TopLevel};
 use super::EncodeError;
 use crate::action::{self, SYNC_FIELD};
 use crate::config::ProjectionConfig;
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 use crate::event::Span;
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -12,7 +12,7 @@ use super::stream::{write_value, StreamError};
 use crate::action::{self, Action};
 use crate::bulk::request::encode;
 use crate::config::{ProjectionConfig, TopicConfig};
-use crate::dlq::RawRecord;
+use crate::record::RawRecord;
 use crate::event::{self, Span};
 use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};

@@ -166,6 +166,14 @@ impl Task {
                 (name.clone(), settings)
             })
             .collect();
+        for (name, settings) in &due {
+            self.metrics
+                .freshness_requests
+                .get_or_create(&IndexLabels {
+                    index: name.clone(),
+                })
+                .inc_by(1 + u64::from(*settings));
+        }
         let reads =
             futures::future::join_all(due.iter().map(|(name, s)| read(&self.es, name, *s))).await;
         for ((name, _), r) in due.into_iter().zip(reads) {

@@ -22,7 +22,7 @@
 
 use crate::config::SyncConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 /// Where to move the group.
@@ -182,14 +182,12 @@ pub fn parse_timestamp(s: &str) -> Result<i64, ReplayError> {
 }
 
 fn client(cfg: &SyncConfig, group: &str) -> Result<BaseConsumer, ReplayError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+    Ok(cfg
+        .kafka
+        .client_config()
         .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    for (k, v) in cfg.kafka.client_properties() {
-        cc.set(k, v);
-    }
-    Ok(cc.create()?)
+        .set("enable.auto.commit", "false")
+        .create()?)
 }
 
 /// Asks the es-sync whose admin server is at `base` (e.g.

@@ -30,6 +30,7 @@ use serde_json::{json, Map, Value};
 use shared::ejson::{bson_to_json, canonical_key, document_to_json, json_to_bson};
 use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, SnapshotInfo, SCHEMA};
 use shared::wire::version::Version;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What to verify.
@@ -94,6 +95,9 @@ pub struct Samples {
     pub stale: Vec<String>,
     /// Extra ids.
     pub extra: Vec<String>,
+    /// For each sampled stale id, the top-level fields that differ (what an
+    /// operator looks at first: a body field, or a roll-up field).
+    pub stale_fields: BTreeMap<String, Vec<String>>,
 }
 
 /// `{prefix}.{db}.{coll}` -> `(db, coll)`.
@@ -155,6 +159,24 @@ pub fn same_content(expected: &Map<String, Value>, indexed: &Value) -> bool {
     let mut copy = obj.clone();
     copy.remove(action::SYNC_FIELD);
     &copy == expected
+}
+
+/// The top-level fields whose values differ between `expected` (what
+/// MongoDB says the indexed document should be) and `indexed` (its
+/// `_source`), ignoring the bookkeeping field; sorted.
+pub fn differing_fields(expected: &Map<String, Value>, indexed: &Value) -> Vec<String> {
+    let empty = Map::new();
+    let got = indexed.as_object().unwrap_or(&empty);
+    let mut out: Vec<String> = expected
+        .keys()
+        .chain(got.keys())
+        .filter(|k| k.as_str() != action::SYNC_FIELD)
+        .filter(|k| expected.get(k.as_str()) != got.get(k.as_str()))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// MongoDB values whose rendering as an Elasticsearch id is `id`.
@@ -220,7 +242,9 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     let repair = if req.repair {
         let ts = cluster_time(&client, &collection).await?;
         let version = Version::of_cluster_time(ts.t, ts.i).as_u64();
-        let producer: FutureProducer = crate::consumer::consumer_config(cfg, "unused")
+        let producer: FutureProducer = cfg
+            .kafka
+            .client_config()
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -406,6 +430,17 @@ async fn check_mongo_batch(ctx: &mut Ctx<'_>, docs: Vec<Document>) -> anyhow::Re
             to_repair.push(*d);
         } else if !same {
             ctx.report.stale += 1;
+            if ctx.report.samples.stale.len() < ctx.sample {
+                let mut want = body.clone();
+                if let (Some(check), Some(r)) =
+                    (&ctx.rollup, rollups.as_ref().and_then(|r| r.get(id)))
+                {
+                    r.apply(&check.cfg, &mut want);
+                }
+                let fields = differing_fields(&want, &hit["_source"]);
+                tracing::info!(id = %id, fields = ?fields, "stale document");
+                ctx.report.samples.stale_fields.insert(id.clone(), fields);
+            }
             note(&mut ctx.report.samples.stale, ctx.sample, id);
             to_repair.push(*d);
         }
@@ -580,6 +615,18 @@ mod tests {
             Some(("mountain".into(), "card".into()))
         );
         assert_eq!(namespace_of_topic("card"), None);
+    }
+
+    #[test]
+    fn differing_fields_name_changed_missing_and_extra_fields() {
+        let expected = json!({"title": "t", "likes": 2, "tags": ["a"]});
+        let indexed = json!({"title": "t", "likes": 3, "extra": 1, "_sync": {"version": 1}});
+        assert_eq!(
+            differing_fields(expected.as_object().unwrap(), &indexed),
+            vec!["extra", "likes", "tags"]
+        );
+        let same = json!({"title": "t", "likes": 2, "tags": ["a"], "_sync": {}});
+        assert!(differing_fields(expected.as_object().unwrap(), &same).is_empty());
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //!   it again on redelivery;
 //! - after a parent is written that had no roll-up yet (a new card, a card
 //!   recreated, an index built by `reindex`), and after a snapshot copy of
-//!   a parent (a re-snapshot, `verify --repair`).
+//!   a parent (a re-snapshot, `verify --repair`);
+//! - after a parent change found the index already at its version (a
+//!   redelivery after a crash that may have come between the parent's
+//!   write and its roll-up's; a no-op when the roll-up holds).
 //!
 //! **Versions stay right.** A parent's own changes keep their order by the
 //! version of the change (`_sync.version`, compared before writing), and

@@ -11,8 +11,11 @@
 use super::compute::{self, Rollup};
 use super::Plan;
 use crate::elastic::{self, shorten, EsError};
+use crate::metrics::RequestLabels;
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,15 +35,32 @@ pub struct Stored {
     pub source: Map<String, Value>,
 }
 
+/// The roll-up's own requests, counted by kind
+/// (`es_sync_rollup_requests_total`).
+pub type Requests = Family<RequestLabels, Counter>;
+
+/// One more request of `kind`.
+fn count(requests: &Requests, kind: &str) {
+    requests
+        .get_or_create(&RequestLabels {
+            request: kind.to_string(),
+        })
+        .inc();
+}
+
 /// Reads `ids` from `index` (realtime): `None` for those not there.
+/// Counted as a request of `kind`.
 pub async fn fetch(
     es: &Elasticsearch,
     index: &str,
     ids: &BTreeSet<String>,
+    requests: &Requests,
+    kind: &str,
 ) -> Result<HashMap<String, Option<Stored>>, EsError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    count(requests, kind);
     let body = json!({"docs": ids.iter().map(|id| json!({"_index": index, "_id": id})).collect::<Vec<_>>()});
     let out = elastic::call_ok(es, Method::Post, "/_mget?realtime=true", Some(&body)).await?;
     let docs = out["docs"].as_array().ok_or_else(|| bad("_mget", &out))?;
@@ -80,8 +100,9 @@ pub async fn parents_of(
     es: &Elasticsearch,
     plan: &Plan,
     ids: &BTreeSet<String>,
+    requests: &Requests,
 ) -> Result<BTreeSet<String>, EsError> {
-    Ok(fetch(es, &plan.child_index, ids)
+    Ok(fetch(es, &plan.child_index, ids, requests, "read_children")
         .await?
         .into_values()
         .flatten()
@@ -110,6 +131,7 @@ pub async fn recompute(
     es: &Elasticsearch,
     plan: &Plan,
     parents: &BTreeSet<String>,
+    requests: &Requests,
 ) -> Result<usize, EsError> {
     let mut todo = parents.clone();
     let mut written = 0;
@@ -118,7 +140,8 @@ pub async fn recompute(
             return Ok(written);
         }
         // The parents first: a count made after them is at least as new.
-        let current = fetch(es, &plan.parent_index, &todo).await?;
+        let current = fetch(es, &plan.parent_index, &todo, requests, "read_parents").await?;
+        count(requests, "search");
         let answer = elastic::call_ok(
             es,
             Method::Post,
@@ -144,7 +167,7 @@ pub async fn recompute(
         if sent.is_empty() {
             return Ok(written);
         }
-        let conflicts = send(es, body, &sent).await?;
+        let conflicts = send(es, body, &sent, requests).await?;
         written += sent.len() - conflicts.len();
         todo = conflicts;
     }
@@ -160,7 +183,9 @@ pub async fn send(
     es: &Elasticsearch,
     body: Vec<u8>,
     ids: &[String],
+    requests: &Requests,
 ) -> Result<BTreeSet<String>, EsError> {
+    count(requests, "write");
     let resp = es
         .send(
             Method::Post,

@@ -125,11 +125,7 @@ pub fn run(cfg: &SyncConfig, req: &Request) -> Result<Report, DlqReplayError> {
     let started = Instant::now();
     let dlq_topic = cfg.dlq.topic_name();
     let timeout = Duration::from_millis(cfg.kafka.operation_timeout_ms);
-    let mut base = ClientConfig::new();
-    base.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-    for (k, v) in cfg.kafka.client_properties() {
-        base.set(k, v);
-    }
+    let base = cfg.kafka.client_config();
     let tid = req
         .transactional_id
         .clone()

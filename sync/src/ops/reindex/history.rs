@@ -19,7 +19,7 @@ use crate::event::{self, Format};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use shared::wire::event::Operation;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -104,15 +104,13 @@ pub fn judge(topic: &str, parts: &[PartitionHistory]) -> Verdict {
 }
 
 fn client(cfg: &SyncConfig, group: Option<&str>) -> anyhow::Result<BaseConsumer> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+    cfg.kafka
+        .client_config()
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("group.id", group.unwrap_or("es-sync-reindex-history"));
-    for (k, v) in cfg.kafka.client_properties() {
-        cc.set(k, v);
-    }
-    cc.create().context("kafka client")
+        .set("group.id", group.unwrap_or("es-sync-reindex-history"))
+        .create()
+        .context("kafka client")
 }
 
 /// Reads what every partition of `topic` holds (blocking).

@@ -42,7 +42,6 @@ use crate::status::SyncStatus;
 use anyhow::{bail, Context as _};
 use elasticsearch::http::Method;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,12 +95,7 @@ pub fn reindex_group(cfg: &SyncConfig, index: &str) -> String {
 
 /// High watermarks of every partition of `topic`.
 fn watermarks(cfg: &SyncConfig, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-    for (k, v) in cfg.kafka.client_properties() {
-        cc.set(k, v);
-    }
-    let c: BaseConsumer = cc.create().context("kafka client")?;
+    let c: BaseConsumer = cfg.kafka.client_config().create().context("kafka client")?;
     let timeout = Duration::from_millis(cfg.kafka.operation_timeout_ms);
     let md = c
         .fetch_metadata(Some(topic), timeout)
