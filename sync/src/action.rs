@@ -25,13 +25,13 @@
 //! (no id, id too long) go to the dead-letter topic.
 
 use crate::config::{ProjectionConfig, TopicConfig};
-use crate::record::RawRecord;
 use crate::encode::{DocBody, DocText, SyncInfo};
 use crate::event::{RawEvent, SourceEvent};
-use std::sync::Arc;
+use crate::record::RawRecord;
 use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
 use shared::wire::event::{Operation, UpdateDescription};
+use std::sync::Arc;
 
 pub use crate::config::SYNC_FIELD;
 
@@ -273,7 +273,10 @@ pub fn build_raw(
 ) -> Result<Action, ActionError> {
     let payload = record.payload.as_deref().unwrap_or_default();
     match (ev.op, ev.doc) {
-        (Operation::Insert | Operation::Update | Operation::Replace | Operation::Snapshot, Some(span)) => {
+        (
+            Operation::Insert | Operation::Update | Operation::Replace | Operation::Snapshot,
+            Some(span),
+        ) => {
             let text = ev.doc_text(payload).unwrap_or_default();
             if text.first() != Some(&b'{') {
                 return Err(ActionError::NotAnObject);

@@ -19,8 +19,7 @@ use std::fmt;
 /// documentation).
 pub fn all_applied(body: &[u8], n: usize) -> bool {
     let mut de = serde_json::Deserializer::from_slice(body);
-    matches!((&mut de).deserialize_map(Answer), Ok(Some(count)) if count == n)
-        && de.end().is_ok()
+    matches!((&mut de).deserialize_map(Answer), Ok(Some(count)) if count == n) && de.end().is_ok()
 }
 
 /// The answer: `Some(items)` when `errors` is false and every item applied.
@@ -221,21 +220,45 @@ mod tests {
     #[test]
     fn anything_else_goes_to_the_tree_classification() {
         for (body, n) in [
-            (&br#"{"errors":true,"items":[{"index":{"status":201}}]}"#[..], 1),
+            (
+                &br#"{"errors":true,"items":[{"index":{"status":201}}]}"#[..],
+                1,
+            ),
             (br#"{"items":[{"index":{"status":201}}]}"#, 1),
             (br#"{"errors":false}"#, 0),
-            (br#"{"errors":false,"items":[{"index":{"status":409,"error":{"type":"x"}}}]}"#, 1),
-            (br#"{"errors":false,"items":[{"index":{"status":201,"error":{"type":"x"}}}]}"#, 1),
-            (br#"{"errors":false,"items":[{"index":{"status":404,"result":"not_found"}}]}"#, 1),
-            (br#"{"errors":false,"items":[{"delete":{"status":404}}]}"#, 1),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":409,"error":{"type":"x"}}}]}"#,
+                1,
+            ),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":201,"error":{"type":"x"}}}]}"#,
+                1,
+            ),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":404,"result":"not_found"}}]}"#,
+                1,
+            ),
+            (
+                br#"{"errors":false,"items":[{"delete":{"status":404}}]}"#,
+                1,
+            ),
             (br#"{"errors":false,"items":[{"index":{}}]}"#, 1),
-            (br#"{"errors":false,"items":[{"index":{"status":"201"}}]}"#, 1),
-            (br#"{"errors":false,"items":[{"index":{"status":201},"delete":{"status":200}}]}"#, 1),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":"201"}}]}"#,
+                1,
+            ),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":201},"delete":{"status":200}}]}"#,
+                1,
+            ),
             (br#"{"errors":false,"items":[{}]}"#, 1),
             (br#"{"errors":false,"items":[3]}"#, 1),
             (br#"{"errors":false,"items":{}}"#, 0),
             (br#"{"errors":false,"items":[{"index":{"status":201}}]"#, 1),
-            (br#"{"errors":false,"items":[{"index":{"status":201}}]} x"#, 1),
+            (
+                br#"{"errors":false,"items":[{"index":{"status":201}}]} x"#,
+                1,
+            ),
             (b"", 0),
             (b"[]", 0),
         ] {

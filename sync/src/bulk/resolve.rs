@@ -23,8 +23,8 @@
 
 use super::request::encode;
 use crate::action::{Action, Patch};
-use crate::encode::{action_line, action_line_len, DocBody, EncodeError};
 use crate::elastic::{self, EsError, Fetched};
+use crate::encode::{action_line, action_line_len, DocBody, EncodeError};
 use elasticsearch::Elasticsearch;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -181,12 +181,8 @@ fn apply_all(
             Body::Patch(p) => {
                 let base = match known.get(&key) {
                     Some(State::Lines(at, v)) => match (&out[*at], items[*at].0) {
-                        (Resolved::Queued, Body::Ready(lines)) => {
-                            source_of(lines).map(|s| (s, *v))
-                        }
-                        (Resolved::Queued, Body::Doc(d)) => {
-                            d.source_tree().ok().map(|s| (s, *v))
-                        }
+                        (Resolved::Queued, Body::Ready(lines)) => source_of(lines).map(|s| (s, *v)),
+                        (Resolved::Queued, Body::Doc(d)) => d.source_tree().ok().map(|s| (s, *v)),
                         (Resolved::Send(lines), _) => source_of(lines).map(|s| (s, *v)),
                         _ => None,
                     },

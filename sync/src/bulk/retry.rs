@@ -426,10 +426,11 @@ mod tests {
                         .into_iter()
                         .flatten()
                         .map(|(op, inner)| {
-                            let kept: serde_json::Map<String, Value> = ["status", "error", "result"]
-                                .iter()
-                                .filter_map(|k| Some((k.to_string(), inner.get(*k)?.clone())))
-                                .collect();
+                            let kept: serde_json::Map<String, Value> =
+                                ["status", "error", "result"]
+                                    .iter()
+                                    .filter_map(|k| Some((k.to_string(), inner.get(*k)?.clone())))
+                                    .collect();
                             (op.clone(), Value::Object(kept))
                         })
                         .collect();
@@ -458,7 +459,10 @@ mod tests {
                 2
             ]
         );
-        assert_eq!(classify_body(Some(413), None, 2), vec![Outcome::TooLarge; 2]);
+        assert_eq!(
+            classify_body(Some(413), None, 2),
+            vec![Outcome::TooLarge; 2]
+        );
     }
 
     /// Every response recorded from a real node (and the 8.x shapes), see

@@ -143,11 +143,7 @@ impl BulkJob {
 
     /// [`BulkService::execute`], the partition shown waiting while
     /// Elasticsearch refuses the index.
-    async fn execute(
-        &self,
-        svc: &BulkService,
-        items: Vec<Item<'_, usize>>,
-    ) -> Vec<(usize, Final)> {
+    async fn execute(&self, svc: &BulkService, items: Vec<Item<'_, usize>>) -> Vec<(usize, Final)> {
         let mut waited = false;
         let on_blocked = |_: &[usize], reason: &str| {
             waited = true;

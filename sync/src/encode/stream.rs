@@ -16,7 +16,9 @@
 //!
 //! Delivery guarantee: none needed, a pure function.
 
-use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::{Map, Value};
 use shared::ejson::to_search_json;
 use std::borrow::Cow;

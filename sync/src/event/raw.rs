@@ -109,7 +109,7 @@ pub fn decode_raw(payload: Option<&[u8]>) -> Result<RawEvent, DecodeError> {
         match found {
             Found::Event(mut ev) => {
                 ev.inner = inner;
-                return Ok(ev);
+                return Ok(*ev);
             }
             Found::Text(s, depth) => {
                 let text: Arc<str> = s.into();
@@ -123,7 +123,7 @@ pub fn decode_raw(payload: Option<&[u8]>) -> Result<RawEvent, DecodeError> {
 /// What one level of a record holds.
 enum Found {
     /// The event (spans into the level's base text).
-    Event(RawEvent),
+    Event(Box<RawEvent>),
     /// A JSON string holding the event's text, to decode at this depth.
     Text(String, u8),
 }
@@ -259,15 +259,14 @@ fn decode_in(text: &[u8], base: &[u8], depth: u8, embedded: bool) -> Result<Foun
     match text.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'"') if depth < 2 => {
             // JsonConverter without schemas: the change document as a string.
-            let s: String =
-                serde_json::from_slice(text).map_err(|e| not_json(&e, embedded))?;
+            let s: String = serde_json::from_slice(text).map_err(|e| not_json(&e, embedded))?;
             Ok(Found::Text(s, depth + 1))
         }
         Some(b'{') => {
             let f = fields(text).map_err(|e| not_json(&e, embedded))?;
             let schema: Option<Value> = get(&f, "schema").and_then(|s| parse(s).ok());
             if schema.as_ref().and_then(Value::as_str) == Some(SCHEMA) {
-                return native(&f, base).map(Found::Event);
+                return native(&f, base).map(|e| Found::Event(Box::new(e)));
             }
             // JsonConverter envelope.
             if depth < 2 && get(&f, "payload").is_some() && get(&f, "schema").is_some() {
@@ -275,7 +274,7 @@ fn decode_in(text: &[u8], base: &[u8], depth: u8, embedded: bool) -> Result<Foun
                 return decode_in(payload.as_bytes(), base, depth + 1, embedded);
             }
             if get(&f, "operationType").is_some() {
-                return connector(&f, base).map(Found::Event);
+                return connector(&f, base).map(|e| Found::Event(Box::new(e)));
             }
             Err(DecodeError::UnknownFormat)
         }
@@ -485,10 +484,16 @@ mod tests {
         // is written).
         let p = native().replace("한라산", "\\ud800");
         assert!(decode_raw(Some(p.as_bytes())).is_ok());
-        assert_eq!(super::super::decode(Some(p.as_bytes())).unwrap_err().kind(), "not_json");
+        assert_eq!(
+            super::super::decode(Some(p.as_bytes())).unwrap_err().kind(),
+            "not_json"
+        );
         // Outside the document it is refused at once.
         let p = native().replace(r#""db":"m""#, r#""db":"\ud800""#);
-        assert_eq!(decode_raw(Some(p.as_bytes())).unwrap_err().kind(), "not_json");
+        assert_eq!(
+            decode_raw(Some(p.as_bytes())).unwrap_err().kind(),
+            "not_json"
+        );
     }
 
     #[test]
