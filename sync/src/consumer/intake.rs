@@ -45,9 +45,12 @@ impl Loop {
         let Some(route) = cfg.route(&record.topic) else {
             return;
         };
-        let Some(projection) = self.projections.get(&record.topic).cloned() else {
-            return;
-        };
+        // Shared by the topic's queued documents (made once per topic).
+        let projection = self
+            .projections
+            .entry(record.topic.clone())
+            .or_insert_with(|| Arc::new(route.projection.clone()))
+            .clone();
         let record = Arc::new(record);
         let offset = record.offset;
         let decoded = event::decode_raw(record.payload.as_deref());
@@ -162,9 +165,7 @@ fn queued_body(a: Action) -> Option<(Body, Target)> {
             version,
             body,
         } => (Body::Doc(body), target(index, id, version, false)),
-        Action::Delete { index, id, version } => {
-            (Body::Delete, target(index, id, version, true))
-        }
+        Action::Delete { index, id, version } => (Body::Delete, target(index, id, version, true)),
         Action::Patch(p) => {
             let t = target(p.index.clone(), p.id.clone(), p.version, false);
             (Body::Patch(p), t)
