@@ -12,8 +12,8 @@ use super::stream::{write_value, StreamError};
 use crate::action::{self, Action};
 use crate::bulk::request::encode;
 use crate::config::{ProjectionConfig, TopicConfig};
-use crate::record::RawRecord;
 use crate::event::{self, Span};
+use crate::record::RawRecord;
 use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use shared::ejson::to_search_json;
@@ -185,7 +185,18 @@ fn gen_document(r: &mut Rng) -> String {
             ]));
             continue;
         }
-        let key = r.pick(&["title", "body", "likes", "at", "author", "tags", "n", "_sync", "x y"]);
+        let key = r.pick(&[
+            "title",
+            "body",
+            "likes",
+            "at",
+            "author",
+            "tags",
+            "n",
+            "_sync",
+            "x y",
+            "_truncated",
+        ]);
         out.push('"');
         out.push_str(key);
         out.push_str("\":");
@@ -288,7 +299,10 @@ fn bad_json_fails_both_ways() {
     ] {
         let mut out = Vec::new();
         assert!(
-            matches!(write_value(text.as_bytes(), &mut out), Err(StreamError::Json(_))),
+            matches!(
+                write_value(text.as_bytes(), &mut out),
+                Err(StreamError::Json(_))
+            ),
             "{text}"
         );
         assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
@@ -325,7 +339,10 @@ fn sync(parent: Option<&str>) -> SyncInfo {
         op: Operation::Insert,
         ns: "mountain.card".into(),
         partition: 2,
-        cluster_time: ClusterTime { t: 1_700_000_000, i: 3 },
+        cluster_time: ClusterTime {
+            t: 1_700_000_000,
+            i: 3,
+        },
         parent: parent.map(String::from),
     }
 }
@@ -336,7 +353,13 @@ fn body_of(text: &str, p: ProjectionConfig, parent: Option<&str>) -> DocBody {
         ..Default::default()
     };
     DocBody {
-        text: DocText::Record(Arc::new(record), Span { start: 0, end: text.len() }),
+        text: DocText::Record(
+            Arc::new(record),
+            Span {
+                start: 0,
+                end: text.len(),
+            },
+        ),
         sync: sync(parent),
         projection: Arc::new(p),
     }
@@ -368,7 +391,8 @@ fn documents_stream_as_the_tree_path_writes_them() {
                     .unwrap_or_else(|e| panic!("case {case}: {text}: bad JSON: {e}"));
                 // Both read back from their text (serde_json's float
                 // parsing is not exact, the same text reads the same).
-                let want: Value = serde_json::from_slice(&serde_json::to_vec(&want).unwrap()).unwrap();
+                let want: Value =
+                    serde_json::from_slice(&serde_json::to_vec(&want).unwrap()).unwrap();
                 assert_eq!(got, want, "case {case}: {text} {p:?}");
                 streamed += 1;
             }
@@ -440,24 +464,62 @@ fn both_ways(payload: &[u8]) -> (Result<Vec<Value>, String>, Result<Vec<Value>, 
     (tree, raw)
 }
 
+/// `_id`s of every BSON type a MongoDB document can carry, in Extended
+/// JSON (both producers' forms).
+const IDS: &[&str] = &[
+    r#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#,
+    r#""slug-한글""#,
+    r#""65a1b2c3d4e5f60718293a4b""#,
+    r#""5""#,
+    "5",
+    "-2",
+    "1.5",
+    r#"{"$numberInt":"5"}"#,
+    r#"{"$numberLong":"9007199254740993"}"#,
+    r#"{"$numberDouble":"1.5"}"#,
+    r#"{"$numberDecimal":"12.50"}"#,
+    r#"{"$date":{"$numberLong":"1704164645678"}}"#,
+    r#"{"$date":"2024-01-02T03:04:05.678Z"}"#,
+    r#"{"$binary":{"base64":"AAECAwQFBgcICQoLDA0ODw==","subType":"04"}}"#,
+    r#"{"$uuid":"00010203-0405-0607-0809-0a0b0c0d0e0f"}"#,
+    r#"{"a":1,"b":{"$oid":"65a1b2c3d4e5f60718293a4b"}}"#,
+    "true",
+    r#""quote \" and \\ back""#,
+];
+
 #[test]
 fn records_of_both_producers_give_the_same_lines_both_ways() {
     let mut r = Rng(0x1234_5678_9ABC_DEF1);
     let version = Version::of_cluster_time(1_700_000_000, 3).as_u64();
+    let mut written = 0;
     for case in 0..3_000 {
         let doc = gen_document(&mut r);
+        let id = r.pick(IDS);
         let op = r.pick(&["insert", "update", "replace", "snapshot", "delete"]);
+        // A change inside a transaction: its txn (native), its txnNumber
+        // and lsid (connector).
+        let in_txn = op != "snapshot" && r.below(3) == 0;
         let native = format!(
-            r#"{{"schema":"{SCHEMA}","op":"{op}","ns":{{"db":"mountain","coll":"card"}},"key":{{"_id":{{"$oid":"65a1b2c3d4e5f60718293a4b"}}}},"doc":{doc},"cluster_time":{{"t":1700000000,"i":3}},"version":{version}{snap}}}"#,
+            r#"{{"schema":"{SCHEMA}","op":"{op}","ns":{{"db":"mountain","coll":"card"}},"key":{{"_id":{id}}},"doc":{doc},"cluster_time":{{"t":1700000000,"i":3}},"wall_time":"2023-11-14T22:13:20.456Z","version":{version}{snap}{txn}}}"#,
             snap = if op == "snapshot" {
                 format!(r#","snapshot":{{"id":"s","version":{version}}}"#)
             } else {
                 String::new()
+            },
+            txn = if in_txn {
+                r#","txn":{"lsid":{"id":{"$binary":{"base64":"AAECAwQFBgcICQoLDA0ODw==","subType":"04"}}},"txn_number":4,"rank":0}"#
+            } else {
+                ""
             }
         );
         let cop = if op == "snapshot" { "insert" } else { op };
         let change = format!(
-            r#"{{"_id":{{"_data":"8265"}},"operationType":"{cop}","clusterTime":{{"$timestamp":{{"t":1700000000,"i":7}}}},"wallTime":{{"$date":{{"$numberLong":"1700000000456"}}}},"ns":{{"db":"mountain","coll":"card"}},"documentKey":{{"_id":{{"$oid":"65a1b2c3d4e5f60718293a4b"}}}},"fullDocument":{doc}}}"#
+            r#"{{"_id":{{"_data":"8265"}},"operationType":"{cop}","clusterTime":{{"$timestamp":{{"t":1700000000,"i":7}}}},"wallTime":{{"$date":{{"$numberLong":"1700000000456"}}}},"ns":{{"db":"mountain","coll":"card"}},"documentKey":{{"_id":{id}}},"fullDocument":{doc}{txn}}}"#,
+            txn = if in_txn {
+                r#","txnNumber":{"$numberLong":"4"},"lsid":{"id":{"$binary":{"base64":"AAECAwQFBgcICQoLDA0ODw==","subType":"04"}},"uid":{"$binary":{"base64":"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","subType":"00"}}}"#
+            } else {
+                ""
+            }
         );
         let as_string = serde_json::to_string(&change).unwrap();
         let envelope = format!(r#"{{"schema":{{"type":"string"}},"payload":{as_string}}}"#);
@@ -465,12 +527,35 @@ fn records_of_both_producers_give_the_same_lines_both_ways() {
         for payload in [&native, &change, &as_string, &envelope, &object_envelope] {
             let (tree, raw) = both_ways(payload.as_bytes());
             assert_eq!(raw, tree, "case {case}: {payload}");
+            written += usize::from(tree.is_ok());
         }
     }
+    assert!(written > 14_000, "{written} of 15000 records written");
     // Updates that carry only their delta (the connector's default) are
     // patches either way.
     let patch = r#"{"_id":{"_data":"8265"},"operationType":"update","clusterTime":{"$timestamp":{"t":1700000000,"i":7}},"ns":{"db":"mountain","coll":"card"},"documentKey":{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}},"updateDescription":{"updatedFields":{"title":"x"},"removedFields":[]},"fullDocumentBeforeChange":{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"},"title":"y"}}"#;
     let (tree, raw) = both_ways(patch.as_bytes());
     assert_eq!(raw, tree);
     assert!(tree.is_ok());
+    // Delta updates of every `_id` type, with removed fields, truncated
+    // arrays, no pre-image, inside a transaction or not.
+    for (n, id) in IDS.iter().enumerate() {
+        let txn = if n % 2 == 0 {
+            r#","txnNumber":{"$numberLong":"9"},"lsid":{"id":{"$binary":{"base64":"AAECAwQFBgcICQoLDA0ODw==","subType":"04"}}}"#
+        } else {
+            ""
+        };
+        let delta = format!(
+            r#"{{"_id":{{"_data":"8265"}},"operationType":"update","clusterTime":{{"$timestamp":{{"t":1700000000,"i":7}}}},"ns":{{"db":"mountain","coll":"card"}},"documentKey":{{"_id":{id}}},"updateDescription":{{"updatedFields":{{"title":"한라산 \ud83d\ude00","n":{{"$numberLong":"42"}},"at":{{"$date":{{"$numberLong":"1704164645678"}}}}}},"removedFields":["body"],"truncatedArrays":[{{"field":"tags","newSize":1}}]}}{txn}}}"#
+        );
+        for payload in [
+            delta.clone(),
+            serde_json::to_string(&delta).unwrap(),
+            format!(r#"{{"schema":{{"type":"struct"}},"payload":{delta}}}"#),
+        ] {
+            let (tree, raw) = both_ways(payload.as_bytes());
+            assert_eq!(raw, tree, "{payload}");
+            assert!(tree.is_ok(), "{payload}: {tree:?}");
+        }
+    }
 }
