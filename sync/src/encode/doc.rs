@@ -33,15 +33,6 @@ impl DocText {
         };
         all.get(s.start..s.end).unwrap_or_default()
     }
-
-    /// Bytes held only for this document (the record's value is counted
-    /// with the record).
-    pub fn own_bytes(&self) -> usize {
-        match self {
-            Self::Record(..) => 0,
-            Self::Inner(t, _) => t.len(),
-        }
-    }
 }
 
 /// The `_sync` object of a written document: where it came from.
