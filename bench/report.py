@@ -565,4 +565,13 @@ w("Profiles taken by hand on 2026-12-01 (before this harness; unpinned, single t
   "glibc arenas (now 2, `shared/src/malloc.rs`). Per-event CPU then: mongo-source ~22-32 µs, es-sync ~32-35 µs. "
   "`scripts/bench --profile` now takes these profiles in a run.")
 w("")
+# Sections written by hand from partial runs (between KEPT markers) are
+# carried over from the page this run replaces, so a full run does not
+# drop them; they name their own run and command.
+KEPT_BEGIN, KEPT_END = "<!-- kept: begin -->", "<!-- kept: end -->"
+if os.path.exists(out_md):
+    old = open(out_md).read()
+    if KEPT_BEGIN in old and KEPT_END in old:
+        kept = old[old.index(KEPT_BEGIN):old.index(KEPT_END) + len(KEPT_END)]
+        L.extend([kept, ""])
 open(out_md, "w").write("\n".join(L) + "\n")

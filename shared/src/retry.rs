@@ -150,7 +150,9 @@ pub struct Cancelled;
 /// work that must not be given up, where every failure is a fault an
 /// operator fixes (a closed index, a missing permission) and giving up
 /// would lose data. `on_retry` sees each failure and the delay before the
-/// next try, and says so on status and in metrics.
+/// next try, and says so on status and in metrics. `cancel` ends it at
+/// once, also during an attempt (the attempt is dropped: work given up on
+/// shutdown is redone by whoever takes it over).
 pub async fn retry_forever<T, E, F, Fut>(
     policy: &RetryConfig,
     cancel: &CancellationToken,
@@ -170,7 +172,14 @@ where
         if cancel.is_cancelled() {
             return Err(Cancelled);
         }
-        match op().await {
+        // An attempt that hangs (a server frozen: the connection stays
+        // open, nothing answers) is dropped when `cancel` fires, so it
+        // never holds a shutdown past its grace.
+        let attempt = tokio::select! {
+            r = op() => r,
+            () = cancel.cancelled() => return Err(Cancelled),
+        };
+        match attempt {
             Ok(v) => return Ok(v),
             Err(e) => {
                 let delay = schedule
@@ -310,6 +319,31 @@ mod tests {
             || async { Err(E(ErrorClass::Retryable)) },
         )
         .await;
+        assert_eq!(out, Err(Cancelled));
+    }
+
+    /// Found by the chaos suite (FrozenEsSigterm): with Elasticsearch
+    /// frozen, a roll-up read hung until its HTTP timeout and held es-sync's
+    /// shutdown 23 s past its grace.
+    #[tokio::test]
+    async fn retry_forever_drops_an_attempt_that_hangs_when_cancelled() {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.cancel();
+        });
+        let out: Result<(), Cancelled> = tokio::time::timeout(
+            Duration::from_secs(5),
+            retry_forever(
+                &fast(),
+                &cancel,
+                |_: &E, _| {},
+                std::future::pending::<Result<(), E>>,
+            ),
+        )
+        .await
+        .expect("returned when cancelled, without waiting for the attempt");
         assert_eq!(out, Err(Cancelled));
     }
 }

@@ -15,7 +15,7 @@
 //! | `es_sync_snapshot_cleanups_total` | `index` | documents removed by re-snapshot cleanups |
 //! | `es_sync_clock_holds_total` | | records held because their cluster time is ahead of this host's clock and of their Kafka timestamp |
 //! | `es_sync_rollups_total` | | parents (cards) whose roll-up was written (recomputed and changed) |
-//! | `es_sync_rollup_requests_total` | `request` = read_children, read_parents, search, write | the roll-up's own requests to Elasticsearch, beside the bulks of the records (its cost: `docs/benchmarks.md`) |
+//! | `es_sync_rollup_requests_total` | `request` = read_children, read_parents, search, write, flag, refresh, search_pending | the roll-up's own requests to Elasticsearch, beside the bulks of the records (its cost: `docs/benchmarks.md`) |
 //! | `es_sync_task_panics_total` | | tasks (bulk requests, cleanups, dead-letter writes) that panicked; each restarts its partition |
 //! | `es_sync_partitions_waiting` | `reason` = index, cleanup, clock, dlq | partitions waiting on a fault an operator fixes (a blocked, closed or missing index; a snapshot cleanup Elasticsearch refuses; a clock) |
 //! | `es_sync_freshness_requests_total` | `index` | requests the freshness measurement sent (refresh statistics, and the refresh interval every 30 s) while documents of the alias waited; none while none do |
@@ -75,7 +75,8 @@ pub struct FaultLabels {
 /// Labels of `es_sync_rollup_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `read_children`, `read_parents`, `search`, `write`.
+    /// `read_children`, `read_parents`, `search`, `write`, `flag`,
+    /// `refresh`, `search_pending`.
     pub request: String,
 }
 

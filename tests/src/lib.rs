@@ -3,6 +3,7 @@
 //! `ELASTICSEARCH_URL`), unique names so tests run in parallel and re-run
 //! without cleanup, Kafka readers, and the built binaries.
 
+pub mod chaos;
 pub mod cluster;
 pub mod kafka;
 pub mod process;
@@ -58,12 +59,51 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// The environment variable that confines [`free_port`] to a range of
+/// ports, `LOW-HIGH` (e.g. `21400-21499`), so that the servers and admin
+/// ports a test run opens stay out of other people's ports on a shared
+/// machine (the kernel's own choice comes from its outgoing-port range,
+/// 32768-60999, where others may have fixed ports).
+pub const PORT_RANGE_ENV: &str = "TEST_PORT_RANGE";
+
+/// A free TCP port on 127.0.0.1 (bound then released): the kernel's
+/// choice, or one of [`PORT_RANGE_ENV`]'s range when it is set (a port
+/// not handed out before by this process).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    match std::env::var(PORT_RANGE_ENV) {
+        Ok(range) => port_in_range(&range),
+        Err(_) => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port"),
+    }
+}
+
+fn port_in_range(range: &str) -> u16 {
+    use rand::Rng;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let (low, high) = range
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
+        .filter(|(l, h)| 0 < *l && l <= h)
+        .unwrap_or_else(|| panic!("{PORT_RANGE_ENV}={range}: expected LOW-HIGH, e.g. 21400-21499"));
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = u32::from(high - low) + 1;
+    let start = rand::rng().random_range(0..span);
+    for k in 0..span {
+        let port = low + ((start + k) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("{PORT_RANGE_ENV}={range}: no free port left in the range")
 }
 
 /// Helpers of the es-sync integration tests (`tests/sync_*.rs`).
@@ -72,6 +112,7 @@ pub mod sync_support;
 pub mod e2e;
 pub mod korean_corpus;
 pub mod private_stack;
+pub mod proxy;
 pub mod secure_stack;
 pub mod source;
 pub mod workload;

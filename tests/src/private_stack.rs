@@ -269,12 +269,22 @@ impl Drop for PrivateKafka {
 /// `Drop` runs `scripts/stack down --wipe`.
 pub struct PrivateStack {
     dir: PathBuf,
-    ports: [(&'static str, u16); 5],
+    ports: Vec<(&'static str, u16)>,
+    /// More `scripts/stack` settings, given to every command.
+    settings: Vec<(&'static str, String)>,
 }
 
 impl PrivateStack {
     /// Starts all three servers (blocks until they answer).
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts all three servers with more `scripts/stack` settings (e.g.
+    /// `KAFKA_AUTO_CREATE_TOPICS=false`) and more named ports taken from
+    /// [`crate::free_port`] (e.g. `KAFKA_PROXIED_PORT`); blocks until they
+    /// answer.
+    pub fn start_with(settings: &[(&'static str, String)], more_ports: &[&'static str]) -> Self {
         let mut used = std::collections::HashSet::new();
         let mut port = || loop {
             let p = crate::free_port();
@@ -282,25 +292,47 @@ impl PrivateStack {
                 return p;
             }
         };
+        let names = [
+            "KAFKA_PORT",
+            "KAFKA_CONTROLLER_PORT",
+            "ES_PORT",
+            "ES_TRANSPORT_PORT",
+            "MONGO_PORT",
+        ];
         let s = Self {
             dir: std::env::temp_dir().join(crate::unique("stack-all-")),
-            ports: [
-                ("KAFKA_PORT", port()),
-                ("KAFKA_CONTROLLER_PORT", port()),
-                ("ES_PORT", port()),
-                ("ES_TRANSPORT_PORT", port()),
-                ("MONGO_PORT", port()),
-            ],
+            ports: names
+                .iter()
+                .chain(more_ports)
+                .map(|n| (*n, port()))
+                .collect(),
+            settings: settings.to_vec(),
         };
         s.run(&["up"]);
         s
     }
 
-    fn port(&self, name: &str) -> u16 {
+    /// The port named `name` (`KAFKA_PORT`, `ES_PORT`, ...; 0 if unknown).
+    pub fn port(&self, name: &str) -> u16 {
         self.ports
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, p)| *p)
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(stack_script());
+        c.args(args).env("STACK_DIR", &self.dir);
+        for (k, v) in &self.settings {
+            c.env(k, v);
+        }
+        for (k, v) in &self.ports {
+            c.env(k, v.to_string());
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
     }
 
     /// Runs `scripts/stack ARGS` on this stack.
@@ -311,20 +343,19 @@ impl PrivateStack {
     /// Runs `scripts/stack ARGS` on this stack with extra environment
     /// (e.g. `ES_WRITE_QUEUE_SIZE` for a restart).
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) {
-        let mut c = Command::new(stack_script());
-        c.args(args).env("STACK_DIR", &self.dir);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        for (k, v) in &self.ports {
-            c.env(k, v.to_string());
-        }
-        let st = c.status().expect("run scripts/stack");
+        let st = self.command(args, env).status().expect("run scripts/stack");
         assert!(
             st.success(),
             "scripts/stack {args:?} failed (STACK_DIR {})",
             self.dir.display()
         );
+    }
+
+    /// The PID of one of its servers (`kafka`, `elasticsearch`, `mongodb`)
+    /// while it runs.
+    pub fn pid(&self, server: &str) -> Option<u32> {
+        let file = self.dir.join("run").join(format!("{server}.pid"));
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// `MONGODB_URI`, `KAFKA_BOOTSTRAP_SERVERS`, `ELASTICSEARCH_URL` of it.
@@ -351,12 +382,7 @@ impl PrivateStack {
 
 impl Drop for PrivateStack {
     fn drop(&mut self) {
-        let mut c = Command::new(stack_script());
-        c.args(["down", "--wipe"]).env("STACK_DIR", &self.dir);
-        for (k, v) in &self.ports {
-            c.env(k, v.to_string());
-        }
-        let _ = c.status();
+        let _ = self.command(&["down", "--wipe"], &[]).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -104,6 +104,19 @@ impl Workload {
         s
     }
 
+    /// Text of at least `bytes` bytes (whole words, UTF-8), for documents
+    /// near a size limit.
+    pub fn text_of_bytes(&mut self, bytes: usize) -> String {
+        let mut s = String::with_capacity(bytes + 16);
+        while s.len() < bytes {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push_str(self.word());
+        }
+        s
+    }
+
     fn at(&mut self) -> DateTime {
         let ms = self.epoch_ms + self.rng.random_range(0..31_536_000_000_i64);
         DateTime::from_millis(ms)

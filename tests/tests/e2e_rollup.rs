@@ -90,25 +90,6 @@ async fn reply_counts_follow_every_kind_of_change() {
         json!(["둘째 댓글", "첫 댓글", "스냅샷 때부터 있던 댓글"])
     );
     card_with(&p, b, 1).await;
-    // The roll-up's own requests are counted by kind (its cost): each bulk
-    // of replies read the replies' previous cards, then the cards, a search
-    // of their replies and a write of the changed roll-ups.
-    let text = e2e_tests::http_get(p.sync_admin_port, "/metrics")
-        .await
-        .unwrap();
-    let requests = |kind: &str| {
-        e2e_tests::metric_value(
-            &text,
-            &format!("es_sync_rollup_requests_total{{request=\"{kind}\"}}"),
-        )
-        .unwrap_or_else(|| panic!("no roll-up request count of {kind}:\n{text}"))
-    };
-    assert!(requests("read_children") >= 1.0, "{text}");
-    assert!(requests("search") >= requests("read_children"), "{text}");
-    assert!(requests("read_parents") >= requests("search"), "{text}");
-    // (a write may be refused whole by a compare-and-set conflict and
-    // redone, so writes are not bounded by the roll-ups written)
-    assert!(requests("write") >= 1.0, "{text}");
 
     // A reply deleted, a reply moved to the other card.
     replies.delete_one(doc! { "_id": "r2" }).await.unwrap();
@@ -350,6 +331,193 @@ async fn a_redelivered_card_without_its_roll_up_gets_it() {
     );
     let mut sync = start_sync();
     card_with(&p, id, 3).await;
+    p.assert_verified().await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
+
+/// es-sync's partitions that say they wait, with their reason.
+async fn waiting(p: &Pipeline) -> Vec<String> {
+    let status: Value = e2e_tests::http_get(p.sync_admin_port, "/status")
+        .await
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(Value::Null);
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["waiting"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A roll-up the cards' index refuses (a write block on it while a reply
+/// comes; found by the chaos suite's flood-stage fault, where every
+/// partition hung in the roll-up's retries and none said it waited): the
+/// reply's partition shows it waits on `/status`, es-sync warns once for
+/// the episode (not once per retry), and the roll-up lands once the block
+/// is lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_up_refused_by_a_blocked_card_index_waits_and_lands_once_lifted() {
+    use e2e_tests::sync_support::es_call;
+    use elasticsearch::http::Method;
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (stop_source, source) = p.source.spawn();
+    let id = ObjectId::new();
+    cards
+        .insert_one(doc! { "_id": id, "title": "지리산" })
+        .await
+        .unwrap();
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    let mut sync = Proc::start("es-sync", &["--config", &sync_cfg], &[]);
+    eventually("the card indexed", WAIT, || async {
+        es_documents(&p.cards)
+            .await
+            .contains_key(&id.to_hex())
+            .then_some(())
+    })
+    .await;
+    let (_, alias) = es_call(Method::Get, &format!("/_alias/{}", p.cards), None).await;
+    let index = alias.as_object().unwrap().keys().next().unwrap().clone();
+    let block = |on: bool| {
+        let index = index.clone();
+        async move {
+            let (s, b) = es_call(
+                Method::Put,
+                &format!("/{index}/_settings"),
+                Some(json!({"index.blocks.write": on})),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    block(true).await;
+    replies
+        .insert_one(reply("r1", id, 1, "막힌 동안의 댓글"))
+        .await
+        .unwrap();
+    let why = eventually("the reply's partition waits", WAIT, || async {
+        waiting(&p)
+            .await
+            .into_iter()
+            .find(|w| w.contains("roll-up"))
+    })
+    .await;
+    assert!(why.contains(&p.source.topic("reply")), "{why}");
+    assert!(why.contains("cluster_block_exception"), "{why}");
+    // The reply itself is written (its index is not blocked).
+    eventually("the reply indexed", WAIT, || async {
+        es_documents(&p.replies)
+            .await
+            .contains_key("r1")
+            .then_some(())
+    })
+    .await;
+    // Retries go on (every second at most here) without a warning each.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    block(false).await;
+    card_with(&p, id, 1).await;
+    eventually("the wait cleared", WAIT, || async {
+        waiting(&p).await.is_empty().then_some(())
+    })
+    .await;
+    p.assert_verified().await;
+    assert!(sync.terminate().success(), "{}", sync.log_text());
+    let log = sync.log_text();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("roll-up"))
+        .count();
+    assert_eq!(warnings, 1, "one warning for the episode:\n{log}");
+    assert!(log.contains("the roll-up works again"), "{log}");
+    stop_source.cancel();
+    source.await.unwrap().unwrap();
+}
+
+/// es-sync killed after a request of replies that deletes one (then one
+/// that moves one to another card) was applied by Elasticsearch and
+/// before the cards' roll-ups were written (a stop point right there,
+/// then kill -9). Redelivered, the delete finds no reply left to name its
+/// card and the move finds the reply already under its new card: without
+/// the parents flagged before the request, the old card kept counting the
+/// reply it lost (found by the chaos suite's "Elasticsearch frozen while
+/// es-sync gets SIGTERM" fault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_deleted_or_moved_just_before_a_crash_leave_their_card() {
+    use e2e_tests::sync_support::es_call;
+    use elasticsearch::http::Method;
+    let p = Pipeline::new();
+    let db = mongo().await.database(&p.source.db);
+    let cards: Collection<Document> = db.collection("card");
+    let replies: Collection<Document> = db.collection("reply");
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    for id in [a, b] {
+        cards
+            .insert_one(doc! { "_id": id, "title": "단풍" })
+            .await
+            .unwrap();
+    }
+    for k in 0..3 {
+        replies
+            .insert_one(reply(&format!("r{k}"), a, k, "좋아요"))
+            .await
+            .unwrap();
+    }
+    let (stop_source, source) = p.source.spawn();
+    let sync_cfg = p.write_sync();
+    let sync_cfg = sync_cfg.to_str().unwrap().to_string();
+    // Stops itself right after the first request that deletes or moves a
+    // reply was answered, before the roll-up.
+    let start_sync = |faults: &str| {
+        Proc::start(
+            "es-sync",
+            &["--config", &sync_cfg],
+            &[(shared::faults::ENV, faults)],
+        )
+    };
+    let armed = "sync.rollup.children_sent:leaving=1";
+    let reply_at = |id: &'static str| {
+        let index = p.replies.clone();
+        async move { es_call(Method::Get, &format!("/{index}/_doc/{id}"), None).await }
+    };
+    let mut sync = start_sync(armed);
+    card_with(&p, a, 3).await;
+
+    // A delete, applied, then the crash.
+    replies.delete_one(doc! { "_id": "r1" }).await.unwrap();
+    eventually("r1 deleted from the index", WAIT, || async {
+        (reply_at("r1").await.0 == 404).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.kill9();
+    let card = &es_documents(&p.cards).await[&a.to_hex()];
+    assert_eq!(card["reply_count"], 3, "the crash came before the roll-up");
+    let mut sync = start_sync(armed);
+    card_with(&p, a, 2).await;
+
+    // A move to the other card, applied, then the crash.
+    replies
+        .update_one(doc! { "_id": "r2" }, doc! { "$set": { "card_id": b } })
+        .await
+        .unwrap();
+    eventually("r2 under card b in the index", WAIT, || async {
+        let (s, body) = reply_at("r2").await;
+        (s == 200 && body["_source"]["_sync"]["parent"] == json!(b.to_hex())).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sync.kill9();
+    let mut sync = start_sync("");
+    card_with(&p, a, 1).await;
+    card_with(&p, b, 1).await;
+    // No flag is left once the roll-ups are written.
+    let card = &es_documents(&p.cards).await[&a.to_hex()];
+    assert!(card["_sync"].get("rollup_pending").is_none(), "{card}");
     p.assert_verified().await;
     assert!(sync.terminate().success(), "{}", sync.log_text());
     stop_source.cancel();

@@ -257,9 +257,34 @@ pub fn collection_gone_snapshot(op: &str, ts: Timestamp) -> SnapshotInfo {
     }
 }
 
-/// The snapshot version of a copy that starts at cluster time `ts`.
+/// The snapshot version of a copy whose change stream starts at cluster
+/// time `ts` (inclusive): the version of the cluster time one tick before
+/// `ts`, so that every change the stream delivers, the one at exactly `ts`
+/// included, is newer than every copy.
+///
+/// `ts` is the operation time the server reported before the copy began.
+/// On mongod that is the last applied operation, whose result the copy
+/// holds; but a write whose time was already given out may still be
+/// committing when the copy reads (found on the bench's SecantusDB under
+/// load: the read reported time `ts`, did not see the delete that got
+/// `ts`). With the copy versioned at `ts` itself, that change arrived with
+/// the copy's version, Elasticsearch refused it as a version conflict and
+/// the deleted document stayed searchable. One tick lower, the change at
+/// `ts` always wins, and a change at `ts` whose result the copy already
+/// holds is applied again harmlessly. (Nothing can happen between the two
+/// ticks: no operation has a cluster time between them.)
 pub fn snapshot_version(ts: Timestamp) -> u64 {
-    Version::of_cluster_time(ts.time, ts.increment).as_u64()
+    let (t, i) = tick_before(ts.time, ts.increment);
+    Version::of_cluster_time(t, i).as_u64()
+}
+
+/// The cluster time one tick before `(t, i)` (increments start at 1; `i` 0
+/// goes back to the previous second's largest increment).
+fn tick_before(t: u32, i: u32) -> (u32, u32) {
+    match i {
+        0 => (t.saturating_sub(1), crate::wire::version::MAX_INCREMENT),
+        i => (t, i.min(crate::wire::version::MAX_INCREMENT) - 1),
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +455,47 @@ mod tests {
             ClusterTime {
                 t: 1_700_000_000,
                 i: 1
+            }
+        );
+    }
+
+    /// The copy loses to every change its stream delivers, the one at the
+    /// stream's very start included (issue 15 fault suite: a delete at that
+    /// time was refused as a version conflict and the document stayed).
+    #[test]
+    fn the_snapshot_version_is_below_the_first_change_the_stream_delivers() {
+        let ts = |t, i| Timestamp {
+            time: t,
+            increment: i,
+        };
+        let start = ts(1_796_565_803, 7);
+        let copy = snapshot_version(start);
+        assert!(copy < Version::of_cluster_time(1_796_565_803, 7).as_u64());
+        assert_eq!(copy, Version::of_cluster_time(1_796_565_803, 6).as_u64());
+        // ... and above every change before it, with the roll-up's 15
+        // rewrites on top still below the stream's first change.
+        assert!(copy > Version::of_cluster_time(1_796_565_803, 5).as_u64());
+        assert!(copy + 15 < Version::of_cluster_time(1_796_565_803, 7).as_u64());
+        assert_eq!(
+            snapshot_version(ts(10, 0)),
+            Version::of_cluster_time(9, crate::wire::version::MAX_INCREMENT).as_u64()
+        );
+        assert_eq!(
+            snapshot_version(ts(10, 1)),
+            Version::of_cluster_time(10, 0).as_u64()
+        );
+        // A record made with it is consistent (es-sync checks that).
+        let snap = SnapshotInfo {
+            id: "s".into(),
+            version: copy,
+        };
+        let (_, ev) = snapshot_record(&doc! { "_id": 1_i32 }, &ns(), &snap).unwrap();
+        assert!(ev.version_is_consistent());
+        assert_eq!(
+            ev.cluster_time,
+            ClusterTime {
+                t: 1_796_565_803,
+                i: 6
             }
         );
     }

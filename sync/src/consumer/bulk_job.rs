@@ -178,14 +178,46 @@ impl BulkJob {
         resolved: Vec<Resolved>,
     ) -> Option<Vec<Option<Final>>> {
         let ids: BTreeSet<String> = batch.iter().map(|t| t.target.id.clone()).collect();
-        let mut parents = self
+        let requests = &self.metrics.rollup_requests;
+        let held = self
             .forever("roll-up: reading the children's parents", || {
-                rollup::store::parents_of(&self.es, plan, &ids, &self.metrics.rollup_requests)
+                rollup::store::children(&self.es, plan, &ids, requests)
             })
             .await?;
+        let leaving = Leaving::of(batch, &held);
+        // Parents that children leave (deleted, moved) are flagged before
+        // the request: once it is applied, nothing in the children's index
+        // names them any more.
+        self.forever("roll-up: flagging the parents children leave", || {
+            rollup::store::flag_pending(&self.es, plan, &leaving.parents, requests)
+        })
+        .await?;
+        // A request that looks redelivered may follow one applied without
+        // its roll-up (a crash in between): the parents it left are found
+        // by their flags.
+        let mut parents: BTreeSet<String> =
+            held.values().filter_map(|c| c.parent.clone()).collect();
+        if leaving.redelivered {
+            parents.extend(
+                self.forever("roll-up: reading the flagged parents", || {
+                    rollup::store::pending(&self.es, plan, requests)
+                })
+                .await?,
+            );
+        }
         let finals = self
             .send(&self.svc.waiting_for_refresh(), batch, resolved)
             .await;
+        shared::faults::stop_point(|| {
+            format!(
+                "sync.rollup.children_sent:{}",
+                if leaving.parents.is_empty() {
+                    "plain"
+                } else {
+                    "leaving"
+                }
+            )
+        });
         parents.extend(batch.iter().filter_map(|t| match &t.hint {
             Hint::Child(Some(p)) => Some(p.clone()),
             _ => None,
@@ -290,6 +322,12 @@ impl BulkJob {
                                 recompute.insert(t.target.id.clone());
                             }
                         }
+                        // A flag set for a roll-up not yet written stays
+                        // until that roll-up is written.
+                        if rollup::store::is_pending(&stored.source) {
+                            rollup::store::set_pending(&mut source, true);
+                            recompute.insert(t.target.id.clone());
+                        }
                         cas.insert(k);
                         items.push(Item {
                             body: ItemBody::Lines(rollup::store::cas_lines(
@@ -351,24 +389,64 @@ impl BulkJob {
     }
 
     /// `op` retried until it works, whatever fails (an operator's fault:
-    /// a closed index...); `None` when the partition stops.
+    /// a closed index, a write block on the parents' index...); `None` when
+    /// the partition stops. While it fails the partition shows it waiting
+    /// (`/status`), with one warning for the episode and one line when it
+    /// works again, not one per retry.
     async fn forever<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::elastic::EsError>>,
     {
         let metrics = self.metrics.clone();
-        shared::retry::retry_forever(
+        let mut failures: u64 = 0;
+        let out = shared::retry::retry_forever(
             &self.retry,
             &self.stop,
             |e: &crate::elastic::EsError, d| {
                 metrics.retry("rollup", 1);
-                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
+                if failures == 0 {
+                    tracing::warn!(
+                        error = %e,
+                        what,
+                        topic = %self.tp.0,
+                        partition = self.tp.1,
+                        "the roll-up fails: retrying until it works, the partition waits"
+                    );
+                    let _ = self.tx.send(Report::Waiting {
+                        tp: self.tp.clone(),
+                        epoch: self.epoch,
+                        why: Waiting::Index(format!(
+                            "{what} fails on {}, retrying until it works: {e}",
+                            self.tp.0
+                        )),
+                    });
+                } else {
+                    tracing::debug!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
+                }
+                failures += 1;
             },
             op,
         )
         .await
-        .ok()
+        .ok();
+        if failures > 0 {
+            if out.is_some() {
+                tracing::info!(
+                    what,
+                    failures,
+                    topic = %self.tp.0,
+                    partition = self.tp.1,
+                    "the roll-up works again"
+                );
+            }
+            let _ = self.tx.send(Report::WaitOver {
+                tp: self.tp.clone(),
+                epoch: self.epoch,
+                kind: WaitKind::Index,
+            });
+        }
+        out
     }
 
     /// The batch's patches resolved (every item [`Resolved::Send`] when it
@@ -433,5 +511,129 @@ impl BulkJob {
             }
             Final::Abandoned => false,
         }
+    }
+}
+
+/// What a request of children does to the parents as the index holds
+/// them ([`rollup::store::PENDING_SYNC_FIELD`]).
+#[derive(Debug, Default, PartialEq)]
+struct Leaving {
+    /// Parents that children of the request leave: a deleted child's
+    /// parent, a moved child's previous parent.
+    parents: BTreeSet<String>,
+    /// Whether the request looks redelivered: a delete of a child the
+    /// index does not hold, or a child the index holds at the change's
+    /// version or newer.
+    redelivered: bool,
+}
+
+impl Leaving {
+    fn of(batch: &[Taken], held: &HashMap<String, rollup::store::Child>) -> Self {
+        let mut out = Leaving::default();
+        for t in batch {
+            let now = held.get(&t.target.id);
+            match now {
+                None if t.target.delete => out.redelivered = true,
+                Some(c) if c.version >= t.target.version => out.redelivered = true,
+                _ => {}
+            }
+            let Some(previous) = now.and_then(|c| c.parent.as_ref()) else {
+                continue;
+            };
+            let moved = matches!(&t.hint, Hint::Child(Some(p)) if p != previous);
+            if t.target.delete || moved {
+                out.parents.insert(previous.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollup::store::Child;
+
+    fn taken(id: &str, version: u64, delete: bool, parent: Option<&str>) -> Taken {
+        Taken {
+            body: Body::Ready(Vec::new()),
+            target: Target {
+                index: "replies".into(),
+                id: id.into(),
+                version,
+                delete,
+            },
+            offset: 0,
+            kind: "test",
+            hint: Hint::Child(parent.map(str::to_string)),
+            record: Arc::new(RawRecord::default()),
+            commit_ms: None,
+        }
+    }
+
+    fn held(list: &[(&str, Option<&str>, u64)]) -> HashMap<String, Child> {
+        list.iter()
+            .map(|(id, p, v)| {
+                (
+                    id.to_string(),
+                    Child {
+                        parent: p.map(str::to_string),
+                        version: *v,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn deleted_and_moved_children_flag_the_parents_they_leave() {
+        let batch = [
+            taken("r1", 10, true, None),       // deleted from a
+            taken("r2", 10, false, Some("c")), // moved from b to c
+            taken("r3", 10, false, Some("a")), // updated, same parent
+            taken("r4", 10, false, Some("d")), // new
+            taken("r5", 10, false, None),      // a patch not naming a parent
+        ];
+        let now = held(&[
+            ("r1", Some("a"), 5),
+            ("r2", Some("b"), 5),
+            ("r3", Some("a"), 5),
+            ("r5", Some("e"), 5),
+        ]);
+        let l = Leaving::of(&batch, &now);
+        assert_eq!(l.parents, set(&["a", "b"]));
+        assert!(!l.redelivered, "first deliveries");
+    }
+
+    #[test]
+    fn a_request_already_applied_looks_redelivered() {
+        // The delete's child is gone: applied before a crash.
+        let l = Leaving::of(&[taken("r1", 10, true, None)], &held(&[]));
+        assert!(l.redelivered);
+        assert!(l.parents.is_empty(), "nothing left names its parent");
+        // A move already applied: the child names its new parent at the
+        // change's version.
+        let l = Leaving::of(
+            &[taken("r2", 10, false, Some("c"))],
+            &held(&[("r2", Some("c"), 10)]),
+        );
+        assert!(l.redelivered);
+        assert!(l.parents.is_empty());
+    }
+
+    #[test]
+    fn the_pending_flag_is_set_read_and_cleared_in_sync() {
+        let mut source = serde_json::Map::new();
+        assert!(!rollup::store::is_pending(&source));
+        rollup::store::set_pending(&mut source, true);
+        assert!(rollup::store::is_pending(&source));
+        assert_eq!(source["_sync"]["rollup_pending"], true);
+        rollup::store::set_pending(&mut source, false);
+        assert!(!rollup::store::is_pending(&source));
+        assert_eq!(source["_sync"], serde_json::json!({}));
     }
 }

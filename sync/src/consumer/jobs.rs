@@ -148,6 +148,10 @@ impl Loop {
             if let Some(id) = fault {
                 panic!("test fault: a bulk task holding document {id} panics");
             }
+            // Test builds only: a panic in a chosen bulk task of a topic,
+            // armed in a running binary by `SEARCH_PIPELINE_FAULTS=
+            // sync.bulk:{topic}=1@N` (the chaos suite).
+            shared::faults::panic_point(|| format!("sync.bulk:{}", tp2.0));
             let done = job.run(taken).await;
             Outcome {
                 unit: Unit {

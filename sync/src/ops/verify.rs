@@ -29,7 +29,6 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use shared::ejson::{bson_to_json, canonical_key, document_to_json, json_to_bson};
 use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, SnapshotInfo, SCHEMA};
-use shared::wire::version::Version;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -240,8 +239,14 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     let collection = client.database(&db).collection::<Document>(&coll);
     let es = elastic::client(&cfg.elasticsearch)?;
     let repair = if req.repair {
+        // Versioned like a snapshot copy: one tick before the time read
+        // first, so a change at that very time (still committing while the
+        // comparison read) is newer than the repair and wins.
         let ts = cluster_time(&client, &collection).await?;
-        let version = Version::of_cluster_time(ts.t, ts.i).as_u64();
+        let version = shared::wire::change_stream::snapshot_version(mongodb::bson::Timestamp {
+            time: ts.t,
+            increment: ts.i,
+        });
         let producer: FutureProducer = cfg
             .kafka
             .client_config()

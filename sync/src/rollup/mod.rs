@@ -23,7 +23,18 @@
 //!   a parent (a re-snapshot, `verify --repair`);
 //! - after a parent change found the index already at its version (a
 //!   redelivery after a crash that may have come between the parent's
-//!   write and its roll-up's; a no-op when the roll-up holds).
+//!   write and its roll-up's; a no-op when the roll-up holds);
+//! - for the parents flagged pending, when a request of children looks
+//!   redelivered. A deleted child, or one moved to another parent, leaves
+//!   nothing in the children's index that names the parent it left; so
+//!   before such a request the parents left are flagged
+//!   (`_sync.rollup_pending`, [`store::flag_pending`]), the flag is
+//!   cleared by the next roll-up written onto the parent (and carried over
+//!   by the parent's own writes until then), and a request that looks
+//!   redelivered (a delete of a child the index no longer holds, a child
+//!   already at the change's version) also recomputes every flagged parent
+//!   ([`store::pending`]). A crash between the children's request and the
+//!   roll-up thus never leaves a parent counting a child it lost.
 //!
 //! **Versions stay right.** A parent's own changes keep their order by the
 //! version of the change (`_sync.version`, compared before writing), and

@@ -95,22 +95,156 @@ fn bad(what: &str, v: &Value) -> EsError {
     }
 }
 
-/// The parents the children `ids` of the child index point at now.
-pub async fn parents_of(
+/// A child as the index holds it: the parent it points at now (if any)
+/// and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    /// The parent's Elasticsearch id.
+    pub parent: Option<String>,
+    /// The version of the child's last change.
+    pub version: u64,
+}
+
+/// The children `ids` of the child index as it holds them (absent: not
+/// in the map).
+pub async fn children(
     es: &Elasticsearch,
     plan: &Plan,
     ids: &BTreeSet<String>,
     requests: &Requests,
-) -> Result<BTreeSet<String>, EsError> {
+) -> Result<HashMap<String, Child>, EsError> {
     Ok(fetch(es, &plan.child_index, ids, requests, "read_children")
         .await?
-        .into_values()
-        .flatten()
-        .filter_map(|c| {
-            c.source["_sync"][compute::PARENT_SYNC_FIELD]
+        .into_iter()
+        .filter_map(|(id, c)| {
+            let c = c?;
+            let parent = c.source["_sync"][compute::PARENT_SYNC_FIELD]
                 .as_str()
-                .map(str::to_string)
+                .map(str::to_string);
+            Some((
+                id,
+                Child {
+                    parent,
+                    version: c.version,
+                },
+            ))
         })
+        .collect())
+}
+
+/// The flag (in a parent's `_sync`) that says a change of its children
+/// may have reached the index without its roll-up being written yet: set
+/// before a request that deletes children or moves them to another parent,
+/// cleared by the next roll-up written onto the parent. A delete or a move
+/// leaves nothing in the children's index that names the parent it left,
+/// so a crash between that request and the roll-up would otherwise leave
+/// the parent counting a child it lost; a redelivery finds the flagged
+/// parents instead ([`pending`]).
+pub const PENDING_SYNC_FIELD: &str = "rollup_pending";
+
+/// Whether a parent's source carries [`PENDING_SYNC_FIELD`].
+pub fn is_pending(source: &Map<String, Value>) -> bool {
+    source
+        .get("_sync")
+        .and_then(|s| s.get(PENDING_SYNC_FIELD))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Sets or clears [`PENDING_SYNC_FIELD`] in a parent's source.
+pub fn set_pending(source: &mut Map<String, Value>, on: bool) {
+    let sync = source
+        .entry("_sync")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(sync) = sync {
+        if on {
+            sync.insert(PENDING_SYNC_FIELD.to_string(), Value::Bool(true));
+        } else {
+            sync.remove(PENDING_SYNC_FIELD);
+        }
+    }
+}
+
+/// Flags `parents` as pending (one `_bulk` of partial updates, visible to
+/// a search after the next refresh); a parent the index does not hold is
+/// skipped (its own write computes its roll-up).
+pub async fn flag_pending(
+    es: &Elasticsearch,
+    plan: &Plan,
+    parents: &BTreeSet<String>,
+    requests: &Requests,
+) -> Result<(), EsError> {
+    if parents.is_empty() {
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    for id in parents {
+        let head =
+            json!({"update": {"_index": plan.parent_index, "_id": id, "retry_on_conflict": 5}});
+        body.extend(head.to_string().into_bytes());
+        body.push(b'\n');
+        body.extend(
+            json!({"doc": {"_sync": {PENDING_SYNC_FIELD: true}}})
+                .to_string()
+                .into_bytes(),
+        );
+        body.push(b'\n');
+    }
+    count(requests, "flag");
+    let out = bulk(es, body, "POST /_bulk (roll-up pending flags)").await?;
+    let items = out["items"]
+        .as_array()
+        .filter(|i| i.len() == parents.len())
+        .ok_or_else(|| bad("_bulk (roll-up pending flags)", &out))?;
+    for item in items {
+        match item["update"]["status"].as_u64().unwrap_or(0) {
+            200..=299 | 404 => {}
+            _ => return Err(bad("_bulk (roll-up pending flags)", item)),
+        }
+    }
+    Ok(())
+}
+
+/// Most flagged parents read by one [`pending`] (more are found by the
+/// next redelivered request).
+const PENDING_PAGE: usize = 10_000;
+
+/// The parents flagged pending (after a refresh of the parents' index, so
+/// flags set just before a crash are seen): read when a request of
+/// children looks redelivered (a delete of a child the index no longer
+/// holds, a child already at the change's version).
+pub async fn pending(
+    es: &Elasticsearch,
+    plan: &Plan,
+    requests: &Requests,
+) -> Result<BTreeSet<String>, EsError> {
+    count(requests, "refresh");
+    elastic::call_ok(
+        es,
+        Method::Post,
+        &format!("/{}/_refresh", plan.parent_index),
+        None,
+    )
+    .await?;
+    count(requests, "search_pending");
+    let answer = elastic::call_ok(
+        es,
+        Method::Post,
+        &format!("/{}/_search", plan.parent_index),
+        Some(&json!({
+            "size": PENDING_PAGE,
+            "_source": false,
+            "track_total_hits": false,
+            "query": {"term": {format!("_sync.{PENDING_SYNC_FIELD}"): true}}
+        })),
+    )
+    .await?;
+    let hits = answer["hits"]["hits"]
+        .as_array()
+        .ok_or_else(|| bad("_search (roll-up pending flags)", &answer))?;
+    Ok(hits
+        .iter()
+        .filter_map(|h| h["_id"].as_str().map(str::to_string))
         .collect())
 }
 
@@ -156,11 +290,15 @@ pub async fn recompute(
             let (Some(Some(stored)), Some(r)) = (current.get(id), rollups.get(id)) else {
                 continue; // a parent not indexed (yet): its own write recomputes it
             };
-            if r.held_by(&plan.cfg, &stored.source) {
+            let pending = is_pending(&stored.source);
+            if r.held_by(&plan.cfg, &stored.source) && !pending {
                 continue;
             }
             let mut source = stored.source.clone();
             r.apply(&plan.cfg, &mut source);
+            if pending {
+                set_pending(&mut source, false);
+            }
             body.extend(cas_lines(&plan.parent_index, id, stored, &source));
             sent.push(id.clone());
         }
@@ -186,29 +324,7 @@ pub async fn send(
     requests: &Requests,
 ) -> Result<BTreeSet<String>, EsError> {
     count(requests, "write");
-    let resp = es
-        .send(
-            Method::Post,
-            "/_bulk",
-            elasticsearch::http::headers::HeaderMap::new(),
-            None::<&()>,
-            Some(body),
-            None,
-        )
-        .await
-        .map_err(|e| EsError::Transport(e.to_string()))?;
-    let status = resp.status_code().as_u16();
-    let out: Value = resp
-        .json()
-        .await
-        .map_err(|e| EsError::Transport(e.to_string()))?;
-    if !(200..300).contains(&status) {
-        return Err(EsError::Status {
-            what: "POST /_bulk (roll-up)".into(),
-            status,
-            body: shorten(out.to_string(), 2000),
-        });
-    }
+    let out = bulk(es, body, "POST /_bulk (roll-up)").await?;
     let items = out["items"]
         .as_array()
         .filter(|i| i.len() == ids.len())
@@ -233,4 +349,33 @@ pub fn carried(plan: &Plan, source: &Map<String, Value>) -> Option<Rollup> {
     source
         .contains_key(&plan.cfg.count_field)
         .then(|| Rollup::read(&plan.cfg, source))
+}
+
+/// Sends an NDJSON `_bulk` body; its answer, or the refusal of the whole
+/// request (`what` names it).
+async fn bulk(es: &Elasticsearch, body: Vec<u8>, what: &str) -> Result<Value, EsError> {
+    let resp = es
+        .send(
+            Method::Post,
+            "/_bulk",
+            elasticsearch::http::headers::HeaderMap::new(),
+            None::<&()>,
+            Some(body),
+            None,
+        )
+        .await
+        .map_err(|e| EsError::Transport(e.to_string()))?;
+    let status = resp.status_code().as_u16();
+    let out: Value = resp
+        .json()
+        .await
+        .map_err(|e| EsError::Transport(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        return Err(EsError::Status {
+            what: what.into(),
+            status,
+            body: shorten(out.to_string(), 2000),
+        });
+    }
+    Ok(out)
 }
