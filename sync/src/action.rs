@@ -25,10 +25,13 @@
 //! (no id, id too long) go to the dead-letter topic.
 
 use crate::config::{ProjectionConfig, TopicConfig};
-use crate::event::SourceEvent;
+use crate::encode::{DocBody, DocText, SyncInfo};
+use crate::event::{RawEvent, SourceEvent};
+use crate::record::RawRecord;
 use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
 use shared::wire::event::{Operation, UpdateDescription};
+use std::sync::Arc;
 
 pub use crate::config::SYNC_FIELD;
 
@@ -38,7 +41,7 @@ pub const MAX_ID_BYTES: usize = 512;
 /// What to do in Elasticsearch for one event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Index the whole document (external version).
+    /// Index the whole document (external version), its body a tree.
     Index {
         /// Target index or alias.
         index: String,
@@ -48,6 +51,18 @@ pub enum Action {
         version: u64,
         /// The document body.
         source: Value,
+    },
+    /// Index the whole document (external version), its body still the
+    /// JSON text of the record ([`crate::encode`]): what es-sync queues.
+    IndexDoc {
+        /// Target index or alias.
+        index: String,
+        /// Elasticsearch `_id`.
+        id: String,
+        /// External version.
+        version: u64,
+        /// The document: where its text is, and its `_sync`.
+        body: Box<DocBody>,
     },
     /// Delete the document (external version).
     Delete {
@@ -120,7 +135,7 @@ impl Action {
     /// Operation name for metrics (`index`, `delete`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Index { .. } => "index",
+            Self::Index { .. } | Self::IndexDoc { .. } => "index",
             Self::Delete { .. } => "delete",
             Self::Patch(_) => "patch",
             Self::SnapshotEnd { .. } => "snapshot_end",
@@ -141,6 +156,9 @@ pub enum ActionError {
     /// The document is not a JSON object.
     #[error("document is not an object")]
     NotAnObject,
+    /// A document's text is not JSON (found when it is parsed).
+    #[error("document is not JSON: {0}")]
+    NotJson(String),
 }
 
 /// Whether `ev` is too far ahead of the clocks to be applied now: its
@@ -158,11 +176,21 @@ pub fn ahead_of_clocks(
     record_secs: Option<u64>,
     limit: u64,
 ) -> Option<u64> {
+    ahead_of_clocks_at(ev.cluster_time.t, now_secs, record_secs, limit)
+}
+
+/// [`ahead_of_clocks`] of an event of cluster time `t` (seconds).
+pub fn ahead_of_clocks_at(
+    t: u32,
+    now_secs: u64,
+    record_secs: Option<u64>,
+    limit: u64,
+) -> Option<u64> {
     if limit == 0 {
         return None;
     }
     let reference = now_secs.max(record_secs.unwrap_or(0));
-    let t = u64::from(ev.cluster_time.t);
+    let t = u64::from(t);
     (t > reference.saturating_add(limit)).then(|| t - reference)
 }
 
@@ -173,6 +201,7 @@ impl ActionError {
             Self::MissingId(_) => "missing_id",
             Self::IdTooLong(_) => "id_too_long",
             Self::NotAnObject => "invalid_document",
+            Self::NotJson(_) => "not_json",
         }
     }
 }
@@ -231,6 +260,89 @@ pub fn build(
     }
 }
 
+/// [`build`] for a [`RawEvent`] of `record`: an index action keeps its
+/// document as text ([`Action::IndexDoc`]); the rest is as [`build`] (a
+/// patch parses what it needs). `projection` is `route`'s, shared.
+pub fn build_raw(
+    ev: &RawEvent,
+    record: &Arc<RawRecord>,
+    route: &TopicConfig,
+    projection: &Arc<ProjectionConfig>,
+    index: &str,
+    partition: i32,
+) -> Result<Action, ActionError> {
+    let payload = record.payload.as_deref().unwrap_or_default();
+    match (ev.op, ev.doc) {
+        (
+            Operation::Insert | Operation::Update | Operation::Replace | Operation::Snapshot,
+            Some(span),
+        ) => {
+            let text = ev.doc_text(payload).unwrap_or_default();
+            if text.first() != Some(&b'{') {
+                return Err(ActionError::NotAnObject);
+            }
+            let id = key_id(&ev.key)?;
+            let text = match &ev.inner {
+                Some(inner) => DocText::Inner(inner.clone(), span),
+                None => DocText::Record(record.clone(), span),
+            };
+            Ok(Action::IndexDoc {
+                index: index.to_string(),
+                id,
+                version: ev.version.as_u64(),
+                body: Box::new(DocBody {
+                    text,
+                    sync: SyncInfo {
+                        version: ev.version.as_u64(),
+                        op: ev.op,
+                        ns: ev.ns.to_string(),
+                        partition,
+                        cluster_time: ev.cluster_time,
+                        parent: None,
+                    },
+                    projection: projection.clone(),
+                }),
+            })
+        }
+        (Operation::Update, None) if ev.update.is_some() => {
+            // A patch: its pre-image (when any) parsed, as the tree path does.
+            let before = ev
+                .before_text(payload)
+                .map(serde_json::from_slice::<Value>)
+                .transpose()
+                .map_err(|e| ActionError::NotJson(e.to_string()))?;
+            let tree = SourceEvent {
+                op: ev.op,
+                ns: ev.ns.clone(),
+                key: ev.key.clone(),
+                doc: None,
+                update: ev.update.clone(),
+                before,
+                version: ev.version,
+                cluster_time: ev.cluster_time,
+                wall_time_ms: ev.wall_time_ms,
+                format: ev.format,
+            };
+            build(&tree, route, index, partition)
+        }
+        _ => {
+            let tree = SourceEvent {
+                op: ev.op,
+                ns: ev.ns.clone(),
+                key: ev.key.clone(),
+                doc: None,
+                update: None,
+                before: None,
+                version: ev.version,
+                cluster_time: ev.cluster_time,
+                wall_time_ms: ev.wall_time_ms,
+                format: ev.format,
+            };
+            build(&tree, route, index, partition)
+        }
+    }
+}
+
 /// The `_sync` object of the document an event writes.
 fn sync_object(ev: &SourceEvent, partition: i32) -> Value {
     json!({
@@ -254,11 +366,17 @@ pub fn document(
         return Err(ActionError::NotAnObject);
     }
     let id = key_id(key)?;
+    Ok((id, document_body(doc, &route.projection)?))
+}
+
+/// The body (without `_sync`) an index action of the MongoDB document
+/// `doc` writes: [`to_search_json`], without `_id`, projected.
+pub fn document_body(doc: &Value, p: &ProjectionConfig) -> Result<Map<String, Value>, ActionError> {
     let Value::Object(mut body) = to_search_json(doc) else {
         return Err(ActionError::NotAnObject);
     };
     body.remove("_id");
-    Ok((id, project(body, &route.projection)))
+    Ok(project(body, p))
 }
 
 /// The Elasticsearch `_id` of the document with key `key` (`{"_id": ..}`
@@ -367,7 +485,9 @@ pub fn project(mut body: Map<String, Value>, p: &ProjectionConfig) -> Map<String
 /// Extracts the id of an action (for logs).
 pub fn action_id(a: &Action) -> Option<&str> {
     match a {
-        Action::Index { id, .. } | Action::Delete { id, .. } => Some(id),
+        Action::Index { id, .. } | Action::IndexDoc { id, .. } | Action::Delete { id, .. } => {
+            Some(id)
+        }
         Action::Patch(p) => Some(&p.id),
         _ => None,
     }

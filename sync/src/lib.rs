@@ -5,7 +5,7 @@
 //!
 //! Stages, each module stating its delivery guarantee:
 //! [`event`] (decode) -> [`action`] (external-versioned index/delete) ->
-//! [`bulk`] (batch, send, classify, retry) -> [`consumer`] (order, offsets,
+//! [`bulk`] (batch, write with [`encode`], send, classify, retry) -> [`consumer`] (order, offsets,
 //! backpressure, rebalance) with [`dlq`] for what cannot be indexed, and
 //! [`freshness`] measuring MongoDB commit -> searchable. The
 //! end-to-end guarantee is at-least-once delivery made idempotent by
@@ -19,6 +19,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod elastic;
+pub mod encode;
 pub mod event;
 pub mod freshness;
 pub mod index_bootstrap;

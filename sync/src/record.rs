@@ -6,6 +6,9 @@
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
+/// Bytes of one header entry besides its key and value.
+const HEADER_OVERHEAD: usize = std::mem::size_of::<(String, Option<Vec<u8>>)>();
+
 /// An owned copy of a consumed Kafka record.
 #[derive(Debug, Clone, Default)]
 pub struct RawRecord {
@@ -47,8 +50,18 @@ impl RawRecord {
         }
     }
 
-    /// Approximate memory held, for the buffer bound.
+    /// Memory it holds (its bytes, its headers, itself), for the buffer
+    /// bound.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len) + 64
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + HEADER_OVERHEAD)
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.topic.len()
+            + self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + headers
     }
 }

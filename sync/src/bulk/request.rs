@@ -1,16 +1,18 @@
-//! Bulk request bodies: one NDJSON action line (plus a source line for
-//! `index`) per item, collected into a [`Batch`] that is cut at whichever
-//! limit of [`BulkLimits`] comes first: action count, bytes, or the linger
-//! deadline since its oldest item (defaults and their reasons are in
-//! [`crate::config::BulkConfig`]).
+//! Bulk request items: one NDJSON action line (plus a source line for
+//! `index`) per item, written into the request's buffer when it is sent
+//! ([`ItemBody`]); and the limits a request is cut at, [`BulkLimits`]
+//! (action count, bytes, or the linger deadline since its oldest item,
+//! applied by [`crate::consumer`]'s partition queue; defaults and their
+//! reasons are in [`crate::config::BulkConfig`]).
 //!
-//! Delivery guarantee of this stage: none needed, pure data; a batch owns
-//! its items until the service reports their outcome.
+//! Delivery guarantee of this stage: none needed, pure data.
 
+use super::resolve::{source_of, Body, Target};
 use crate::action::Action;
 use crate::config::BulkConfig;
-use serde_json::json;
-use std::time::{Duration, Instant};
+use crate::encode::{action_line_of, EncodeError};
+use serde_json::{Map, Value};
+use std::time::Duration;
 
 /// The cut limits of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,119 +36,93 @@ impl From<&BulkConfig> for BulkLimits {
 }
 
 /// The NDJSON lines of one `index` or `delete` action (each line ends with
-/// `\n`); `None` for actions that are not bulk items.
+/// `\n`); `None` for actions that are not bulk items, or a document that
+/// cannot be written ([`crate::encode`]).
 pub fn encode(action: &Action) -> Option<Vec<u8>> {
-    let (head, source) = match action {
+    let mut out = Vec::new();
+    match action {
         Action::Index {
             index,
             id,
             version,
             source,
-        } => (
-            json!({"index": {"_index": index, "_id": id, "version": version, "version_type": "external"}}),
-            Some(source),
-        ),
-        Action::Delete { index, id, version } => (
-            json!({"delete": {"_index": index, "_id": id, "version": version, "version_type": "external"}}),
-            None,
-        ),
+        } => {
+            action_line_of(&mut out, index, id, *version, false);
+            let _ = serde_json::to_writer(&mut out, source);
+            out.push(b'\n');
+        }
+        Action::IndexDoc {
+            index,
+            id,
+            version,
+            body,
+        } => {
+            action_line_of(&mut out, index, id, *version, false);
+            body.write_source(&mut out).ok()?;
+        }
+        Action::Delete { index, id, version } => {
+            action_line_of(&mut out, index, id, *version, true);
+        }
         Action::Patch(_) | Action::SnapshotEnd { .. } | Action::Skip => return None,
-    };
-    let mut out = head.to_string().into_bytes();
-    out.push(b'\n');
-    if let Some(src) = source {
-        out.extend_from_slice(src.to_string().as_bytes());
-        out.push(b'\n');
     }
     Some(out)
 }
 
-/// One bulk item: its NDJSON lines and what the caller attaches to it.
+/// What one bulk item writes into the request.
 #[derive(Debug, Clone)]
-pub struct Item<M> {
-    /// The NDJSON lines ([`encode`]).
-    pub lines: Vec<u8>,
-    /// Caller data (the originating record).
-    pub meta: M,
+pub enum ItemBody<'a> {
+    /// NDJSON lines built before (a patched document, a roll-up's
+    /// compare-and-set).
+    Lines(Vec<u8>),
+    /// A queued item written as it is ([`Body::write`]).
+    Queued(&'a Body, &'a Target),
 }
 
-/// Items collected for one bulk request.
-#[derive(Debug)]
-pub struct Batch<M> {
-    items: Vec<Item<M>>,
-    bytes: usize,
-    oldest: Option<Instant>,
-}
+impl ItemBody<'_> {
+    /// Appends the item's lines to `out`; on an error `out` is left as it
+    /// was.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Self::Lines(l) => {
+                out.extend_from_slice(l);
+                Ok(())
+            }
+            Self::Queued(b, t) => b.write(t, out),
+        }
+    }
 
-impl<M> Default for Batch<M> {
-    fn default() -> Self {
-        Self {
-            items: Vec::new(),
-            bytes: 0,
-            oldest: None,
+    /// Bytes it writes, about.
+    pub fn len_hint(&self) -> usize {
+        match self {
+            Self::Lines(l) => l.len(),
+            Self::Queued(b, t) => b.len_hint(t),
+        }
+    }
+
+    /// The `_source` of an `index` item, as a tree.
+    pub fn source(&self) -> Option<Map<String, Value>> {
+        match self {
+            Self::Lines(l) => source_of(l),
+            Self::Queued(Body::Ready(l), _) => source_of(l),
+            Self::Queued(Body::Doc(d), _) => d.source_tree().ok(),
+            Self::Queued(Body::Delete | Body::Patch(_), _) => None,
         }
     }
 }
 
-impl<M> Batch<M> {
-    /// Whether `lines` may still be added under `limits` (an empty batch
-    /// takes any item, so an oversized document still goes, alone).
-    pub fn fits(&self, lines_len: usize, limits: &BulkLimits) -> bool {
-        self.items.is_empty()
-            || (self.items.len() < limits.max_actions && self.bytes + lines_len <= limits.max_bytes)
-    }
-
-    /// Adds an item received at `received`.
-    pub fn push(&mut self, item: Item<M>, received: Instant) {
-        self.bytes += item.lines.len();
-        self.oldest = Some(self.oldest.map_or(received, |o| o.min(received)));
-        self.items.push(item);
-    }
-
-    /// Whether a count or byte limit is reached.
-    pub fn is_full(&self, limits: &BulkLimits) -> bool {
-        self.items.len() >= limits.max_actions || self.bytes >= limits.max_bytes
-    }
-
-    /// When the linger deadline of the oldest item passes.
-    pub fn deadline(&self, limits: &BulkLimits) -> Option<Instant> {
-        self.oldest.map(|o| o + limits.linger)
-    }
-
-    /// Number of items.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether there are no items.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// NDJSON bytes.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// The items.
-    pub fn into_items(self) -> Vec<Item<M>> {
-        self.items
-    }
-}
-
-/// The request body for `items`, in order.
-pub fn body<M>(items: &[Item<M>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.iter().map(|i| i.lines.len()).sum());
-    for i in items {
-        out.extend_from_slice(&i.lines);
-    }
-    out
+/// One bulk item and what the caller attaches to it.
+#[derive(Debug)]
+pub struct Item<'a, M> {
+    /// What it writes.
+    pub body: ItemBody<'a>,
+    /// Caller data (the originating record).
+    pub meta: M,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::json;
 
     #[test]
     fn index_and_delete_lines_use_external_versions() {
@@ -182,53 +158,5 @@ mod tests {
             "{\"delete\":{\"_index\":\"cards\",\"_id\":\"x\",\"version\":13,\"version_type\":\"external\"}}\n"
         );
         assert!(encode(&Action::Skip).is_none());
-    }
-
-    #[test]
-    fn batch_cuts_by_count_bytes_and_time() {
-        let limits = BulkLimits {
-            max_actions: 3,
-            max_bytes: 100,
-            linger: Duration::from_millis(50),
-        };
-        let t0 = Instant::now();
-        let mut b: Batch<u32> = Batch::default();
-        assert!(b.deadline(&limits).is_none());
-        for n in 0..3 {
-            assert!(b.fits(10, &limits));
-            b.push(
-                Item {
-                    lines: vec![b'x'; 10],
-                    meta: n,
-                },
-                t0 + Duration::from_millis(n.into()),
-            );
-        }
-        assert!(b.is_full(&limits) && !b.fits(10, &limits), "count limit");
-        assert_eq!(b.deadline(&limits), Some(t0 + Duration::from_millis(50)));
-
-        let mut b: Batch<u32> = Batch::default();
-        b.push(
-            Item {
-                lines: vec![b'x'; 60],
-                meta: 0,
-            },
-            t0,
-        );
-        assert!(!b.fits(60, &limits), "byte limit");
-        assert!(!b.is_full(&limits));
-        b.push(
-            Item {
-                lines: vec![b'x'; 40],
-                meta: 1,
-            },
-            t0,
-        );
-        assert!(b.is_full(&limits));
-        assert_eq!(b.bytes(), 100);
-        assert_eq!(body(&b.into_items()).len(), 100);
-
-        let empty: Batch<u32> = Batch::default();
-        assert!(empty.fits(10_000, &limits), "an oversized item goes alone");
     }
 }

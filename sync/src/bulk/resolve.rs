@@ -24,6 +24,7 @@
 use super::request::encode;
 use crate::action::{Action, Patch};
 use crate::elastic::{self, EsError, Fetched};
+use crate::encode::{action_line, action_line_len, DocBody, EncodeError};
 use elasticsearch::Elasticsearch;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -33,8 +34,53 @@ use std::collections::HashMap;
 pub enum Body {
     /// NDJSON lines of an `index` or `delete` ([`encode`]).
     Ready(Vec<u8>),
+    /// An `index` whose document is still the record's text
+    /// ([`crate::encode`]).
+    Doc(Box<DocBody>),
+    /// A `delete` (its line is its target's).
+    Delete,
     /// A patch to resolve.
     Patch(Box<Patch>),
+}
+
+impl Body {
+    /// Appends the lines of this item, of target `t`, to `out`; on an
+    /// error `out` is left as it was. A patch is never written (it is
+    /// resolved into lines first).
+    pub fn write(&self, t: &Target, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Self::Ready(lines) => out.extend_from_slice(lines),
+            Self::Doc(d) => {
+                let start = out.len();
+                action_line(out, t);
+                if let Err(e) = d.write_source(out) {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            }
+            Self::Delete => action_line(out, t),
+            Self::Patch(_) => {
+                return Err(EncodeError::NotJson(
+                    "a patch is resolved before it is written".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes it writes, about (a patch: its update's size).
+    pub fn len_hint(&self, t: &Target) -> usize {
+        match self {
+            Self::Ready(lines) => lines.len(),
+            Self::Doc(d) => action_line_len(t) + d.len_hint(),
+            Self::Delete => action_line_len(t),
+            Self::Patch(p) => {
+                action_line_len(t)
+                    + serde_json::to_vec(&p.update).map_or(0, |v| v.len())
+                    + p.sync.to_string().len()
+            }
+        }
+    }
 }
 
 /// What a queued item targets: (index, id), its version, whether it
@@ -54,7 +100,9 @@ pub struct Target {
 /// The outcome of resolving one item.
 #[derive(Debug, PartialEq)]
 pub enum Resolved {
-    /// Send these NDJSON lines.
+    /// Send the item as it was queued.
+    Queued,
+    /// Send these NDJSON lines (a patched document).
     Send(Vec<u8>),
     /// Nothing to send: the index already holds this or a newer version.
     Stale,
@@ -65,7 +113,7 @@ pub enum Resolved {
 /// The newest known state of a document while walking a batch.
 #[derive(Debug, Clone)]
 enum State {
-    /// Indexed by an earlier item of the batch (its lines) at a version.
+    /// Indexed by an earlier item of the batch (that item) at a version.
     Lines(usize, u64),
     /// A document (patched, or fetched) at a version.
     Doc(Map<String, Value>, u64),
@@ -121,19 +169,21 @@ fn apply_all(
     for (k, (body, t)) in items.iter().enumerate() {
         let key = (t.index.clone(), t.id.clone());
         match body {
-            Body::Ready(lines) => {
+            Body::Ready(_) | Body::Doc(_) | Body::Delete => {
                 let state = if t.delete {
                     State::Gone(t.version)
                 } else {
                     State::Lines(k, t.version)
                 };
                 known.insert(key, state);
-                out.push(Resolved::Send(lines.clone()));
+                out.push(Resolved::Queued);
             }
             Body::Patch(p) => {
                 let base = match known.get(&key) {
-                    Some(State::Lines(at, v)) => match &out[*at] {
-                        Resolved::Send(lines) => source_of(lines).map(|s| (s, *v)),
+                    Some(State::Lines(at, v)) => match (&out[*at], items[*at].0) {
+                        (Resolved::Queued, Body::Ready(lines)) => source_of(lines).map(|s| (s, *v)),
+                        (Resolved::Queued, Body::Doc(d)) => d.source_tree().ok().map(|s| (s, *v)),
+                        (Resolved::Send(lines), _) => source_of(lines).map(|s| (s, *v)),
                         _ => None,
                     },
                     Some(State::Doc(d, v)) => Some((d.clone(), *v)),
@@ -254,7 +304,8 @@ mod tests {
         let Resolved::Send(lines) = r else {
             panic!("{r:?}")
         };
-        let text = std::str::from_utf8(lines).unwrap();
+        let lines = lines.clone();
+        let text = std::str::from_utf8(&lines).unwrap();
         let mut it = text.lines();
         let head: Value = serde_json::from_str(it.next().unwrap()).unwrap();
         let src: Value = serde_json::from_str(it.next().unwrap_or("null")).unwrap();

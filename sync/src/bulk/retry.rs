@@ -57,6 +57,19 @@ pub enum Outcome {
 }
 
 /// Classifies the response to a bulk request of `n_items` items: HTTP
+/// [`classify`] of an answer's body as received: an answer of `n_items`
+/// all applied is read without a tree ([`super::answer::all_applied`]),
+/// any other is parsed and classified item by item.
+pub fn classify_body(status: Option<u16>, body: Option<&[u8]>, n_items: usize) -> Vec<Outcome> {
+    if let (Some(200), Some(b)) = (status, body) {
+        if super::answer::all_applied(b, n_items) {
+            return vec![Outcome::Success; n_items];
+        }
+    }
+    let json = body.and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    classify(status, json.as_ref(), n_items)
+}
+
 /// `status` and the parsed JSON `body` (`None` if the request failed
 /// before an answer, or the body was not JSON). Returns one outcome per
 /// item, in request order.
@@ -396,6 +409,62 @@ mod tests {
         assert!(matches!(classify_item(&missing), Outcome::Blocked { .. }));
     }
 
+    /// What Elasticsearch keeps of a bulk answer under
+    /// [`crate::bulk::service::FILTER_PATH`]: `errors`, and of each item
+    /// its operation with `status`, `error` and `result`.
+    fn filter_path(body: &Value) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(e) = body.get("errors") {
+            out.insert("errors".into(), e.clone());
+        }
+        if let Some(items) = body.get("items").and_then(Value::as_array) {
+            let items = items
+                .iter()
+                .map(|item| {
+                    let m: serde_json::Map<String, Value> = item
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(op, inner)| {
+                            let kept: serde_json::Map<String, Value> =
+                                ["status", "error", "result"]
+                                    .iter()
+                                    .filter_map(|k| Some((k.to_string(), inner.get(*k)?.clone())))
+                                    .collect();
+                            (op.clone(), Value::Object(kept))
+                        })
+                        .collect();
+                    Value::Object(m)
+                })
+                .collect();
+            out.insert("items".into(), Value::Array(items));
+        }
+        Value::Object(out)
+    }
+
+    #[test]
+    fn the_mixed_answers_read_alike_whole_filtered_and_as_bytes() {
+        let body = mixed_response();
+        let want = classify(Some(200), Some(&body), 9);
+        for v in [body.clone(), filter_path(&body)] {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            assert_eq!(classify_body(Some(200), Some(&bytes), 9), want);
+        }
+        assert_eq!(
+            classify_body(Some(200), Some(b"not json"), 2),
+            vec![
+                Outcome::Retry {
+                    reason: "malformed_response".into()
+                };
+                2
+            ]
+        );
+        assert_eq!(
+            classify_body(Some(413), None, 2),
+            vec![Outcome::TooLarge; 2]
+        );
+    }
+
     /// Every response recorded from a real node (and the 8.x shapes), see
     /// `sync/tests/fixtures/bulk/README.md`.
     #[test]
@@ -417,6 +486,16 @@ mod tests {
                 let n = v["body"]["items"].as_array().map_or(1, Vec::len);
                 let out = classify(status, Some(&v["body"]), n);
                 let at = format!("{}/{name}: {out:?}", dir.display());
+                // As es-sync reads it: the body asked with
+                // FILTER_PATH, as bytes.
+                let filtered = serde_json::to_vec(&filter_path(&v["body"])).unwrap();
+                assert_eq!(
+                    classify_body(status, Some(&filtered), n),
+                    out,
+                    "{at}: filtered"
+                );
+                let whole = serde_json::to_vec(&v["body"]).unwrap();
+                assert_eq!(classify_body(status, Some(&whole), n), out, "{at}: bytes");
                 match name.as_str() {
                     "mixed" => {
                         assert_eq!(out[0], Outcome::Success, "{at}");

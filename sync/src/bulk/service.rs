@@ -1,5 +1,12 @@
 //! Sending bulk requests with the `elasticsearch` crate.
 //!
+//! Each request's items are written into one buffer ([`super::request::ItemBody`]:
+//! a queued document streamed from its record's text), handed to the HTTP
+//! client as it is (`Bytes`, no copy), and Elasticsearch is asked for only
+//! the fields the classification reads (`filter_path`); an answer without
+//! errors is taken without parsing its items into a tree
+//! ([`super::retry::classify_body`]).
+//!
 //! [`BulkService::execute`] sends a batch, classifies the answer with
 //! [`super::retry::classify`], and sends again only the items classified
 //! retryable, after an exponential backoff with jitter (the `backoff` crate
@@ -16,14 +23,24 @@
 //! permanent failures (`retries_exhausted`) and go to the dead-letter topic.
 
 use super::request::Item;
-use super::retry::{classify, Outcome};
+use super::retry::{classify_body, Outcome};
 use crate::metrics::Metrics;
 use backoff::backoff::Backoff as _;
 use bytes::Bytes;
-use elasticsearch::{BulkParts, Elasticsearch};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
 use shared::retry::RetryConfig;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What a bulk answer is asked to hold: whether any item failed, and each
+/// item's status, error and result (`result` tells a delete of a missing
+/// document, 404 `not_found`, from a missing index). `_index`, `_id`,
+/// `_version`, `_shards` and the rest are left out.
+pub const FILTER_PATH: &str = "errors,items.*.status,items.*.error,items.*.result";
+
+const NDJSON: &str = "application/x-ndjson";
 
 /// The final outcome of one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,68 +94,85 @@ impl BulkService {
         }
     }
 
-    /// One bulk request: HTTP status and parsed body, `(None, None)` on a
-    /// transport error.
-    async fn send_once(&self, payload: Vec<u8>) -> (Option<u16>, Option<serde_json::Value>) {
+    /// One bulk request of `payload` (sent as it is, no copy): HTTP status
+    /// and body, `(None, None)` on a transport error. Elasticsearch is
+    /// asked for only what the classification reads ([`FILTER_PATH`]).
+    async fn send_once(&self, payload: Bytes) -> (Option<u16>, Option<Bytes>) {
         let size = payload.len();
         let started = Instant::now();
-        let mut req = self.client.bulk(BulkParts::None);
+        let mut query: Vec<(&str, &str)> = vec![("filter_path", FILTER_PATH)];
         if self.wait_for_refresh {
-            req = req.refresh(elasticsearch::params::Refresh::WaitFor);
+            query.push(("refresh", "wait_for"));
         }
-        let resp = req.body(vec![Bytes::from(payload)]).send().await;
-        self.metrics
-            .bulk_duration
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.bulk_bytes.observe(size as f64);
-        match resp {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        let resp = self
+            .client
+            .transport()
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                Some(&query),
+                Some(payload),
+                None,
+            )
+            .await;
+        let out = match resp {
             Ok(r) => {
                 let status = r.status_code().as_u16();
-                let json = r.json::<serde_json::Value>().await.ok();
-                (Some(status), json)
+                (Some(status), r.bytes().await.ok())
             }
             Err(e) => {
                 tracing::warn!(error = %e, bytes = size, "bulk request failed");
                 (None, None)
             }
-        }
+        };
+        self.metrics
+            .bulk_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.bulk_bytes.observe(size as f64);
+        out
     }
 
-    /// Sends `items` as one bulk request and classifies the answer. A
-    /// request refused as too large (HTTP 413, over the node's
+    /// Sends `items` as one bulk request and classifies the answer. An item
+    /// whose document cannot be written is a permanent failure (not sent).
+    /// A request refused as too large (HTTP 413, over the node's
     /// `http.max_content_length`) is sent again in halves, each on its own,
     /// down to single items; a single item refused so can never fit and is
     /// a permanent failure naming its size. `None` when `stop` fires.
     async fn send_splitting<M>(
         &self,
-        items: &[&Item<M>],
+        items: &[&Item<'_, M>],
         stop: &CancellationToken,
     ) -> Option<Vec<Outcome>> {
         let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
-        // Ranges of `items` still to send, last first.
-        let mut parts = Vec::new();
-        parts.push(0..items.len());
+        // Items (indexes into `items`) still to send, last part first.
+        let mut parts: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
         while let Some(part) = parts.pop() {
-            let payload = body_of(&items[part.clone()]);
+            let (payload, sent) = write_body(items, &part, &mut out);
+            if sent.is_empty() {
+                continue;
+            }
             let bytes = payload.len();
-            let (status, json) = tokio::select! {
-                r = self.send_once(payload) => r,
+            let (status, body) = tokio::select! {
+                r = self.send_once(Bytes::from(payload)) => r,
                 () = stop.cancelled() => return None,
             };
-            let outcomes = classify(status, json.as_ref(), part.len());
+            let outcomes = classify_body(status, body.as_deref(), sent.len());
             if outcomes.first() == Some(&Outcome::TooLarge) {
-                if part.len() > 1 {
-                    self.metrics.retry("413", part.len() as u64);
+                if sent.len() > 1 {
+                    self.metrics.retry("413", sent.len() as u64);
                     tracing::warn!(
-                        items = part.len(),
+                        items = sent.len(),
                         bytes,
                         "bulk request over http.max_content_length (413): sending it in halves"
                     );
-                    let mid = part.start + part.len() / 2;
-                    parts.push(mid..part.end);
-                    parts.push(part.start..mid);
+                    let (a, b) = sent.split_at(sent.len() / 2);
+                    parts.push(b.to_vec());
+                    parts.push(a.to_vec());
                 } else {
-                    out[part.start] = Some(Outcome::Permanent {
+                    out[sent[0]] = Some(Outcome::Permanent {
                         error_type: "request_too_large".into(),
                         reason: format!(
                             "a single document of {bytes} bytes of bulk NDJSON is over the node's \
@@ -148,8 +182,8 @@ impl BulkService {
                 }
                 continue;
             }
-            for (slot, o) in out[part].iter_mut().zip(outcomes) {
-                *slot = Some(o);
+            for (&i, o) in sent.iter().zip(outcomes) {
+                out[i] = Some(o);
             }
         }
         Some(
@@ -170,7 +204,7 @@ impl BulkService {
     /// nothing is blocked.
     pub async fn execute<M>(
         &self,
-        items: Vec<Item<M>>,
+        items: Vec<Item<'_, M>>,
         stop: &CancellationToken,
         mut on_blocked: impl FnMut(&[usize], &str),
     ) -> Vec<(M, Final)> {
@@ -184,7 +218,7 @@ impl BulkService {
         let started = Instant::now();
         let mut was_blocked = false;
         while !todo.is_empty() {
-            let sending: Vec<&Item<M>> = todo.iter().map(|&i| &items[i]).collect();
+            let sending: Vec<&Item<'_, M>> = todo.iter().map(|&i| &items[i]).collect();
             let Some(outcomes) = self.send_splitting(&sending, stop).await else {
                 break;
             };
@@ -303,10 +337,27 @@ fn count(reasons: &mut Vec<(String, u64)>, reason: &str) {
     }
 }
 
-fn body_of<M>(items: &[&Item<M>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for i in items {
-        out.extend_from_slice(&i.lines);
+/// The request body of the items `part` of `items`, written into one
+/// buffer sized for them; the items written (in order). An item that
+/// cannot be written gets its permanent outcome in `out`.
+fn write_body<M>(
+    items: &[&Item<'_, M>],
+    part: &[usize],
+    out: &mut [Option<Outcome>],
+) -> (Vec<u8>, Vec<usize>) {
+    let hint: usize = part.iter().map(|&i| items[i].body.len_hint()).sum();
+    let mut buf = Vec::with_capacity(hint);
+    let mut sent = Vec::with_capacity(part.len());
+    for &i in part {
+        match items[i].body.write(&mut buf) {
+            Ok(()) => sent.push(i),
+            Err(e) => {
+                out[i] = Some(Outcome::Permanent {
+                    error_type: e.kind().into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
-    out
+    (buf, sent)
 }

@@ -13,7 +13,7 @@
 use super::partition::{Hint, Queued, WaitKind, Waiting, Work};
 use super::poller::Tp;
 use super::Report;
-use crate::bulk::request::Item;
+use crate::bulk::request::{Item, ItemBody};
 use crate::bulk::resolve::{self, Body, Resolved, Target};
 use crate::bulk::service::{BulkService, Final};
 use crate::dlq::DlqReason;
@@ -109,12 +109,22 @@ impl BulkJob {
         resolved: Vec<Resolved>,
     ) -> Vec<Option<Final>> {
         let mut finals: Vec<Option<Final>> = Vec::with_capacity(batch.len());
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(batch.len());
         for (k, (taken, r)) in batch.iter().zip(resolved).enumerate() {
             match r {
+                Resolved::Queued => {
+                    finals.push(None);
+                    items.push(Item {
+                        body: ItemBody::Queued(&taken.body, &taken.target),
+                        meta: k,
+                    });
+                }
                 Resolved::Send(lines) => {
                     finals.push(None);
-                    items.push(Item { lines, meta: k });
+                    items.push(Item {
+                        body: ItemBody::Lines(lines),
+                        meta: k,
+                    });
                 }
                 Resolved::Stale => finals.push(Some(Final::Conflict)),
                 Resolved::NoBase => {
@@ -133,7 +143,7 @@ impl BulkJob {
 
     /// [`BulkService::execute`], the partition shown waiting while
     /// Elasticsearch refuses the index.
-    async fn execute(&self, svc: &BulkService, items: Vec<Item<usize>>) -> Vec<(usize, Final)> {
+    async fn execute(&self, svc: &BulkService, items: Vec<Item<'_, usize>>) -> Vec<(usize, Final)> {
         let mut waited = false;
         let on_blocked = |_: &[usize], reason: &str| {
             waited = true;
@@ -228,10 +238,14 @@ impl BulkJob {
         resolved: Vec<Resolved>,
     ) -> Option<Vec<Option<Final>>> {
         let mut finals: Vec<Option<Final>> = vec![None; batch.len()];
-        let mut lines: Vec<Option<Vec<u8>>> = vec![None; batch.len()];
+        let mut lines: Vec<Option<ItemBody<'_>>> = Vec::with_capacity(batch.len());
+        lines.resize_with(batch.len(), || None);
         for (k, r) in resolved.into_iter().enumerate() {
             match r {
-                Resolved::Send(l) => lines[k] = Some(l),
+                Resolved::Queued => {
+                    lines[k] = Some(ItemBody::Queued(&batch[k].body, &batch[k].target));
+                }
+                Resolved::Send(l) => lines[k] = Some(ItemBody::Lines(l)),
                 Resolved::Stale => finals[k] = Some(Final::Conflict),
                 Resolved::NoBase => finals[k] = Some(Final::Skipped),
             }
@@ -288,7 +302,7 @@ impl BulkJob {
                 }
                 if t.target.delete {
                     items.push(Item {
-                        lines: original.clone(),
+                        body: original.clone(),
                         meta: k,
                     });
                     continue;
@@ -298,7 +312,7 @@ impl BulkJob {
                         finals[k] = Some(Final::Conflict);
                     }
                     Some(stored) => {
-                        let Some(mut source) = crate::bulk::resolve::source_of(original) else {
+                        let Some(mut source) = original.source() else {
                             finals[k] = Some(Final::Skipped);
                             continue;
                         };
@@ -316,19 +330,19 @@ impl BulkJob {
                         }
                         cas.insert(k);
                         items.push(Item {
-                            lines: rollup::store::cas_lines(
+                            body: ItemBody::Lines(rollup::store::cas_lines(
                                 &t.target.index,
                                 &t.target.id,
                                 &stored,
                                 &source,
-                            ),
+                            )),
                             meta: k,
                         });
                     }
                     None => {
                         recompute.insert(t.target.id.clone());
                         items.push(Item {
-                            lines: original.clone(),
+                            body: original.clone(),
                             meta: k,
                         });
                     }
@@ -440,15 +454,7 @@ impl BulkJob {
     /// (`None`: nothing is done, the records are redelivered).
     async fn resolve(&self, batch: &[Taken]) -> Option<Vec<Resolved>> {
         if !batch.iter().any(|t| matches!(t.body, Body::Patch(_))) {
-            return Some(
-                batch
-                    .iter()
-                    .map(|t| match &t.body {
-                        Body::Ready(lines) => Resolved::Send(lines.clone()),
-                        Body::Patch(_) => Resolved::NoBase,
-                    })
-                    .collect(),
-            );
+            return Some(batch.iter().map(|_| Resolved::Queued).collect());
         }
         let refs: Vec<(&Body, &Target)> = batch.iter().map(|t| (&t.body, &t.target)).collect();
         let metrics = self.metrics.clone();

@@ -1,6 +1,12 @@
-//! A record received: decoded, tracked as outstanding, then skipped,
-//! queued on its partition (bulk item or snapshot cleanup) or sent to the
-//! dead-letter queue.
+//! A record received: decoded (its document left as text in the record,
+//! [`crate::event::raw`]), tracked as outstanding, then skipped, queued on
+//! its partition (bulk item or snapshot cleanup) or sent to the dead-letter
+//! queue.
+//!
+//! Memory: a queued record holds one copy of its value (the record, kept
+//! for the dead-letter topic and read again when its request is written,
+//! [`crate::encode`]) and a few small fields; the buffer limits
+//! (`consumer.max_buffered_*`) count all of it ([`held_bytes`]).
 
 use super::partition::{Hint, Queued, Work};
 use super::poller::Tp;
@@ -13,6 +19,18 @@ use crate::event;
 use crate::record::RawRecord;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// What a queued record holds besides its record: the queue entry, the
+/// document's place and `_sync`, the target's strings, the offset
+/// tracker's entry (allocator overhead included, rounded up).
+const QUEUED_OVERHEAD: usize =
+    std::mem::size_of::<Queued>() + std::mem::size_of::<crate::encode::DocBody>() + 160;
+
+/// Bytes a received record holds while it is queued (see the module
+/// documentation).
+pub(super) fn held_bytes(record: &RawRecord) -> usize {
+    record.size() + QUEUED_OVERHEAD
+}
 
 impl Loop {
     /// A record handed over by the poller, read in generation `gen` of its
@@ -27,10 +45,15 @@ impl Loop {
         let Some(route) = cfg.route(&record.topic) else {
             return;
         };
+        // Shared by the topic's queued documents (made once per topic).
+        let projection = self
+            .projections
+            .entry(record.topic.clone())
+            .or_insert_with(|| Arc::new(route.projection.clone()))
+            .clone();
         let record = Arc::new(record);
         let offset = record.offset;
-        let size = record.size();
-        let decoded = event::decode(record.payload.as_deref());
+        let decoded = event::decode_raw(record.payload.as_deref());
         let event_secs = decoded
             .as_ref()
             .map(|e| u64::from(e.cluster_time.t))
@@ -41,7 +64,7 @@ impl Loop {
         let Some(part) = self.part(&tp, gen) else {
             return;
         };
-        if !part.receive(offset, event_secs, size) {
+        if !part.receive(offset, event_secs, held_bytes(&record)) {
             return;
         }
         let epoch = gen;
@@ -54,6 +77,7 @@ impl Loop {
         let mut hint = Hint::Plain;
         let role = self.rollup.as_ref().and_then(|p| p.role(&tp.0));
         let mut commit_ms = None;
+        let payload = record.payload.as_deref().unwrap_or_default();
         let built = decoded
             .map_err(|e| DlqReason {
                 error_type: e.kind().into(),
@@ -61,17 +85,22 @@ impl Loop {
                 index: None,
             })
             .and_then(|ev| {
-                ahead =
-                    action::ahead_of_clocks(&ev, now, record_secs, cfg.consumer.max_future_seconds)
-                        .map(|secs| (u64::from(ev.cluster_time.t), secs));
+                ahead = action::ahead_of_clocks_at(
+                    ev.cluster_time.t,
+                    now,
+                    record_secs,
+                    cfg.consumer.max_future_seconds,
+                )
+                .map(|secs| (u64::from(ev.cluster_time.t), secs));
                 commit_ms = ev.commit_time_ms();
-                let mut a = action::build(&ev, route, &index, tp.1).map_err(|e| DlqReason {
-                    error_type: e.kind().into(),
-                    reason: e.to_string(),
-                    index: Some(index.clone()),
-                })?;
+                let mut a = action::build_raw(&ev, &record, route, &projection, &index, tp.1)
+                    .map_err(|e| DlqReason {
+                        error_type: e.kind().into(),
+                        reason: e.to_string(),
+                        index: Some(index.clone()),
+                    })?;
                 if let (Some(plan), Some(role)) = (&self.rollup, role) {
-                    hint = crate::rollup::annotate(plan, role, &ev, &mut a);
+                    hint = crate::rollup::annotate_raw(plan, role, &ev, payload, &mut a);
                 }
                 Ok(a)
             });
@@ -84,24 +113,10 @@ impl Loop {
             Ok(a @ Action::SnapshotEnd { .. }) => Work::Cleanup { action: a },
             Ok(a) => {
                 let kind = a.kind();
-                let (body, target, size) = match a {
-                    Action::Patch(p) => {
-                        let target = Target {
-                            index: p.index.clone(),
-                            id: p.id.clone(),
-                            version: p.version,
-                            delete: false,
-                        };
-                        // Estimated: the patched document is built at send time.
-                        (Body::Patch(p), target, size)
-                    }
-                    a => {
-                        let Some(target) = target_of(&a) else { return };
-                        let Some(lines) = encode(&a) else { return };
-                        let size = lines.len();
-                        (Body::Ready(lines), target, size)
-                    }
+                let Some((body, target)) = queued_body(a) else {
+                    return;
                 };
+                let size = body.len_hint(&target);
                 Work::Bulk {
                     body,
                     target,
@@ -134,23 +149,37 @@ impl Loop {
     }
 }
 
-/// What an `index` or `delete` action targets.
-fn target_of(a: &Action) -> Option<Target> {
-    match a {
-        Action::Index {
-            index, id, version, ..
-        } => Some(Target {
-            index: index.clone(),
-            id: id.clone(),
-            version: *version,
-            delete: false,
-        }),
-        Action::Delete { index, id, version } => Some(Target {
-            index: index.clone(),
-            id: id.clone(),
-            version: *version,
-            delete: true,
-        }),
-        _ => None,
-    }
+/// What a bulk action waits in the queue as: its body and target (`None`
+/// for actions that are not bulk items).
+fn queued_body(a: Action) -> Option<(Body, Target)> {
+    let target = |index: String, id: String, version: u64, delete: bool| Target {
+        index,
+        id,
+        version,
+        delete,
+    };
+    Some(match a {
+        Action::IndexDoc {
+            index,
+            id,
+            version,
+            body,
+        } => (Body::Doc(body), target(index, id, version, false)),
+        Action::Delete { index, id, version } => (Body::Delete, target(index, id, version, true)),
+        Action::Patch(p) => {
+            let t = target(p.index.clone(), p.id.clone(), p.version, false);
+            (Body::Patch(p), t)
+        }
+        a @ Action::Index { .. } => {
+            let lines = encode(&a)?;
+            let Action::Index {
+                index, id, version, ..
+            } = a
+            else {
+                return None;
+            };
+            (Body::Ready(lines), target(index, id, version, false))
+        }
+        Action::SnapshotEnd { .. } | Action::Skip => return None,
+    })
 }

@@ -156,6 +156,7 @@ pub async fn run(
         pinging: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         panics: 0,
         rollup: crate::rollup::Plan::of(&cfg_for_rollup).map(Arc::new),
+        projections: HashMap::new(),
     };
     lp.status.set_running(true);
     let out = lp.main(records, events, rx, control, shutdown).await;
@@ -204,6 +205,9 @@ struct Loop {
     panics: u64,
     /// Replies rolled up into cards, when configured.
     rollup: Option<Arc<crate::rollup::Plan>>,
+    /// Each topic's projection, shared by its queued documents (filled
+    /// as topics are first read).
+    projections: HashMap<String, Arc<crate::config::ProjectionConfig>>,
 }
 
 impl Loop {

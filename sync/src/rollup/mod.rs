@@ -54,10 +54,10 @@ pub mod store;
 
 use crate::action::{render_id, Action, SYNC_FIELD};
 use crate::config::SyncConfig;
-use crate::event::SourceEvent;
+use crate::event::{RawEvent, SourceEvent};
 pub use config::RollupConfig;
 use serde_json::Value;
-use shared::wire::event::Operation;
+use shared::wire::event::{Operation, UpdateDescription};
 
 /// What a queued change means for the roll-up.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -75,31 +75,70 @@ pub enum Hint {
 /// child's parent goes into its `_sync.parent`; a parent's snapshot copy
 /// is noted.
 pub fn annotate(plan: &Plan, role: Role, ev: &SourceEvent, action: &mut Action) -> Hint {
+    let field = &plan.cfg.parent_field;
+    let in_doc = ev.doc.as_ref().map(|d| d.get(field).cloned());
+    annotate_with(plan, role, ev.op, in_doc, ev.update.as_ref(), action)
+}
+
+/// [`annotate`] for a [`RawEvent`] of a record with value `payload` (a
+/// child's document text is read once more, for its parent field only).
+pub fn annotate_raw(
+    plan: &Plan,
+    role: Role,
+    ev: &RawEvent,
+    payload: &[u8],
+    action: &mut Action,
+) -> Hint {
+    let in_doc = match role {
+        Role::Child => ev
+            .doc_text(payload)
+            .map(|t| crate::event::raw::field_of(t, &plan.cfg.parent_field)),
+        Role::Parent => None,
+    };
+    annotate_with(plan, role, ev.op, in_doc, ev.update.as_ref(), action)
+}
+
+/// The common part: `in_doc` is the parent field of the event's document
+/// (`Some(None)`: a document without it; `None`: no document).
+fn annotate_with(
+    plan: &Plan,
+    role: Role,
+    op: Operation,
+    in_doc: Option<Option<Value>>,
+    update: Option<&UpdateDescription>,
+    action: &mut Action,
+) -> Hint {
     match role {
-        Role::Parent if ev.op == Operation::Snapshot => Hint::ParentSnapshot,
+        Role::Parent if op == Operation::Snapshot => Hint::ParentSnapshot,
         Role::Parent => Hint::Plain,
         Role::Child => {
             let field = &plan.cfg.parent_field;
-            let parent = ev
-                .doc
-                .as_ref()
-                .and_then(|d| d.get(field))
-                .or_else(|| ev.update.as_ref().and_then(|u| u.updated_fields.get(field)))
+            let parent = in_doc
+                .flatten()
+                .or_else(|| update.and_then(|u| u.updated_fields.get(field).cloned()))
                 .filter(|v| !v.is_null())
-                .map(render_id);
-            let sync = match action {
-                Action::Index { source, .. } => source.get_mut(SYNC_FIELD),
-                Action::Patch(p) => Some(&mut p.sync),
-                _ => None,
-            };
-            if let (Some(Value::Object(sync)), Some(parent)) = (sync, &parent) {
-                sync.insert(
-                    compute::PARENT_SYNC_FIELD.to_string(),
-                    Value::String(parent.clone()),
-                );
+                .map(|v| render_id(&v));
+            match action {
+                Action::IndexDoc { body, .. } => {
+                    if let Some(p) = &parent {
+                        body.sync.parent = Some(p.clone());
+                    }
+                }
+                Action::Index { source, .. } => set_parent(source.get_mut(SYNC_FIELD), &parent),
+                Action::Patch(p) => set_parent(Some(&mut p.sync), &parent),
+                _ => {}
             }
             Hint::Child(parent)
         }
+    }
+}
+
+fn set_parent(sync: Option<&mut Value>, parent: &Option<String>) {
+    if let (Some(Value::Object(sync)), Some(parent)) = (sync, parent) {
+        sync.insert(
+            compute::PARENT_SYNC_FIELD.to_string(),
+            Value::String(parent.clone()),
+        );
     }
 }
 

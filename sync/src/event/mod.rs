@@ -15,20 +15,25 @@
 //!   ([`crate::patch`]).
 //!
 //! A native event's `version` must be the one its `cluster_time` gives
-//! ([`ChangeEvent::version_is_consistent`]): a version that is not could
+//! ([`shared::wire::event::ChangeEvent::version_is_consistent`]): a version that is not could
 //! only come from a broken or forged producer, and applied it would freeze
 //! a document (too high) or delete a namespace (a too high
 //! `snapshot.version`) forever, so such a record is refused as bad.
+//!
+//! [`decode_raw`] does the same checks leaving the documents as JSON text in
+//! the record (what es-sync runs, [`raw`]); [`decode`] parses them too.
 //!
 //! Delivery guarantee of this stage: none needed, it is a pure function. A
 //! record that cannot be decoded gives a [`DecodeError`]; the consumer sends
 //! it to the dead-letter topic and goes on, so one bad record never stops a
 //! partition.
 
+pub mod raw;
+
+pub use raw::{decode_raw, RawEvent, Span};
+
 use serde_json::Value;
-use shared::wire::event::{
-    ChangeEvent, ClusterTime, Namespace, Operation, OperationType, UpdateDescription, SCHEMA,
-};
+use shared::wire::event::{ClusterTime, Namespace, Operation, UpdateDescription};
 use shared::wire::version::Version;
 
 /// A decoded change (or marker), whatever its producer.
@@ -116,175 +121,47 @@ impl DecodeError {
 /// Largest version Elasticsearch accepts as an external version.
 const MAX_ES_VERSION: u64 = i64::MAX as u64 - 1;
 
-/// Decodes one Kafka record value.
+/// Decodes one Kafka record value (its documents parsed: see
+/// [`raw::decode_raw`] for the decoding that leaves them as text).
 pub fn decode(payload: Option<&[u8]>) -> Result<SourceEvent, DecodeError> {
-    let bytes = payload.ok_or(DecodeError::Empty)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(DecodeError::Empty);
-    }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    decode_value(value, 0)
-}
-
-fn decode_value(value: Value, depth: u8) -> Result<SourceEvent, DecodeError> {
-    match value {
-        // JsonConverter without schemas: the change stream document as a string.
-        Value::String(s) if depth < 2 => {
-            let inner: Value = serde_json::from_str(&s)
-                .map_err(|e| DecodeError::NotJson(format!("embedded string: {e}")))?;
-            decode_value(inner, depth + 1)
-        }
-        Value::Object(mut map) => {
-            if map.get("schema").and_then(Value::as_str) == Some(SCHEMA) {
-                return decode_native(Value::Object(map));
-            }
-            // JsonConverter envelope.
-            if depth < 2 && map.contains_key("payload") && map.contains_key("schema") {
-                let payload = map.remove("payload").unwrap_or(Value::Null);
-                return decode_value(payload, depth + 1);
-            }
-            if map.contains_key("operationType") {
-                return decode_connector(map);
-            }
-            Err(DecodeError::UnknownFormat)
-        }
-        _ => Err(DecodeError::UnknownFormat),
-    }
-}
-
-fn decode_native(value: Value) -> Result<SourceEvent, DecodeError> {
-    // Check the operation first, for a precise error.
-    let op_name = value
-        .get("op")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !Operation::ALL.iter().any(|o| o.as_str() == op_name) {
-        return Err(DecodeError::UnknownOperation(op_name));
-    }
-    if !value.get("version").is_some_and(|v| v.is_u64()) {
-        return Err(DecodeError::BadVersion(format!(
-            "`version` must be an unsigned integer, got {}",
-            value
-                .get("version")
-                .map_or("nothing".to_string(), Value::to_string)
-        )));
-    }
-    let ev: ChangeEvent =
-        serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string()))?;
-    let version = match (ev.op, &ev.snapshot) {
-        (Operation::SnapshotEnd, Some(s)) => s.version,
-        (Operation::SnapshotEnd, None) => {
-            return Err(DecodeError::BadVersion(
-                "snapshot_end without `snapshot.version`".into(),
-            ))
-        }
-        _ => ev.version,
-    };
-    if version == 0 || version > MAX_ES_VERSION {
-        return Err(DecodeError::BadVersion(format!(
-            "{version} is outside 1..2^63-1"
-        )));
-    }
-    if !ev.version_is_consistent() {
-        return Err(DecodeError::BadVersion(format!(
-            "version {} (snapshot version {}) was not made from cluster time {{t: {}, i: {}}}",
-            ev.version,
-            ev.snapshot
-                .as_ref()
-                .map_or("none".to_string(), |s| s.version.to_string()),
-            ev.cluster_time.t,
-            ev.cluster_time.i
-        )));
-    }
-    if !ev.op.is_marker() && ev.id().is_none_or(Value::is_null) {
-        return Err(DecodeError::MissingId);
-    }
-    Ok(SourceEvent {
-        op: ev.op,
-        ns: ev.ns,
-        key: ev.key,
-        doc: ev.doc.filter(|d| !d.is_null()),
-        update: ev.update,
-        before: ev.before.filter(|d| !d.is_null()),
-        version: Version::from_u64(version),
-        cluster_time: ev.cluster_time,
-        wall_time_ms: ev.wall_time.as_deref().and_then(rfc3339_ms),
-        format: Format::Native,
-    })
-}
-
-fn decode_connector(mut map: serde_json::Map<String, Value>) -> Result<SourceEvent, DecodeError> {
-    let op_name = map
-        .get("operationType")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let op = match Operation::from_operation_type(&op_name) {
-        OperationType::Change(op) => op,
-        _ => return Err(DecodeError::UnknownOperation(op_name)),
-    };
-    let (t, i) = map
-        .get("clusterTime")
-        .and_then(|c| c.get("$timestamp"))
-        .and_then(|ts| Some((ts.get("t")?.as_u64()?, ts.get("i")?.as_u64()?)))
-        .ok_or_else(|| {
-            DecodeError::BadVersion("`clusterTime` must be {\"$timestamp\": {\"t\", \"i\"}}".into())
-        })?;
-    let t = u32::try_from(t).map_err(|_| DecodeError::BadVersion(format!("t = {t} too large")))?;
-    let i = u32::try_from(i).map_err(|_| DecodeError::BadVersion(format!("i = {i} too large")))?;
-    // The changes of one transaction share its cluster time; the token's
-    // txnOpIndex orders them (ranks past the layout are clamped).
-    let rank = match map.get("txnNumber") {
-        Some(_) => map
-            .get("_id")
-            .and_then(|id| id.get("_data"))
-            .and_then(Value::as_str)
-            .and_then(shared::wire::resume_token::txn_op_index)
-            .filter(|(at, _)| *at == (t, i))
-            .map_or(0, |(_, n)| u32::try_from(n).unwrap_or(u32::MAX)),
-        None => 0,
-    };
-    let version = Version::saturating(t, i, rank).0;
-    let ns = map
-        .get("ns")
-        .and_then(|ns| {
-            Some(Namespace {
-                db: ns.get("db")?.as_str()?.to_string(),
-                coll: ns.get("coll")?.as_str()?.to_string(),
+    let raw = raw::decode_raw(payload)?;
+    let text = payload.unwrap_or_default();
+    let parse = |t: Option<&[u8]>| -> Result<Option<Value>, DecodeError> {
+        t.map(|t| {
+            serde_json::from_slice(t).map_err(|e| {
+                if raw.inner.is_some() {
+                    DecodeError::NotJson(format!("embedded string: {e}"))
+                } else {
+                    DecodeError::NotJson(e.to_string())
+                }
             })
         })
-        .ok_or_else(|| DecodeError::Invalid("`ns` must be {\"db\", \"coll\"}".into()))?;
-    let key = map.remove("documentKey").unwrap_or(Value::Null);
-    if key.get("_id").is_none_or(Value::is_null) {
-        return Err(DecodeError::MissingId);
-    }
-    let doc = map.remove("fullDocument").filter(|d| !d.is_null());
-    if matches!(op, Operation::Insert | Operation::Replace) && doc.is_none() {
-        return Err(DecodeError::Invalid(format!(
-            "{op_name} without `fullDocument`"
-        )));
-    }
-    let before = map
-        .remove("fullDocumentBeforeChange")
-        .filter(|d| !d.is_null());
-    let update = match map.remove("updateDescription") {
-        Some(u) if op == Operation::Update => Some(connector_update(u)?),
-        _ => None,
+        .transpose()
     };
+    let doc = parse(raw.doc_text(text))?;
+    let before = parse(raw.before_text(text))?;
     Ok(SourceEvent {
-        op,
-        ns,
-        key,
+        op: raw.op,
+        ns: raw.ns,
+        key: raw.key,
         doc,
-        update,
+        update: raw.update,
         before,
-        version,
-        cluster_time: ClusterTime { t, i },
-        wall_time_ms: map.get("wallTime").and_then(ejson_date_ms),
-        format: Format::Connector,
+        version: raw.version,
+        cluster_time: raw.cluster_time,
+        wall_time_ms: raw.wall_time_ms,
+        format: raw.format,
     })
+}
+
+/// When a change of kind `op` was committed, ms: its wall time, else the
+/// middle of its cluster time's second; `None` for snapshot copies and
+/// markers ([`SourceEvent::commit_time_ms`]).
+fn commit_time_ms(op: Operation, wall_time_ms: Option<i64>, ct: ClusterTime) -> Option<i64> {
+    match op {
+        Operation::Snapshot | Operation::SnapshotStart | Operation::SnapshotEnd => None,
+        _ => Some(wall_time_ms.unwrap_or(i64::from(ct.t) * 1000 + 500)),
+    }
 }
 
 impl SourceEvent {
@@ -297,13 +174,7 @@ impl SourceEvent {
     /// `None` for snapshot copies and markers: their cluster time is the
     /// snapshot's, not a commit of the document.
     pub fn commit_time_ms(&self) -> Option<i64> {
-        match self.op {
-            Operation::Snapshot | Operation::SnapshotStart | Operation::SnapshotEnd => None,
-            _ => Some(
-                self.wall_time_ms
-                    .unwrap_or(i64::from(self.cluster_time.t) * 1000 + 500),
-            ),
-        }
+        commit_time_ms(self.op, self.wall_time_ms, self.cluster_time)
     }
 }
 
@@ -373,6 +244,7 @@ fn connector_update(u: Value) -> Result<UpdateDescription, DecodeError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use shared::wire::event::SCHEMA;
 
     fn native(op: &str) -> Value {
         json!({
