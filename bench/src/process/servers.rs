@@ -126,7 +126,16 @@ mod tests {
             v["bench"].as_f64().is_some(),
             "the bench itself is always counted"
         );
-        assert!(v["cpu0_busy"].as_f64().is_some_and(|b| b > 0.0), "{v}");
+        // The spin ran on some core (whichever the scheduler chose: one
+        // core may well have been idle throughout).
+        let busiest = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("cpu") && k.ends_with("_busy"))
+            .filter_map(|(_, b)| b.as_f64())
+            .fold(0.0_f64, f64::max);
+        assert!(busiest > 0.0, "{v}");
         assert!(Servers::parse("kafka").is_err());
         assert!(Servers::parse("kafka=x").is_err());
     }
