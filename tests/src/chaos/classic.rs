@@ -69,8 +69,15 @@ async fn write_rejections(run: &mut Run) {
             run.extra_writes += 500;
         }
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let rejected = rejection_retries(run).await.saturating_sub(before);
+    // Until the node has rejected some of the burst's writes (at most a
+    // minute: on a loaded machine the burst reaches the node late; a burst
+    // indexed with no rejection at all still fails below).
+    let started = std::time::Instant::now();
+    let mut rejected = 0;
+    while rejected == 0 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rejected = rejection_retries(run).await.saturating_sub(before);
+    }
     run.note = format!(
         "{rejected} item retries on rejections, burst {}",
         run.extra_writes
