@@ -150,3 +150,16 @@ pub fn spawn_inserts(
         }
     })
 }
+
+/// Fences the producer of `transactional_id` from outside the cluster:
+/// `init_transactions` with the same id, as a second deployment would.
+pub async fn fence(transactional_id: &str) {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let mut c = crate::kafka::config();
+    c.set("transactional.id", transactional_id);
+    let p: BaseProducer = c.create().expect("producer");
+    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+        .await
+        .expect("the blocking task")
+        .expect("init_transactions");
+}

@@ -5,7 +5,7 @@
 //! paused past its lease is fenced and steps down.
 
 use e2e_tests::cluster::{
-    assert_exactly_once, changes, running_owner, spawn_inserts, status, Instance,
+    assert_exactly_once, changes, fence, running_owner, spawn_inserts, status, Instance,
 };
 use e2e_tests::kafka::read_all;
 use e2e_tests::source::SourceFixture;
@@ -284,19 +284,6 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
     assert_eq!(other.stream(&card).await.unwrap()["state"], "STANDBY");
 }
 
-/// Fences the producer of `transactional_id` from outside the cluster:
-/// `init_transactions` with the same id, as a second deployment would.
-async fn fence(transactional_id: &str) {
-    use rdkafka::producer::{BaseProducer, Producer};
-    let mut c = e2e_tests::kafka::config();
-    c.set("transactional.id", transactional_id);
-    let p: BaseProducer = c.create().expect("producer");
-    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
-        .await
-        .expect("the blocking task")
-        .expect("init_transactions");
-}
-
 /// Issue 15 item 4: a real fencing, by a producer outside the lease group
 /// with the stream's transactional.id. The first one is taken for a zombie
 /// that has since stood down: the owner reopens its producer. A second one
@@ -334,29 +321,63 @@ async fn a_stream_fenced_twice_from_outside_gives_its_lease_up_to_another_instan
     let tid = format!("{}.{}", fx.prefix, card);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // (a restart before the fencing, e.g. a slow first transaction on a
-    // loaded machine, must not count as the answer to it)
-    let restarts_before = owner.stream(&card).await.unwrap()["restarts"]
-        .as_u64()
-        .unwrap_or(0);
-    fence(&tid).await;
-    eventually("the owner reopened its producer", WAIT, || async {
-        let s = owner.stream(&card).await?;
-        let fenced = errors_of(owner, &card, "fenced").await;
-        (s["restarts"].as_u64()? > restarts_before && s["state"] == "RUNNING" && fenced >= 1.0)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(errors_of(owner, &card, "fenced").await, 1.0);
+    // The first fencing counted makes the owner reopen its producer. A
+    // fencing that lands while the owner commits can reach it as a failed
+    // commit instead (Kafka 4.1.1 answered the commit UNKNOWN and the abort
+    // went through, seen twice in fresh CI runs): the stream retries it as
+    // any failed commit, reopening its producer too, but cannot tell it was
+    // a fencing and does not count it. Such a fencing is repeated (bounded).
+    let mut fencings = 0;
+    loop {
+        // (a restart before the fencing, e.g. a slow first transaction on a
+        // loaded machine, must not count as the answer to it)
+        let restarts_before = owner.stream(&card).await.unwrap()["restarts"]
+            .as_u64()
+            .unwrap_or(0);
+        fence(&tid).await;
+        fencings += 1;
+        eventually("the owner reopened its producer", WAIT, || async {
+            let s = owner.stream(&card).await?;
+            (s["restarts"].as_u64()? > restarts_before && s["state"] == "RUNNING").then_some(())
+        })
+        .await;
+        if errors_of(owner, &card, "fenced").await >= 1.0 || fencings == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        errors_of(owner, &card, "fenced").await,
+        1.0,
+        "after {fencings} fencings"
+    );
     assert_eq!(other.stream(&card).await.unwrap()["state"], "STANDBY");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
-    fence(&tid).await;
+    // A second one within the cool-down gives the lease up.
     let only_other = [other];
-    eventually("the other instance took the stream over", WAIT, || {
-        running_owner(&only_other, &card)
-    })
-    .await;
+    for attempt in 1..=4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let restarts_before = owner.stream(&card).await.unwrap()["restarts"]
+            .as_u64()
+            .unwrap_or(0);
+        fence(&tid).await;
+        let answer = eventually("the other instance took the stream over", WAIT, || async {
+            if let Some(id) = running_owner(&only_other, &card).await {
+                return Some(Some(id));
+            }
+            // An uncounted fencing (see above): the owner goes on.
+            let s = owner.stream(&card).await?;
+            let uncounted = s["restarts"].as_u64()? > restarts_before
+                && s["state"] == "RUNNING"
+                && errors_of(owner, &card, "fenced").await < 2.0;
+            uncounted.then_some(None)
+        })
+        .await;
+        if answer.is_some() || attempt == 4 {
+            assert!(answer.is_some(), "4 fencings, none counted as the second");
+            break;
+        }
+    }
     let given_up = owner.stream(&card).await.unwrap();
     assert_eq!(given_up["state"], "STANDBY", "{given_up}");
     assert!(

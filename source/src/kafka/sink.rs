@@ -201,7 +201,7 @@ impl Sink {
             Ok(()) => Ok(()),
             Err(e) => {
                 if self.mode == Mode::ExactlyOnce && !matches!(e, StreamError::Fenced(_)) {
-                    self.abort().await;
+                    return Err(self.abort_after(e).await);
                 }
                 Err(e)
             }
@@ -264,10 +264,10 @@ impl Sink {
             Ok(()) => Ok(()),
             Err(e) => {
                 let err = self.kafka(e);
-                if !matches!(err, StreamError::Fenced(_)) {
-                    self.abort().await;
+                if matches!(err, StreamError::Fenced(_)) {
+                    return Err(err);
                 }
-                Err(err)
+                Err(self.abort_after(err).await)
             }
         }
     }
@@ -284,19 +284,41 @@ impl Sink {
     /// Classifies `e`, looking at the producer's fatal error: once fenced,
     /// librdkafka fails every later call with a generic "fatal" code.
     fn kafka(&self, e: KafkaError) -> StreamError {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            if matches!(
-                code,
-                RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::Fenced
-            ) {
-                tracing::warn!(transactional_id = %self.transactional_id, %reason, "producer fenced");
-                return StreamError::Fenced(self.transactional_id.clone());
-            }
-        }
-        StreamError::from_kafka(e, &self.transactional_id)
+        self.fenced()
+            .unwrap_or_else(|| StreamError::from_kafka(e, &self.transactional_id))
     }
+
+    /// Aborts the transaction that failed with `err`, and returns `err`,
+    /// or [`StreamError::Fenced`] if the abort learnt of a fencing the
+    /// failed call did not report: a broker answered the commit of a
+    /// fenced producer with UNKNOWN, and only the abort after it set
+    /// librdkafka's fatal `_FENCED` (seen on Kafka 4.1). Reported as
+    /// retryable, that fencing was not counted, so a second one never gave
+    /// the lease up.
+    async fn abort_after(&self, err: StreamError) -> StreamError {
+        self.abort().await;
+        self.fenced().unwrap_or(err)
+    }
+
+    /// [`StreamError::Fenced`] when the producer's fatal error says so.
+    fn fenced(&self) -> Option<StreamError> {
+        let (code, reason) = self.producer.client().fatal_error()?;
+        is_fencing(code).then(|| {
+            tracing::warn!(transactional_id = %self.transactional_id, %reason, "producer fenced");
+            StreamError::Fenced(self.transactional_id.clone())
+        })
+    }
+}
+
+/// Whether a producer's fatal error is a fencing (another producer with
+/// the same `transactional.id`, or the broker's epoch bump).
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::Fenced
+    )
 }
 
 fn build(cfg: &KafkaConfig, transactional_id: Option<&str>) -> Result<FutureProducer> {
