@@ -53,9 +53,11 @@ impl Topics {
                 .set("retention.ms", "600000")
                 .set("segment.ms", "60000"),
         ];
+        let mut created_leases = false;
         for r in self.admin.create_topics(new.iter(), &self.opts).await? {
             match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(name) => created_leases |= name == leases,
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     tracing::error!(topic = %name, ?code, "cannot create topic");
                     return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
@@ -64,27 +66,38 @@ impl Topics {
                 }
             }
         }
-        let have = self.partitions_blocking(&leases).await?;
-        if have < streams {
-            tracing::info!(topic = %leases, from = have, to = streams, "adding lease partitions");
-            let grow = [NewPartitions::new(&leases, streams)];
-            for r in self
-                .admin
-                .create_partitions(grow.iter(), &self.opts)
-                .await?
-            {
-                if let Err((name, code)) = r {
-                    // Another instance starting beside this one grew it first.
-                    if code == RDKafkaErrorCode::InvalidPartitions
-                        && self.partitions_blocking(&leases).await? >= streams
-                    {
-                        continue;
-                    }
-                    tracing::error!(topic = %name, ?code, "cannot add partitions");
-                    return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
-                        code,
-                    )));
+        let have = if created_leases {
+            None
+        } else {
+            Some(self.partitions_blocking(&leases).await?)
+        };
+        let have = match lease_partitions(have, streams) {
+            Leases::Ready => return Ok(()),
+            Leases::NotVisibleYet => {
+                return Err(StreamError::Internal(format!(
+                    "topic {leases}: its partitions are not in the metadata yet"
+                )))
+            }
+            Leases::Grow { from } => from,
+        };
+        tracing::info!(topic = %leases, from = have, to = streams, "adding lease partitions");
+        let grow = [NewPartitions::new(&leases, streams)];
+        for r in self
+            .admin
+            .create_partitions(grow.iter(), &self.opts)
+            .await?
+        {
+            if let Err((name, code)) = r {
+                // Another instance starting beside this one grew it first.
+                if code == RDKafkaErrorCode::InvalidPartitions
+                    && self.partitions_blocking(&leases).await? >= streams
+                {
+                    continue;
                 }
+                tracing::error!(topic = %name, ?code, "cannot add partitions");
+                return Err(StreamError::Kafka(rdkafka::error::KafkaError::AdminOp(
+                    code,
+                )));
             }
         }
         Ok(())
@@ -197,6 +210,35 @@ impl Topics {
     }
 }
 
+/// What the leases topic needs ([`Topics::ensure_cluster`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Leases {
+    /// One partition per stream already.
+    Ready,
+    /// Fewer partitions than streams (streams were added): grow it.
+    Grow {
+        /// Partitions it has.
+        from: usize,
+    },
+    /// The metadata shows no partition: the topic was just created (by
+    /// another instance) and the metadata has not caught up; retry.
+    NotVisibleYet,
+}
+
+/// What to do with the leases topic, given its partitions as the metadata
+/// shows them (`None`: this call created it, with one per stream; reading
+/// them right after creating it can find none yet, and "growing" it then
+/// is refused with `InvalidPartitions`, as a first start met about once in
+/// five on a busy broker).
+fn lease_partitions(have: Option<usize>, streams: usize) -> Leases {
+    match have {
+        None => Leases::Ready,
+        Some(0) => Leases::NotVisibleYet,
+        Some(n) if n < streams => Leases::Grow { from: n },
+        Some(_) => Leases::Ready,
+    }
+}
+
 /// What one metadata answer says about a topic.
 #[derive(Debug, PartialEq, Eq)]
 enum Settled {
@@ -221,6 +263,15 @@ fn settled(error: Option<RDKafkaErrorCode>, partitions: usize) -> Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leases_topic_created_now_is_ready_whatever_the_metadata_shows() {
+        assert_eq!(lease_partitions(None, 2), Leases::Ready);
+        assert_eq!(lease_partitions(Some(0), 2), Leases::NotVisibleYet);
+        assert_eq!(lease_partitions(Some(1), 2), Leases::Grow { from: 1 });
+        assert_eq!(lease_partitions(Some(2), 2), Leases::Ready);
+        assert_eq!(lease_partitions(Some(3), 2), Leases::Ready);
+    }
 
     #[test]
     fn metadata_of_a_topic_being_created_is_not_an_answer() {
