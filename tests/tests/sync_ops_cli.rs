@@ -435,6 +435,89 @@ async fn reindex_never_swaps_in_an_index_that_misses_documents() {
     main.stop().await;
 }
 
+/// `reindex --from index` copies the current index with a search, which
+/// sees only refreshed documents. A change the running group committed
+/// (Elasticsearch accepted it) but no refresh had made visible yet was in
+/// neither the copy nor the topic from the group's offsets: the new index
+/// kept the older document (seen once in a fresh CI run of the test
+/// above). With refreshes off on the current index the window is made
+/// wide: every update is accepted and committed, none is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_from_index_copies_changes_accepted_but_not_yet_refreshed() {
+    let n = Names::new("rdxr");
+    create_topic(&n.topic, 1).await;
+    let p = producer();
+    let t = 1_700_005_000;
+    produce(&p, &n.topic, "", &snapshot_start(t - 1, 0), Some(0)).await;
+    for k in 0..10u32 {
+        let id = oid(8100 + u64::from(k));
+        let ev = native("insert", &id, t, k + 1, Some(card(&id, "old", 1)));
+        produce(&p, &n.topic, &id, &ev, None).await;
+    }
+    let main = start(config(&n));
+    let alias = n.alias.clone();
+    eventually(WAIT, "10 documents", || async {
+        (all_docs(&alias).await.len() == 10).then_some(())
+    })
+    .await;
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    let (s, body) = es_call(
+        Method::Put,
+        &format!("/{alias}/_settings"),
+        Some(json!({"index": {"refresh_interval": "-1"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    for k in 0..10u32 {
+        let id = oid(8100 + u64::from(k));
+        let ev = native("update", &id, t + 1, k, Some(card(&id, "new", 2)));
+        produce(&p, &n.topic, &id, &ev, None).await;
+    }
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    // Accepted and committed, not yet searchable.
+    let (s, body) = es_call(
+        Method::Post,
+        &format!("/{alias}/_search"),
+        Some(json!({"size": 100, "query": {"match_all": {}}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let titles: Vec<&serde_json::Value> = body["hits"]["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| &h["_source"]["title"])
+        .collect();
+    assert!(
+        titles.len() == 10 && titles.iter().all(|t| *t == "old"),
+        "the updates are already searchable: {titles:?}"
+    );
+
+    let new_index = format!("{}-000002", n.alias);
+    let report = es_sync::ops::reindex::reindex(
+        config(&n),
+        &n.topic,
+        &new_index,
+        es_sync::ops::reindex::From::Index,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("reindex from the index");
+    assert_eq!(report.from, es_sync::ops::reindex::From::Index);
+    let d = all_docs(&new_index).await;
+    let stale: Vec<_> = d
+        .iter()
+        .filter(|(_, (_, s))| s["title"] != "new")
+        .map(|(id, (v, s))| format!("{id} v{v} {}", s["title"]))
+        .collect();
+    assert!(
+        d.len() == 10 && stale.is_empty(),
+        "{} documents in the new index, older than MongoDB: {stale:?}",
+        d.len()
+    );
+    main.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_with_coordinate_moves_a_running_group() {
     let n = Names::new("coord");

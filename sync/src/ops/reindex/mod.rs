@@ -11,7 +11,9 @@
 //! - `index`: a copy of the current index (Elasticsearch `_reindex`, each
 //!   document at its version), then the topic from the offsets the running
 //!   group had committed before the copy began: every change not yet in the
-//!   copy is applied again (versions make the repeats harmless).
+//!   copy is applied again (versions make the repeats harmless). The index
+//!   is refreshed between reading those offsets and the copy, since the
+//!   copy sees only refreshed documents.
 //! - `auto` (default): `topic` when its history is complete, else `index`.
 //!
 //! 1. Creates `NEW_INDEX` from the topic's index file (kept if it exists:
@@ -186,6 +188,11 @@ pub async fn reindex(
         let live =
             tokio::task::spawn_blocking(move || history::committed(&c, &g, &t, &ids)).await??;
         let start = start_offsets(topic, &cfg.kafka.group_id, &parts, &live)?;
+        // The copy is a search, which sees only what a refresh made
+        // visible; a change the group committed just before (accepted, not
+        // yet refreshed) would be in neither the copy nor the topic from
+        // `start`. After this refresh everything below `start` is visible.
+        elastic::refresh(&es, &route.alias).await?;
         copy_index(&es, &route.alias, into, &file).await?;
         let (c, g, t) = (cfg.clone(), group.clone(), topic.to_string());
         tokio::task::spawn_blocking(move || commit_offsets(&c, &g, &t, &start)).await??;
