@@ -188,6 +188,39 @@ pub async fn call_ok(
     }
 }
 
+/// [`call_ok`] retried while the answer is transient (no answer, 429 such
+/// as a `circuit_breaking_exception` of a node short of heap, 5xx), with
+/// `policy`'s backoff for at most its `max_elapsed_ms` (two minutes when it
+/// says forever): for the operator commands, which must neither judge the
+/// index by a node's passing pressure nor wait on it without end.
+pub async fn call_ok_retrying(
+    es: &Elasticsearch,
+    policy: &shared::retry::RetryConfig,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, EsError> {
+    let policy = shared::retry::RetryConfig {
+        max_elapsed_ms: match policy.max_elapsed_ms {
+            0 => 120_000,
+            ms => ms,
+        },
+        ..policy.clone()
+    };
+    let never = tokio_util::sync::CancellationToken::new();
+    shared::retry::retry(
+        &policy,
+        &never,
+        |e: &EsError, delay| tracing::warn!(error = %e, ?delay, path, "Elasticsearch is busy; retrying"),
+        || call_ok(es, method, path, body),
+    )
+    .await
+    .map_err(|e| match e {
+        shared::retry::RetryError::Failed(e) => e,
+        shared::retry::RetryError::Cancelled => EsError::Transport("cancelled".into()),
+    })
+}
+
 /// `text` cut to at most `max` bytes on a character boundary (error
 /// bodies are often Korean: a byte cut inside a character would panic).
 pub fn shorten(mut text: String, max: usize) -> String {

@@ -124,3 +124,59 @@ async fn verify_finds_the_drift_and_repair_fixes_it() {
     source.await.unwrap().unwrap();
     sync.await.unwrap().unwrap();
 }
+
+/// The judge does not judge by a node's passing trouble: a read that finds
+/// Elasticsearch busy or away (a 429 `circuit_breaking_exception` of a
+/// node short of heap, as a loaded bench showed; here no answer at all) is
+/// retried with the configured backoff, and the verdict is the index's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_waits_out_an_elasticsearch_that_is_away_for_a_moment() {
+    let p = Pipeline::new();
+    let (stop_source, source) = p.source.spawn();
+    let (stop_sync, sync) = p.spawn_sync();
+    let db = mongo().await.database(&p.source.db);
+    let cards = db.collection::<Document>("card");
+    let mut w = e2e_tests::workload::Workload::new(5);
+    let docs: Vec<Document> = (0..20).map(|_| w.card()).collect();
+    cards.insert_many(docs).await.unwrap();
+    wait_equal(&p, &db, Duration::from_secs(90)).await;
+
+    let es: std::net::SocketAddr = elasticsearch_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("ELASTICSEARCH_URL is http://127.0.0.1:port");
+    let proxy = e2e_tests::proxy::Proxy::start(e2e_tests::free_port(), es)
+        .await
+        .unwrap();
+    proxy.set(e2e_tests::proxy::Mode::Refuse);
+    let mut cfg = es_sync::config::SyncConfig::load(&p.write_sync()).expect("es-sync config");
+    cfg.elasticsearch.url = format!("http://{}", proxy.addr());
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set(e2e_tests::proxy::Mode::Pass);
+        proxy
+    });
+    let report = es_sync::ops::verify::verify(
+        &cfg,
+        es_sync::ops::verify::Request {
+            topic: p.source.topic("card"),
+            mongodb_uri: mongodb_uri(),
+            collection: None,
+            repair: false,
+            batch: 500,
+            sample: 5,
+            progress: false,
+        },
+    )
+    .await
+    .expect("verify retries until Elasticsearch answers");
+    assert!(report.equal, "{report:#?}");
+    assert_eq!(report.index_documents, 20, "{report:#?}");
+    drop(back.await.unwrap());
+
+    stop_source.cancel();
+    stop_sync.cancel();
+    source.await.unwrap().unwrap();
+    sync.await.unwrap().unwrap();
+}

@@ -196,6 +196,8 @@ pub fn id_candidates(id: &str) -> Vec<Bson> {
 struct Ctx<'a> {
     route: &'a TopicConfig,
     es: elasticsearch::Elasticsearch,
+    /// Backoff of the reads retried while Elasticsearch is busy.
+    retry: shared::retry::RetryConfig,
     coll: mongodb::Collection<Document>,
     ns: Namespace,
     repair: Option<(FutureProducer, SnapshotInfo)>,
@@ -282,6 +284,7 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
         rollup,
         route,
         es,
+        retry: cfg.retry.clone(),
         coll: collection,
         ns: ns.clone(),
         repair,
@@ -305,7 +308,7 @@ pub async fn verify(cfg: &SyncConfig, req: Request) -> anyhow::Result<Report> {
     };
     let started = Instant::now();
     let mongo_total = ctx.coll.estimated_document_count().await.unwrap_or(0);
-    let index_total = count(&ctx.es, &route.alias).await.unwrap_or(0);
+    let index_total = count(&ctx.es, &ctx.retry, &route.alias).await.unwrap_or(0);
     let bar = progress_bar(req.progress, mongo_total + index_total);
     mongo_pass(&mut ctx, req.batch, &bar).await?;
     index_pass(&mut ctx, req.batch, &bar).await?;
@@ -348,8 +351,13 @@ async fn cluster_time(
     })
 }
 
-async fn count(es: &elasticsearch::Elasticsearch, alias: &str) -> anyhow::Result<u64> {
-    let v = elastic::call_ok(es, Method::Get, &format!("/{alias}/_count"), None).await?;
+async fn count(
+    es: &elasticsearch::Elasticsearch,
+    retry: &shared::retry::RetryConfig,
+    alias: &str,
+) -> anyhow::Result<u64> {
+    let v = elastic::call_ok_retrying(es, retry, Method::Get, &format!("/{alias}/_count"), None)
+        .await?;
     Ok(v["count"].as_u64().unwrap_or(0))
 }
 
@@ -404,8 +412,9 @@ async fn check_mongo_batch(ctx: &mut Ctx<'_>, docs: Vec<Document>) -> anyhow::Re
     }
     let ids: Vec<&str> = expected.iter().map(|(id, _, _)| id.as_str()).collect();
     let body = json!({ "ids": ids });
-    let v = elastic::call_ok(
+    let v = elastic::call_ok_retrying(
         &ctx.es,
+        &ctx.retry,
         Method::Post,
         &format!("/{}/_mget", ctx.route.alias),
         Some(&body),
@@ -464,8 +473,9 @@ async fn index_pass(
     bar.set_message("index -> MongoDB");
     let alias = ctx.route.alias.clone();
     let body = json!({ "size": batch, "_source": false, "sort": ["_doc"] });
-    let mut page = elastic::call_ok(
+    let mut page = elastic::call_ok_retrying(
         &ctx.es,
+        &ctx.retry,
         Method::Post,
         &format!("/{alias}/_search?scroll=2m"),
         Some(&body),
@@ -486,8 +496,9 @@ async fn index_pass(
         check_index_page(ctx, &hits).await?;
         bar.set_position(ctx.report.mongo_documents + ctx.report.index_documents);
         let Some(sid) = scroll_id.clone() else { break };
-        page = elastic::call_ok(
+        page = elastic::call_ok_retrying(
             &ctx.es,
+            &ctx.retry,
             Method::Post,
             "/_search/scroll",
             Some(&json!({ "scroll": "2m", "scroll_id": sid })),
