@@ -391,9 +391,19 @@ impl BulkJob {
     /// `op` retried until it works, whatever fails (an operator's fault:
     /// a closed index, a write block on the parents' index...); `None` when
     /// the partition stops. While it fails the partition shows it waiting
-    /// (`/status`), with one warning for the episode and one line when it
-    /// works again, not one per retry.
+    /// (`/status`, with the latest error), with one warning for the episode
+    /// and one line when it works again, not one per retry.
     async fn forever<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::elastic::EsError>>,
+    {
+        self.forever_counted("rollup", what, op).await
+    }
+
+    /// [`Self::forever`], its retries counted under `metric`
+    /// (`es_sync_retries_total{reason}`).
+    async fn forever_counted<T, F, Fut>(&self, metric: &'static str, what: &str, op: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::elastic::EsError>>,
@@ -404,26 +414,29 @@ impl BulkJob {
             &self.retry,
             &self.stop,
             |e: &crate::elastic::EsError, d| {
-                metrics.retry("rollup", 1);
+                metrics.retry(metric, 1);
                 if failures == 0 {
                     tracing::warn!(
                         error = %e,
                         what,
                         topic = %self.tp.0,
                         partition = self.tp.1,
-                        "the roll-up fails: retrying until it works, the partition waits"
+                        "a read or write around the bulk fails: retrying until it works, the partition waits"
                     );
-                    let _ = self.tx.send(Report::Waiting {
-                        tp: self.tp.clone(),
-                        epoch: self.epoch,
-                        why: Waiting::Index(format!(
-                            "{what} fails on {}, retrying until it works: {e}",
-                            self.tp.0
-                        )),
-                    });
                 } else {
                     tracing::debug!(error = %e, delay_ms = d.as_millis() as u64, what, "retrying");
                 }
+                // Every retry, not only the first: the reason shown is the
+                // latest (an index being closed answers "preparing to
+                // close" first, then `index_closed_exception`).
+                let _ = self.tx.send(Report::Waiting {
+                    tp: self.tp.clone(),
+                    epoch: self.epoch,
+                    why: Waiting::Index(format!(
+                        "{what} fails on {}, retrying until it works: {e}",
+                        self.tp.0
+                    )),
+                });
                 failures += 1;
             },
             op,
@@ -437,7 +450,7 @@ impl BulkJob {
                     failures,
                     topic = %self.tp.0,
                     partition = self.tp.1,
-                    "the roll-up works again"
+                    "works again: the partition goes on"
                 );
             }
             let _ = self.tx.send(Report::WaitOver {
@@ -457,18 +470,12 @@ impl BulkJob {
             return Some(batch.iter().map(|_| Resolved::Queued).collect());
         }
         let refs: Vec<(&Body, &Target)> = batch.iter().map(|t| (&t.body, &t.target)).collect();
-        let metrics = self.metrics.clone();
-        shared::retry::retry_forever(
-            &self.retry,
-            &self.stop,
-            |e: &crate::elastic::EsError, d| {
-                metrics.retry("patch_read", 1);
-                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "reading the documents to patch failed; retrying");
-            },
-            || resolve::resolve(&self.es, &refs),
-        )
+        // A closed or missing index fails this read like the bulk after it
+        // would: the partition shows it waiting on `/status` meanwhile.
+        self.forever_counted("patch_read", "reading the documents to patch", || {
+            resolve::resolve(&self.es, &refs)
+        })
         .await
-        .ok()
     }
 
     /// Counts an item's final outcome (dead-lettering a permanent one);
