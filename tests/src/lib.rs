@@ -6,6 +6,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod kafka;
+pub mod logs;
 pub mod process;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    logs::init();
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
@@ -53,7 +55,8 @@ where
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}",
+            logs::tail_of_warnings(12)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -36,6 +36,7 @@ pub struct SourceFixture {
 impl SourceFixture {
     /// A fixture streaming `collections`.
     pub fn new(collections: &[&str]) -> Self {
+        crate::logs::init();
         let tag = crate::unique("");
         Self {
             db: format!("it_{tag}"),

@@ -57,6 +57,7 @@ pub struct Names {
 impl Names {
     /// Fresh random names with `tag` in them.
     pub fn new(tag: &str) -> Self {
+        crate::logs::init();
         let u = uid();
         Self {
             topic: format!("test.{tag}.{u}"),
