@@ -24,6 +24,7 @@ struct Cli {
 fn main() -> ExitCode {
     // Before any thread exists: arenas made earlier would stay.
     shared::malloc::limit_arenas();
+    shared::malloc::fix_mmap_threshold();
     let cli = Cli::parse();
     let cfg: SourceConfig = match shared::config::load(&cli.config, ENV_PREFIX)
         .and_then(|c: SourceConfig| c.validate().map(|()| c))

@@ -151,6 +151,7 @@ enum DlqCommand {
 fn main() -> std::process::ExitCode {
     // Before any thread exists: arenas made earlier would stay.
     shared::malloc::limit_arenas();
+    shared::malloc::fix_mmap_threshold();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
