@@ -5,7 +5,8 @@
 //! [`crate::eventually`] quotes its last warnings in the failure message
 //! (CI shows the end of a failed run, not the files it leaves).
 //! Binaries spawned as processes log to files of their own
-//! ([`crate::process`]).
+//! ([`crate::process`]); a timed-out wait quotes the last warnings of those
+//! its own test started too (tests are told apart by their thread's name).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -33,22 +34,62 @@ pub fn init() -> Option<&'static PathBuf> {
     .as_ref()
 }
 
-/// The path and the last `n` warnings and errors of the log, for a
-/// failure message (empty when there is no log).
+/// Logs of the binaries spawned as processes ([`crate::process::Proc`]),
+/// each with the name of the thread (the test) that started it.
+static SPAWNED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes the log of a process the current test spawned, so that a wait of
+/// the same test that times out quotes it too.
+pub fn register_process_log(path: &std::path::Path) {
+    let test = current_test();
+    if let Ok(mut v) = SPAWNED.lock() {
+        v.push((test, path.to_path_buf()));
+    }
+}
+
+/// libtest runs each test on a thread named after it; a tokio test's body
+/// runs on that thread (`block_on`).
+fn current_test() -> String {
+    std::thread::current().name().unwrap_or("").to_string()
+}
+
+/// The path and the last `n` warnings and errors of the log, then those of
+/// each process the current test spawned, for a failure message (empty
+/// when there is no log).
 pub fn tail_of_warnings(n: usize) -> String {
-    let Some(path) = FILE.get().and_then(Option::as_ref) else {
-        return String::new();
-    };
+    let mut out = String::new();
+    if let Some(path) = FILE.get().and_then(Option::as_ref) {
+        out.push_str(&format!("\nin-process log: {}", path.display()));
+        quote_warnings(&mut out, path, n);
+    }
+    let test = current_test();
+    let mine: Vec<PathBuf> = SPAWNED
+        .lock()
+        .map(|v| {
+            v.iter()
+                .filter(|(t, _)| *t == test)
+                .map(|(_, p)| p.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for path in mine {
+        out.push_str(&format!("\nprocess log: {}", path.display()));
+        quote_warnings(&mut out, &path, n);
+    }
+    out
+}
+
+/// Appends the last `n` warnings and errors of the log at `path`.
+fn quote_warnings(out: &mut String, path: &std::path::Path, n: usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         // The tests' own Kafka readers stop at the end of each partition,
         // which librdkafka reports as an error: not news.
         .filter(|l| !l.contains("PartitionEOF"))
         .collect();
     let tail = &lines[lines.len().saturating_sub(n)..];
-    let mut out = format!("\nin-process log: {}", path.display());
     if !tail.is_empty() {
         out.push_str(&format!("; its last {} warnings:\n", tail.len()));
         for l in tail {
@@ -58,5 +99,4 @@ pub fn tail_of_warnings(n: usize) -> String {
             out.push('\n');
         }
     }
-    out
 }

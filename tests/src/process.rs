@@ -38,6 +38,7 @@ impl Proc {
             .stderr(file)
             .spawn()
             .expect("spawn");
+        crate::logs::register_process_log(&log);
         Self { child, log }
     }
 

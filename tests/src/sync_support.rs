@@ -420,23 +420,14 @@ pub async fn read_topic_at(bootstrap: &str, topic: &str, wait: Duration) -> Vec<
     out
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+/// Polls `check` until it returns `Some`, or panics after `timeout`
+/// ([`crate::eventually`], whose failure quotes the logs' last warnings).
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::eventually(what, timeout, check).await
 }
 
 /// es-sync running in-process.
