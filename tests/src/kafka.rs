@@ -67,6 +67,40 @@ pub async fn topic_exists(topic: &str) -> bool {
     .expect("metadata task")
 }
 
+/// Whether no transaction is open on any partition of `topics`: the last
+/// stable offset (the end a read_committed client is told by ListOffsets,
+/// which librdkafka sends with the client's isolation level) has reached
+/// the high watermark. A transaction the broker aborted has its marker
+/// written and is no longer open.
+pub async fn no_open_transaction(topics: &[&str]) -> bool {
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let client = |level: &str| -> BaseConsumer {
+            config()
+                .set("isolation.level", level)
+                .create()
+                .expect("consumer")
+        };
+        let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
+        let wait = Duration::from_secs(10);
+        topics.iter().all(|topic| {
+            let md = committed
+                .fetch_metadata(Some(topic), wait)
+                .expect("metadata");
+            md.topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .all(|p| {
+                    let stable = committed.fetch_watermarks(topic, p, wait).expect("LSO").1;
+                    let high = uncommitted.fetch_watermarks(topic, p, wait).expect("HW").1;
+                    stable >= high
+                })
+        })
+    })
+    .await
+    .expect("watermarks task")
+}
+
 /// Reads every committed record of `topic` (read_committed) up to its end.
 /// Returns an empty list if the topic does not exist.
 pub async fn read_all(topic: &str) -> Vec<Rec> {

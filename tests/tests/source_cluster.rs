@@ -7,7 +7,7 @@
 use e2e_tests::cluster::{
     assert_exactly_once, changes, fence, running_owner, spawn_inserts, status, Instance,
 };
-use e2e_tests::kafka::read_all;
+use e2e_tests::kafka::{no_open_transaction, read_all};
 use e2e_tests::source::SourceFixture;
 use e2e_tests::{eventually, mongo};
 use mongodb::bson::{doc, Document};
@@ -236,10 +236,30 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
         || async { owner.stopped().then_some(()) },
     )
     .await;
-    // Past the transaction timeout plus the broker's check for timed-out
-    // transactions (transaction.abort.timed.out.transaction.cleanup
-    // .interval.ms, 10 s); well within the 45 s lease.
-    tokio::time::sleep(Duration::from_secs(14)).await;
+    // Until the broker has aborted the transaction: past the transaction
+    // timeout and the broker's check for timed-out transactions
+    // (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s),
+    // seen as no open transaction on the event or positions topic (a
+    // fixed 14 s was too short once on a loaded machine: the commit then
+    // went through and nothing was there to recover from). Well within
+    // the 45 s lease.
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (event_topic, positions) = (fx.topic("card"), fx.positions());
+    eventually(
+        "the broker aborted the paused transaction",
+        Duration::from_secs(35),
+        || async {
+            no_open_transaction(&[&event_topic, &positions])
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "transaction aborted {:.1} s after the pause",
+        paused.elapsed().as_secs_f64()
+    );
     owner.signal("-CONT");
     let resumed = Instant::now();
     let s = eventually("the owner reopened its producer", WAIT, || async {
