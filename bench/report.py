@@ -11,6 +11,7 @@ Re-rendering a kept result (`report.py bench/results/X.json /tmp/x.json
 import json
 import os
 import sys
+import statistics
 import tomllib
 
 raw, out_json, out_md = sys.argv[1:4]
@@ -212,6 +213,16 @@ def source_section(title, s, server):
     servers_line(s.get("servers_cpu"), [("ours", "mongo-source trials"), ("raw", "raw read trials"),
                                         ("kafka_connect", "Kafka Connect trials")])
     w("")
+    stages = [t["ours"].get("stages_ms_per_1k") for t in s.get("trials", []) if isinstance(t.get("ours"), dict)]
+    stages = [x for x in stages if isinstance(x, dict)]
+    if stages:
+        def stage(k):
+            return statistics.median(x.get(k, 0) for x in stages)
+        w("Where mongo-source's stream tasks spent the trials (`mongo_source_stage_seconds_total`, summed over the two "
+          f"streams, median ms per 1,000 events, n={len(stages)}): waiting for MongoDB (`read`) {f1(stage('read'))}, "
+          f"waiting for the previous Kafka commit (`commit_wait`) {f1(stage('commit_wait'))}, own work (`convert`) "
+          f"{f1(stage('convert'))}.")
+        w("")
     firsts = [t["ours"].get("first_record_after_spawn_s") for t in s.get("trials", []) if "ours" in t]
     if firsts:
         w(f"mongo-source's first record after spawn: {', '.join(str(x) for x in firsts)} s (left out of the rates).")

@@ -43,7 +43,18 @@ pub struct StreamStateLabel {
     pub state: String,
 }
 
+/// Labels naming a stream and a stage of its task
+/// ([`crate::stream::stages`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamStage {
+    /// `db.collection`.
+    pub stream: String,
+    /// `read`, `commit_wait`, `convert`.
+    pub stage: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
+type FCounter = Counter<f64, AtomicU64>;
 
 /// All metrics.
 pub struct Metrics {
@@ -53,6 +64,8 @@ pub struct Metrics {
     pub batch_events: Family<StreamLabel, Histogram>,
     /// Time to write and commit one batch.
     pub produce_seconds: Family<StreamLabel, Histogram>,
+    /// Wall time of a stream's task by stage ([`crate::stream::stages`]).
+    pub stage_seconds: Family<StreamStage, FCounter>,
     /// Now minus the cluster time of the last committed event (0 when idle).
     pub lag_seconds: Family<StreamLabel, FGauge>,
     /// Time since the stream's position was last committed.
@@ -89,6 +102,7 @@ impl Metrics {
             produce_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
+            stage_seconds: Family::default(),
             lag_seconds: Family::default(),
             token_age_seconds: Family::default(),
             dead_lettered: Family::default(),
@@ -117,6 +131,12 @@ impl Metrics {
             "Time to write and commit one batch",
             prometheus_client::registry::Unit::Seconds,
             m.produce_seconds.clone(),
+        );
+        r.register_with_unit(
+            "stage",
+            "Wall time of a stream's task following the change stream, by stage: read (waiting for MongoDB), commit_wait (for the previous Kafka commit), convert (own work)",
+            prometheus_client::registry::Unit::Seconds,
+            m.stage_seconds.clone(),
         );
         r.register_with_unit(
             "lag",
@@ -194,6 +214,28 @@ impl Metrics {
         let _ = self.restarts.get_or_create(&label);
         let _ = self.history_lost.get_or_create(&label);
         let _ = self.snapshot_documents.get_or_create(&label);
+        for stage in crate::stream::stages::Stage::ALL {
+            let _ = self.stage_seconds.get_or_create(&StreamStage {
+                stream: stream.into(),
+                stage: stage.as_str().into(),
+            });
+        }
+    }
+
+    /// Adds the time of each stage of `stream`'s task.
+    pub fn add_stages(
+        &self,
+        stream: &str,
+        times: &[(crate::stream::stages::Stage, std::time::Duration)],
+    ) {
+        for (stage, d) in times {
+            self.stage_seconds
+                .get_or_create(&StreamStage {
+                    stream: stream.into(),
+                    stage: stage.as_str().into(),
+                })
+                .inc_by(d.as_secs_f64());
+        }
     }
 
     /// Sets the state gauge of `stream`.

@@ -293,7 +293,17 @@ async fn both_binaries_export_the_documented_metrics() {
             "mongo_source_errors",
             "mongo_source_stream_state",
             "mongo_source_exactly_once",
+            "mongo_source_stage_seconds",
         ],
+    );
+    // The stream's task has waited for MongoDB (its first read at least).
+    let read_wait = format!(
+        "mongo_source_stage_seconds_total{{stream=\"{}.card\",stage=\"read\"}}",
+        p.source.db
+    );
+    assert!(
+        metric_value(&source_metrics, &read_wait).unwrap_or(0.0) > 0.0,
+        "{read_wait} in\n{source_metrics}"
     );
     // Lag gauges are refreshed periodically: wait for the first refresh.
     let sync_metrics = eventually("es-sync lag metrics", WAIT, || async {

@@ -20,11 +20,26 @@ pub async fn scrape(admin: &str) -> Option<String> {
 
 /// Sum of the samples of a metric family (all label sets) in OpenMetrics
 /// text; a histogram's `_sum` and `_count` are families of their own.
+/// `name{k="v",...}` sums only the samples whose labels include each of
+/// those pairs.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
+    let (name, wanted) = match name.split_once('{') {
+        Some((n, labels)) => (n, labels.trim_end_matches('}')),
+        None => (name, ""),
+    };
+    let wanted: Vec<&str> = wanted.split(',').filter(|p| !p.is_empty()).collect();
     text.lines()
         .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            l.strip_prefix(name).is_some_and(|r| {
+                let labels = r.strip_prefix('{').and_then(|r| r.split_once('}'));
+                match labels {
+                    Some((labels, _)) => {
+                        let have: Vec<&str> = labels.split(',').collect();
+                        wanted.iter().all(|w| have.contains(w))
+                    }
+                    None => r.starts_with(' ') && wanted.is_empty(),
+                }
+            })
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
@@ -46,8 +61,21 @@ pub const ES_SYNC_COLUMNS: &[Column] = &[
     ("buffered", "es_sync_buffered_records"),
 ];
 
-/// mongo-source's series: events committed.
-pub const MONGO_SOURCE_COLUMNS: &[Column] = &[("events", "mongo_source_events_total")];
+/// mongo-source's series: events committed, and the wall time of its
+/// streams' tasks by stage (`mongo_source_stage_seconds_total`, summed over
+/// streams: which side limits the rate).
+pub const MONGO_SOURCE_COLUMNS: &[Column] = &[
+    ("events", "mongo_source_events_total"),
+    ("read_s", "mongo_source_stage_seconds_total{stage=\"read\"}"),
+    (
+        "commit_wait_s",
+        "mongo_source_stage_seconds_total{stage=\"commit_wait\"}",
+    ),
+    (
+        "convert_s",
+        "mongo_source_stage_seconds_total{stage=\"convert\"}",
+    ),
+];
 
 /// Samples [`Column`]s of one endpoint every `every` in the background.
 pub struct Sampler {
@@ -163,6 +191,25 @@ es_sync_documents_totally_else 99\n";
         assert_eq!(metric_sum(TEXT, "es_sync_bulk_in_flight_sum"), 14.0);
         assert_eq!(metric_sum(TEXT, "es_sync_bulk_in_flight_count"), 5.0);
         assert_eq!(metric_sum(TEXT, "es_sync_missing").to_string(), "0");
+    }
+
+    #[test]
+    fn a_label_filter_keeps_the_samples_with_those_labels() {
+        let text = "mongo_source_stage_seconds_total{stream=\"d.card\",stage=\"read\"} 1.5\n\
+mongo_source_stage_seconds_total{stream=\"d.reply\",stage=\"read\"} 0.5\n\
+mongo_source_stage_seconds_total{stream=\"d.card\",stage=\"convert\"} 2\n\
+mongo_source_stage_seconds_total 7\n";
+        let f = "mongo_source_stage_seconds_total";
+        assert_eq!(metric_sum(text, &format!("{f}{{stage=\"read\"}}")), 2.0);
+        assert_eq!(
+            metric_sum(text, &format!("{f}{{stream=\"d.card\",stage=\"convert\"}}")),
+            2.0
+        );
+        assert_eq!(metric_sum(text, f), 11.0);
+        assert_eq!(
+            metric_sum(TEXT, "es_sync_documents_total{index=\"cards\"}"),
+            30.0
+        );
     }
 
     #[tokio::test]

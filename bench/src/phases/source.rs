@@ -10,7 +10,7 @@
 //! phase.
 
 use crate::clients::kafka;
-use crate::clients::metrics::MONGO_SOURCE_COLUMNS;
+use crate::clients::metrics::{self, MONGO_SOURCE_COLUMNS};
 use crate::ctx::Ctx;
 use crate::log::{log, unix_now};
 use crate::ours;
@@ -220,8 +220,10 @@ pub async fn trial(
         st = child.child.wait() => bail!("mongo-source exited before {n} records: {st:?}"),
     };
     let w = watch.finish(cx, &child, n).await?;
+    let stages = stage_split(&child.admin, n).await;
     child.stop().await?;
     let mut out = json!({
+        "stages_ms_per_1k": stages,
         "events_per_s": round(rate(n.saturating_sub(1), (read.last - read.first).as_secs_f64()), 0),
         "events_per_s_incl_startup": round(rate(n, t_spawn.elapsed().as_secs_f64()), 0),
         "first_record_after_spawn_s": round(read.first.as_secs_f64(), 2),
@@ -230,4 +232,26 @@ pub async fn trial(
     });
     merge(&mut out, w.json);
     Ok(out)
+}
+
+/// Where mongo-source's stream tasks spent the trial, from its `/metrics`
+/// at the end: milliseconds of each stage (`read`, `commit_wait`,
+/// `convert`, summed over streams) per 1,000 of the `n` events (`null` if
+/// it did not answer).
+async fn stage_split(admin: &str, n: u64) -> Value {
+    let Some(text) = metrics::scrape(admin).await else {
+        return Value::Null;
+    };
+    let per_1k = |stage: &str| {
+        let secs = metrics::metric_sum(
+            &text,
+            &format!("mongo_source_stage_seconds_total{{stage=\"{stage}\"}}"),
+        );
+        round(secs * 1000.0 * 1000.0 / n.max(1) as f64, 1)
+    };
+    json!({
+        "read": per_1k("read"),
+        "commit_wait": per_1k("commit_wait"),
+        "convert": per_1k("convert"),
+    })
 }

@@ -15,10 +15,13 @@
 //!
 //! Each batch's transaction commits while the next batch is read
 //! ([`super::pipeline`]); the stream ends only after its last commit.
+//! Where the loop's time goes (waiting for MongoDB, for the previous
+//! commit, or converting) is counted by [`super::stages`].
 
 use super::large_event::{self, Fragments, Mode};
 use super::pipeline::{self, Pending};
 use super::poison;
+use super::stages::{Stage, StageClock};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
 use crate::change::{decode, Decoded, TxnRanks};
@@ -273,6 +276,7 @@ async fn drain_pipelined<'a>(
     // `_id` (resume token) of the last whole event read.
     let mut last_id: Option<Bson> = None;
     let mut budget = mode.event_budget(limits.max_events);
+    let mut clock = StageClock::start();
     loop {
         let mut batch = Batch::default();
         let mut invalidated = false;
@@ -283,8 +287,8 @@ async fn drain_pipelined<'a>(
                 break;
             }
             // The next event, read while the previous batch commits.
-            let Some(next) = pipeline::read(stream.next_if_any(), pending, &ctx.cancel).await?
-            else {
+            let read = pipeline::read(stream.next_if_any(), pending, &ctx.cancel);
+            let Some(next) = clock.wait(Stage::Read, read).await? else {
                 break;
             };
             let next = match next {
@@ -411,13 +415,15 @@ async fn drain_pipelined<'a>(
             next.events += batch.ops.values().sum::<u64>() + batch.dead_lettered;
             next.committed_at = now_iso();
             *position = next.clone();
-            pipeline::hand_over(
-                pending,
-                async move { writer.commit(ctx, batch, &next).await },
-            )
-            .await?;
+            let handed =
+                pipeline::hand_over(
+                    pending,
+                    async move { writer.commit(ctx, batch, &next).await },
+                );
+            clock.wait(Stage::CommitWait, handed).await?;
             last_commit = Instant::now();
         }
+        ctx.metrics.add_stages(&ctx.spec.name, &clock.take());
         if invalidated {
             return Ok(Drained::Invalidated);
         }

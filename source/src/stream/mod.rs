@@ -14,6 +14,7 @@ pub mod large_event;
 mod pipeline;
 pub mod poison;
 pub mod snapshot;
+pub mod stages;
 pub mod truncate;
 mod writer;
 
