@@ -8,6 +8,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Creates topics with `partitions` partitions (existing ones are fine).
@@ -66,14 +68,15 @@ pub struct ReadRun {
 }
 
 /// Reads (blocking, run it in `spawn_blocking`) from the beginning of
-/// `topics` with read_committed until `n` records, or `timeout` passes.
-/// Markers (records without key) are not counted.
+/// `topics` with read_committed until `n` records, or `timeout` passes, or
+/// `cancel` is set. Markers (records without key) are not counted.
 pub fn read_n(
     bootstrap: &str,
     topics: &[String],
     partitions: i32,
     n: u64,
     timeout: Duration,
+    cancel: &AtomicBool,
 ) -> Result<ReadRun> {
     let c = consumer(bootstrap, topics, partitions)?;
     let t0 = Instant::now();
@@ -86,6 +89,9 @@ pub fn read_n(
     while run.count < n {
         if t0.elapsed() > timeout {
             bail!("read {} of {n} records in {timeout:?}", run.count);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            bail!("read {} of {n} records: given up", run.count);
         }
         match c.poll(Duration::from_millis(100)) {
             None => {}
@@ -109,7 +115,10 @@ fn warn(msg: &str) {
     crate::log::log(msg);
 }
 
-/// [`read_n`] on a blocking thread.
+/// [`read_n`] on a blocking thread, given up when this future is dropped
+/// (a trial that failed otherwise: the process exits only once every
+/// blocking thread is done, and a reader left behind kept the bench
+/// running until its trial's timeout, minutes after its result).
 pub async fn read_n_async(
     bootstrap: &str,
     topics: &[String],
@@ -117,6 +126,42 @@ pub async fn read_n_async(
     n: u64,
     timeout: Duration,
 ) -> Result<ReadRun> {
+    /// Sets the flag when dropped.
+    struct CancelOnDrop(Arc<AtomicBool>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = cancel.0.clone();
     let (b, t) = (bootstrap.to_string(), topics.to_vec());
-    tokio::task::spawn_blocking(move || read_n(&b, &t, partitions, n, timeout)).await?
+    tokio::task::spawn_blocking(move || read_n(&b, &t, partitions, n, timeout, &flag)).await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime waits for its blocking threads when dropped: a reader
+    /// left polling after its trial failed kept the bench from exiting
+    /// until the reader's timeout.
+    #[test]
+    fn a_runtime_whose_reader_was_dropped_shuts_down_at_once() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            // No broker there: the reader would poll until its timeout.
+            let topics = ["nowhere".to_string()];
+            let read = read_n_async("127.0.0.1:9", &topics, 1, 10, Duration::from_secs(600));
+            let gave_up = tokio::time::timeout(Duration::from_millis(300), read).await;
+            assert!(gave_up.is_err(), "no broker, no records");
+        });
+        let began = Instant::now();
+        drop(rt);
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the runtime waited {:?} for the reader",
+            began.elapsed()
+        );
+    }
 }
