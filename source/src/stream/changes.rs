@@ -381,6 +381,9 @@ async fn drain_pipelined<'a>(
                     }
                 },
                 None => {
+                    // An empty answer: the stages so far are counted now,
+                    // so an idle stream's metric moves too.
+                    ctx.metrics.add_stages(&ctx.spec.name, &clock.take());
                     if batch.is_empty() {
                         ctx.status.caught_up();
                         if last_commit.elapsed() >= idle_every {
