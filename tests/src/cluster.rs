@@ -153,13 +153,31 @@ pub fn spawn_inserts(
 
 /// Fences the producer of `transactional_id` from outside the cluster:
 /// `init_transactions` with the same id, as a second deployment would.
-pub async fn fence(transactional_id: &str) {
+/// `false` when this producer was itself fenced on the way: the owner
+/// reopened its producer at the same moment (after an earlier fencing),
+/// so it may not have been fenced by this one; the caller tries again.
+pub async fn fence(transactional_id: &str) -> bool {
     use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::types::RDKafkaErrorCode;
     let mut c = crate::kafka::config();
     c.set("transactional.id", transactional_id);
     let p: BaseProducer = c.create().expect("producer");
-    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+    let r = tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
         .await
-        .expect("the blocking task")
-        .expect("init_transactions");
+        .expect("the blocking task");
+    match r {
+        Ok(()) => true,
+        Err(rdkafka::error::KafkaError::Transaction(e))
+            if matches!(
+                e.code(),
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fenced
+            ) =>
+        {
+            eprintln!("the fencing producer was fenced itself (raced a reopen): {e}");
+            false
+        }
+        Err(e) => panic!("init_transactions: {e}"),
+    }
 }
