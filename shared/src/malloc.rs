@@ -31,44 +31,51 @@ pub const MMAP_THRESHOLD: i32 = 128 << 10;
 /// set. Returns the limit applied, or None (set by the environment, or not
 /// glibc). Call before any thread starts: arenas made earlier stay.
 pub fn limit_arenas() -> Option<i32> {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return None;
-    }
-    set_arena_max(DEFAULT_ARENAS).then_some(DEFAULT_ARENAS)
+    set_unless_env("MALLOC_ARENA_MAX", Tunable::ArenaMax, DEFAULT_ARENAS)
 }
 
 /// Fixes the mmap threshold at [`MMAP_THRESHOLD`] unless
 /// `MALLOC_MMAP_THRESHOLD_` is set. Returns the threshold applied, or None
 /// (set by the environment, or not glibc).
 pub fn fix_mmap_threshold() -> Option<i32> {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+    set_unless_env(
+        "MALLOC_MMAP_THRESHOLD_",
+        Tunable::MmapThreshold,
+        MMAP_THRESHOLD,
+    )
+}
+
+/// The glibc malloc tunables set here.
+#[derive(Clone, Copy)]
+enum Tunable {
+    /// `M_ARENA_MAX`: any positive int.
+    ArenaMax,
+    /// `M_MMAP_THRESHOLD`: a threshold set so is kept (no longer adjusted).
+    MmapThreshold,
+}
+
+/// Sets `tunable` to `value` unless the environment variable `env` (glibc's
+/// own for it) is set, which then wins; the value applied, or None.
+fn set_unless_env(env: &str, tunable: Tunable, value: i32) -> Option<i32> {
+    if std::env::var_os(env).is_some() {
         return None;
     }
-    set_mmap_threshold(MMAP_THRESHOLD).then_some(MMAP_THRESHOLD)
+    mallopt(tunable, value).then_some(value)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn set_mmap_threshold(bytes: i32) -> bool {
-    // SAFETY: mallopt only sets a tunable of the allocator; a threshold
-    // set so is kept (no longer adjusted); the call is thread-safe.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+fn mallopt(tunable: Tunable, value: i32) -> bool {
+    let param = match tunable {
+        Tunable::ArenaMax => libc::M_ARENA_MAX,
+        Tunable::MmapThreshold => libc::M_MMAP_THRESHOLD,
+    };
+    // SAFETY: mallopt only sets a tunable of the allocator, and the call is
+    // thread-safe.
+    unsafe { libc::mallopt(param, value) == 1 }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_mmap_threshold(_bytes: i32) -> bool {
-    false
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn set_arena_max(n: i32) -> bool {
-    // SAFETY: mallopt only sets a tunable of the allocator; M_ARENA_MAX
-    // takes any positive int, and the call is thread-safe.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_arena_max(_n: i32) -> bool {
+fn mallopt(_tunable: Tunable, _value: i32) -> bool {
     false
 }
