@@ -10,6 +10,7 @@ pub mod poller;
 pub mod track;
 pub mod writer;
 
+use crate::clients::metrics::{Sampler, ES_SYNC_COLUMNS, MONGO_SOURCE_COLUMNS};
 use crate::clients::{es::Es, kafka};
 use crate::ctx::Ctx;
 use crate::log::log;
@@ -31,9 +32,9 @@ pub const METHOD: &str = "a mixed stream of card changes issued every 10 ms to k
 (`insert_many`), 3 in 10 updates of a card already searchable (`update_many` setting `likes`), 1 in 10 deletes of \
 one (`delete_many`), the three commands of a tick sent at once; every insert and update of a tick carries a `likes` \
 value of its own; commit time = the command's acknowledgement; searchable = the send time of the first poll that \
-shows the change: one `_msearch` every 50 ms, fixed whatever the searches take (each poll its own task, at most 4 \
-at once), of a size-0 `terms` aggregation on `likes` over the pending values and an `ids` query without `_source` \
-over the pending deletes; latency includes up to 50 ms of polling granularity";
+shows the change: one `_msearch` every 50 ms, fixed whatever the searches take (each poll its own task, at most 2 \
+at once), of a size-0 `terms` aggregation on `likes` over the values of the oldest pending groups (at most 600, the \
+last 3 s of ticks) and an `ids` query without `_source` over the oldest pending deletes (at most 1,000); latency includes up to 50 ms of polling granularity";
 
 /// The share of each kind of change, out of 10.
 pub const MIX: &str = "60% insert / 30% update / 10% delete";
@@ -97,6 +98,19 @@ pub async fn run_at_rate(
     let servers0 = cx.o.servers.mark();
     let dur = Duration::from_secs(secs);
     let t0 = Instant::now();
+    let samplers: Vec<(&str, Sampler)> = t
+        .procs
+        .iter()
+        .filter_map(|(name, c)| {
+            let cols = match *name {
+                "mongo_source" => MONGO_SOURCE_COLUMNS,
+                "es_sync" => ES_SYNC_COLUMNS,
+                _ => return None,
+            };
+            Some((*name, Sampler::start(&c.admin, cols, TIMELINE_STEP, t0)))
+        })
+        .collect();
+    let sent_at: Arc<Mutex<Vec<[f64; 2]>>> = Arc::default();
     let (mut sent, mut behind_max) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -111,6 +125,10 @@ pub async fn run_at_rate(
         writer::write(t.cards, w, &t.track, sent, k, *tick).await?;
         *tick += 1;
         sent += k;
+        sent_at
+            .lock()
+            .expect("sent")
+            .push([t0.elapsed().as_secs_f64(), sent as f64]);
     }
     let write_s = t0.elapsed().as_secs_f64();
     let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
@@ -120,6 +138,12 @@ pub async fn run_at_rate(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let polls = poller.stop().await;
+    let mut series = vec![("sent", std::mem::take(&mut *sent_at.lock().expect("sent")))];
+    for (name, s) in samplers {
+        let s = s.stop().await;
+        let col = if name == "es_sync" { "docs" } else { "events" };
+        series.push((name, s.column(col)));
+    }
     let (missing, lat) = {
         let mut tr = t.track.lock().expect("track");
         let missing = tr.pending();
@@ -148,11 +172,42 @@ pub async fn run_at_rate(
             "missing_after_60s": missing,
             "latency_ms": latency_json(&all),
             "polls": polls,
+            "timeline": timeline(&series, secs),
             "resources": res,
             "servers_cpu": servers,
         }),
         lat,
     ))
+}
+
+/// Step of a run's timeline (and of its metric samples).
+const TIMELINE_STEP: Duration = Duration::from_millis(500);
+
+/// A run's progress by whole second from its start: for each named series
+/// of `[t, cumulative count]`, the count at the last point at or before
+/// each second (changes sent, mongo-source's events, es-sync's documents),
+/// from 0 to `secs` plus the stragglers' time. Where a stage falls behind
+/// the one before it shows which one limits the latency.
+pub fn timeline(series: &[(&str, Vec<[f64; 2]>)], secs: u64) -> Value {
+    let end = series
+        .iter()
+        .filter_map(|(_, s)| s.last().map(|p| p[0].ceil() as u64))
+        .max()
+        .unwrap_or(secs)
+        .max(secs);
+    let mut out = serde_json::Map::new();
+    out.insert("t".into(), json!((0..=end).collect::<Vec<_>>()));
+    for (name, s) in series {
+        let base = s.first().map_or(0.0, |p| p[1]);
+        let at = |sec: u64| {
+            s.iter()
+                .take_while(|p| p[0] <= sec as f64)
+                .last()
+                .map_or(0.0, |p| p[1] - if *name == "sent" { 0.0 } else { base })
+        };
+        out.insert((*name).into(), json!((0..=end).map(at).collect::<Vec<_>>()));
+    }
+    Value::Object(out)
 }
 
 /// Pools the runs of each rate: latencies, CDF, by kind, and the spread of
@@ -279,6 +334,17 @@ pub async fn run(cx: &Ctx, tag: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_counts_each_series_at_whole_seconds_from_its_first_sample() {
+        let sent = vec![[0.2, 10.0], [0.9, 20.0], [1.5, 30.0]];
+        let events = vec![[0.0, 100.0], [1.0, 105.0], [2.4, 130.0]];
+        let t = timeline(&[("sent", sent), ("mongo_source", events)], 1);
+        assert_eq!(t["t"], json!([0, 1, 2, 3]));
+        assert_eq!(t["sent"], json!([0.0, 20.0, 30.0, 30.0]));
+        // Counted from the run's first sample (counters carry over runs).
+        assert_eq!(t["mongo_source"], json!([0.0, 5.0, 5.0, 30.0]));
+    }
 
     #[test]
     fn runs_of_a_rate_are_pooled_with_the_spread_of_their_p99() {

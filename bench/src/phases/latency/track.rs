@@ -9,7 +9,7 @@
 //! id (an `ids` query, no `_source`). A card becomes free for a later
 //! update or delete when its whole group is searchable.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// First tag value: far above the workload's own `likes` (0..500).
@@ -72,14 +72,27 @@ pub struct Snapshot {
 /// Pending changes and measured latencies.
 #[derive(Default)]
 pub struct Track {
-    groups: HashMap<i64, Group>,
-    deletes: HashMap<String, Instant>,
+    /// By tag: tags grow with the tick, so the first are the oldest.
+    groups: BTreeMap<i64, Group>,
+    /// By id: the order it was deleted in, and when.
+    deletes: HashMap<String, (u64, Instant)>,
+    deleted: u64,
     latencies: Vec<(Kind, f64)>,
     settled: Vec<String>,
 }
 
-/// Most delete ids one poll asks about.
+/// Most delete ids one poll asks about (the oldest pending).
 pub const MAX_DELETES_PER_POLL: usize = 1000;
+
+/// Most tags one poll asks about: the oldest pending. Ticks are 100 a
+/// second with two tags each whatever the rate, so this covers the changes
+/// of the last 3 s; a group further behind waits for the older ones to
+/// settle, so a latency is never under-counted, and over-counted only
+/// while more than 3 s of changes are pending. Without the bound a poll
+/// grew with the backlog, and its searches took the node's core from the
+/// indexing they measure (at 1,000/s: polls of 0.5-3.5 s, thousands of
+/// tags, runs of 15-30 s latency).
+pub const MAX_TAGS_PER_POLL: usize = 600;
 
 impl Track {
     /// Inserted or updated `ids` acknowledged at `at`, tagged `tag`.
@@ -102,7 +115,8 @@ impl Track {
     /// Deleted `ids` acknowledged at `at`.
     pub fn add_deletes(&mut self, ids: Vec<String>, at: Instant) {
         for id in ids {
-            self.deletes.insert(id, at);
+            self.deleted += 1;
+            self.deletes.insert(id, (self.deleted, at));
         }
     }
 
@@ -118,13 +132,17 @@ impl Track {
     /// What the next poll asks about.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            tags: self.groups.keys().copied().collect(),
-            deletes: self
-                .deletes
-                .keys()
-                .take(MAX_DELETES_PER_POLL)
-                .cloned()
-                .collect(),
+            tags: self.groups.keys().take(MAX_TAGS_PER_POLL).copied().collect(),
+            deletes: {
+                let mut oldest: Vec<(&u64, &String)> =
+                    self.deletes.iter().map(|(id, (n, _))| (n, id)).collect();
+                oldest.sort_unstable();
+                oldest
+                    .into_iter()
+                    .take(MAX_DELETES_PER_POLL)
+                    .map(|(_, id)| id.clone())
+                    .collect()
+            },
         }
     }
 
@@ -159,7 +177,7 @@ impl Track {
             if present.contains(id) {
                 continue;
             }
-            if let Some(at) = self.deletes.remove(id) {
+            if let Some((_, at)) = self.deletes.remove(id) {
                 let ms = sent.saturating_duration_since(at).as_secs_f64() * 1000.0;
                 self.latencies.push((Kind::Delete, ms));
             }
@@ -301,5 +319,32 @@ mod tests {
         assert_eq!((l[0].0, l[0].1.round()), (Kind::Delete, 80.0));
         tr.clear_pending();
         assert_eq!(tr.pending(), 0);
+    }
+
+    #[test]
+    fn a_poll_asks_about_the_oldest_pending_changes_only() {
+        let t0 = Instant::now();
+        let mut tr = Track::default();
+        let n = MAX_TAGS_PER_POLL as i64 + 10;
+        // Added newest first: the order of the tags decides, not of adding.
+        for tag in (0..n).rev() {
+            tr.add_group(tag, t0, Kind::Insert, vec![format!("i{tag}")]);
+        }
+        let snap = tr.snapshot();
+        assert_eq!(snap.tags.len(), MAX_TAGS_PER_POLL);
+        assert_eq!(snap.tags.first(), Some(&0));
+        assert_eq!(snap.tags.last(), Some(&(MAX_TAGS_PER_POLL as i64 - 1)));
+        for k in 0..MAX_DELETES_PER_POLL + 5 {
+            tr.add_deletes(vec![format!("z{:05}", MAX_DELETES_PER_POLL + 5 - k)], t0);
+        }
+        let snap = tr.snapshot();
+        assert_eq!(snap.deletes.len(), MAX_DELETES_PER_POLL);
+        // The first deleted (the highest number here) is asked about first.
+        assert_eq!(snap.deletes[0], format!("z{:05}", MAX_DELETES_PER_POLL + 5));
+        assert!(!snap.deletes.contains(&"z00001".to_string()));
+        // Once the oldest settle, the newer come into the window.
+        let counts: HashMap<i64, u64> = snap.tags.iter().map(|t| (*t, 1)).collect();
+        tr.observe(t0, &snap, &counts, &HashSet::new());
+        assert_eq!(tr.snapshot().tags, (MAX_TAGS_PER_POLL as i64..n).collect::<Vec<_>>());
     }
 }
