@@ -326,6 +326,11 @@ else:
     w(f"Both binaries running (`start.mode = \"now\"`, shipped defaults), on `{lat.get('server')}`, index refresh "
       f"interval **{refresh}** (from `config/indices/cards.json`); {runs_per} runs per rate, interleaved over the rates, "
       f"pooled below. Method: {lat.get('method')}.")
+    wu = lat.get("warm_up")
+    if isinstance(wu, dict):
+        w("")
+        w(f"Before the runs, a warm-up run at {wu.get('target_per_s')} changes/s for {wu.get('seconds')} s, not counted "
+          f"(fresh server JVMs compile their hot paths meanwhile): its p99 was {f0(g(wu, 'latency_ms', 'p99'))} ms.")
     w("")
     w("| target changes/s | achieved by the generator (runs) | changes | p50 ms | p95 ms | p99 ms | p99 of each run | max ms | not searchable after 60 s | p99 ≤ refresh + 300 ms |")
     w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

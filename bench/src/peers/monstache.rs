@@ -264,6 +264,7 @@ async fn latency_runs(cx: &Ctx, bin: &Path, lat: &Value) -> Result<Value> {
     };
     let mut runs = vec![];
     let mut tick = 0i64;
+    latency::warm_up(cx, &target, &mut w, &mut tick).await?;
     for &r in &cx.o.rates {
         runs.push(latency::run_at_rate(cx, &target, &mut w, r, cx.o.rate_secs, &mut tick).await?);
     }

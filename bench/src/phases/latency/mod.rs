@@ -180,6 +180,28 @@ pub async fn run_at_rate(
     ))
 }
 
+/// Longest warm-up run.
+const WARM_UP_SECS: u64 = 15;
+
+/// A warm-up run at the lowest rate, not counted: the servers' JVMs start
+/// fresh for each phase, and their JIT compilers took a fifth of the
+/// servers' core in the first run (measured per thread; the first run at
+/// 200/s had twice the p99 of the second). Returns what it saw (reported
+/// apart from the runs).
+pub async fn warm_up(cx: &Ctx, t: &Target<'_>, w: &mut Workload, tick: &mut i64) -> Result<Value> {
+    let per_s = cx.o.rates.iter().copied().min().unwrap_or(200);
+    let secs = cx.o.rate_secs.min(WARM_UP_SECS);
+    let (v, _) = run_at_rate(cx, t, w, per_s, secs, tick).await?;
+    log(&format!(
+        "[latency] warm-up at {per_s}/s for {secs} s done (not counted)"
+    ));
+    Ok(json!({
+        "target_per_s": per_s,
+        "seconds": secs,
+        "latency_ms": v["latency_ms"],
+    }))
+}
+
 /// Step of a run's timeline (and of its metric samples).
 const TIMELINE_STEP: Duration = Duration::from_millis(500);
 
@@ -309,6 +331,7 @@ pub async fn run(cx: &Ctx, tag: &str) -> Result<Value> {
     };
     let mut runs = vec![];
     let mut tick = 0i64;
+    let warm = warm_up(cx, &target, &mut w, &mut tick).await?;
     for _ in 0..cx.o.rate_runs {
         for &r in &cx.o.rates {
             runs.push(run_at_rate(cx, &target, &mut w, r, cx.o.rate_secs, &mut tick).await?);
@@ -325,6 +348,7 @@ pub async fn run(cx: &Ctx, tag: &str) -> Result<Value> {
         "method": METHOD,
         "mix": MIX,
         "rates": pool(&cx.o.rates, &runs),
+        "warm_up": warm,
         "runs": runs.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
         "mongo_source_peak_rss_mib": round(src_peak as f64 / 1024.0, 1),
         "es_sync_peak_rss_mib": round(snk_peak as f64 / 1024.0, 1),

@@ -132,7 +132,12 @@ impl Track {
     /// What the next poll asks about.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            tags: self.groups.keys().take(MAX_TAGS_PER_POLL).copied().collect(),
+            tags: self
+                .groups
+                .keys()
+                .take(MAX_TAGS_PER_POLL)
+                .copied()
+                .collect(),
             deletes: {
                 let mut oldest: Vec<(&u64, &String)> =
                     self.deletes.iter().map(|(id, (n, _))| (n, id)).collect();
@@ -345,6 +350,9 @@ mod tests {
         // Once the oldest settle, the newer come into the window.
         let counts: HashMap<i64, u64> = snap.tags.iter().map(|t| (*t, 1)).collect();
         tr.observe(t0, &snap, &counts, &HashSet::new());
-        assert_eq!(tr.snapshot().tags, (MAX_TAGS_PER_POLL as i64..n).collect::<Vec<_>>());
+        assert_eq!(
+            tr.snapshot().tags,
+            (MAX_TAGS_PER_POLL as i64..n).collect::<Vec<_>>()
+        );
     }
 }
