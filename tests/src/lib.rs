@@ -42,7 +42,22 @@ pub async fn mongo() -> mongodb::Client {
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_or(what, timeout, check, String::new).await
+}
+
+/// [`eventually`], whose failure message also carries `context()` (what
+/// the test last saw).
+pub async fn eventually_or<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    context: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -53,11 +68,14 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}{}",
-            logs::tail_of_warnings(12)
-        );
+        if Instant::now() >= deadline {
+            let context = context();
+            let sep = if context.is_empty() { "" } else { "\n" };
+            panic!(
+                "timed out after {timeout:?} waiting for {what}{sep}{context}{}",
+                logs::tail_of_warnings(12)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -9,7 +9,7 @@ use e2e_tests::cluster::{
 };
 use e2e_tests::kafka::{no_open_transaction, read_all};
 use e2e_tests::source::SourceFixture;
-use e2e_tests::{eventually, mongo};
+use e2e_tests::{eventually, eventually_or, mongo};
 use mongodb::bson::{doc, Document};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -192,7 +192,10 @@ async fn errors_of(i: &Instance, stream: &str, reason: &str) -> f64 {
 async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothing() {
     let mut fx = SourceFixture::new(&["card"]);
     fx.batch = "max_events = 50\nmax_wait_ms = 50".into();
-    fx.kafka = "transaction_timeout_ms = 2000".into();
+    // Commit and abort calls give up after 10 s (30 s shipped): a resumed
+    // owner whose commit the broker does not answer at once still fails,
+    // aborts and reopens well within the wait below.
+    fx.kafka = "transaction_timeout_ms = 2000\noperation_timeout_ms = 10000".into();
     fx.extra = "\n[cluster]\nsession_timeout_ms = 45000\nheartbeat_interval_ms = 3000\n".into();
     let cfg = fx.write();
     let cfg = cfg.to_str().unwrap().to_string();
@@ -263,10 +266,30 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
     );
     owner.signal("-CONT");
     let resumed = Instant::now();
-    let s = eventually("the owner reopened its producer", WAIT, || async {
-        let s = owner.stream(&card).await?;
-        (s["restarts"].as_u64()? >= 1 && s["state"] == "RUNNING").then_some(s)
-    })
+    eventually(
+        "the owner running again after SIGCONT",
+        Duration::from_secs(5),
+        || async { (!owner.stopped()).then_some(()) },
+    )
+    .await;
+    // CI once saw no line from the resumed owner for 90 s: the last status
+    // seen goes into the failure message.
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    let s = eventually_or(
+        "the owner reopened its producer",
+        WAIT,
+        || async {
+            let s = owner.stream(&card).await?;
+            *last.lock().unwrap() = s.clone();
+            (s["restarts"].as_u64()? >= 1 && s["state"] == "RUNNING").then_some(s)
+        },
+        || {
+            format!(
+                "last status of the stream on the owner: {}",
+                last.lock().unwrap()
+            )
+        },
+    )
     .await;
     eprintln!(
         "streaming again {:.1} s after SIGCONT: {}",
