@@ -98,19 +98,24 @@ pub async fn run_at_rate(
     let servers0 = cx.o.servers.mark();
     let dur = Duration::from_secs(secs);
     let t0 = Instant::now();
-    let samplers: Vec<(&str, Sampler)> = t
+    // Each binary's counter of work done, sampled for the timeline.
+    let samplers: Vec<(&str, &str, Sampler)> = t
         .procs
         .iter()
         .filter_map(|(name, c)| {
-            let cols = match *name {
-                "mongo_source" => MONGO_SOURCE_COLUMNS,
-                "es_sync" => ES_SYNC_COLUMNS,
+            let (cols, done) = match *name {
+                "mongo_source" => (MONGO_SOURCE_COLUMNS, "events"),
+                "es_sync" => (ES_SYNC_COLUMNS, "docs"),
                 _ => return None,
             };
-            Some((*name, Sampler::start(&c.admin, cols, TIMELINE_STEP, t0)))
+            Some((
+                *name,
+                done,
+                Sampler::start(&c.admin, cols, TIMELINE_STEP, t0),
+            ))
         })
         .collect();
-    let sent_at: Arc<Mutex<Vec<[f64; 2]>>> = Arc::default();
+    let mut sent_at: Vec<[f64; 2]> = vec![[0.0, 0.0]];
     let (mut sent, mut behind_max) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -125,10 +130,7 @@ pub async fn run_at_rate(
         writer::write(t.cards, w, &t.track, sent, k, *tick).await?;
         *tick += 1;
         sent += k;
-        sent_at
-            .lock()
-            .expect("sent")
-            .push([t0.elapsed().as_secs_f64(), sent as f64]);
+        sent_at.push([t0.elapsed().as_secs_f64(), sent as f64]);
     }
     let write_s = t0.elapsed().as_secs_f64();
     let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
@@ -138,11 +140,9 @@ pub async fn run_at_rate(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let polls = poller.stop().await;
-    let mut series = vec![("sent", std::mem::take(&mut *sent_at.lock().expect("sent")))];
-    for (name, s) in samplers {
-        let s = s.stop().await;
-        let col = if name == "es_sync" { "docs" } else { "events" };
-        series.push((name, s.column(col)));
+    let mut series = vec![("sent", sent_at)];
+    for (name, done, s) in samplers {
+        series.push((name, s.stop().await.column(done)));
     }
     let (missing, lat) = {
         let mut tr = t.track.lock().expect("track");
@@ -208,7 +208,8 @@ const TIMELINE_STEP: Duration = Duration::from_millis(500);
 /// A run's progress by whole second from its start: for each named series
 /// of `[t, cumulative count]`, the count at the last point at or before
 /// each second (changes sent, mongo-source's events, es-sync's documents),
-/// from 0 to `secs` plus the stragglers' time. Where a stage falls behind
+/// counted from the series' first point (the binaries' counters carry over
+/// runs), from 0 to `secs` plus the stragglers' time. Where a stage falls behind
 /// the one before it shows which one limits the latency.
 pub fn timeline(series: &[(&str, Vec<[f64; 2]>)], secs: u64) -> Value {
     let end = series
@@ -225,7 +226,7 @@ pub fn timeline(series: &[(&str, Vec<[f64; 2]>)], secs: u64) -> Value {
             s.iter()
                 .take_while(|p| p[0] <= sec as f64)
                 .last()
-                .map_or(0.0, |p| p[1] - if *name == "sent" { 0.0 } else { base })
+                .map_or(0.0, |p| p[1] - base)
         };
         out.insert((*name).into(), json!((0..=end).map(at).collect::<Vec<_>>()));
     }
@@ -361,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_timeline_counts_each_series_at_whole_seconds_from_its_first_sample() {
-        let sent = vec![[0.2, 10.0], [0.9, 20.0], [1.5, 30.0]];
+        let sent = vec![[0.0, 0.0], [0.2, 10.0], [0.9, 20.0], [1.5, 30.0]];
         let events = vec![[0.0, 100.0], [1.0, 105.0], [2.4, 130.0]];
         let t = timeline(&[("sent", sent), ("mongo_source", events)], 1);
         assert_eq!(t["t"], json!([0, 1, 2, 3]));
