@@ -349,16 +349,18 @@ else:
             bk = x["latency_by_kind_ms"].get(k, {})
             w(f"| {x['target_per_s']} | {k} | {bk.get('count', 0):,} | {f0(bk.get('p50'))} | {f0(bk.get('p95'))} | {f0(bk.get('p99'))} | {f0(bk.get('max'))} |")
     w("")
-    w("Each run: the generator's largest backlog (changes due but not yet sent), the poller's cost, the binaries' "
-      "resources (CPU per 1,000 changes), and the CPU of the servers, of the bench (load generator and poller) and of "
-      "each core:")
+    w("Each run: how long it waited for es-sync to finish the runs before it, the generator's largest backlog "
+      "(changes due but not yet sent), the poller's cost, the binaries' resources (CPU per 1,000 changes), and the "
+      "CPU of the servers, of the bench (load generator and poller) and of each core:")
     w("")
-    w("| target/s | achieved/s | generator behind (max changes) | polls | skipped ticks | poll ms p50 / p99 | mongo-source steady RSS MiB, CPU s/1k | es-sync steady RSS MiB, CPU s/1k | CPU (share of a core) |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    w("| target/s | waited for the backlog before it, s | achieved/s | generator behind (max changes) | polls | skipped ticks | poll ms p50 / p99 | mongo-source steady RSS MiB, CPU s/1k | es-sync steady RSS MiB, CPU s/1k | CPU (share of a core) |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for x in lat.get("runs", []):
         p = x.get("polls", {})
         ms_, es_ = g(x, "resources", "mongo_source", default={}), g(x, "resources", "es_sync", default={})
-        w(f"| {x['target_per_s']} | {f0(x['achieved_per_s'])} | {x.get('generator_behind_max_changes')} | {p.get('polls')} | "
+        d = x.get("drained_before") or {}
+        waited = "not measured" if not d else f"{d.get('seconds')}" + ("" if d.get("drained") else " (not drained)")
+        w(f"| {x['target_per_s']} | {waited} | {f0(x['achieved_per_s'])} | {x.get('generator_behind_max_changes')} | {p.get('polls')} | "
           f"{p.get('skipped_ticks')} | {p.get('poll_ms_p50')} / {p.get('poll_ms_p99')} | {ms_.get('steady_rss_mib')}, "
           f"{ms_.get('cpu_s_per_1k_events')} | {es_.get('steady_rss_mib')}, {es_.get('cpu_s_per_1k_events')} | "
           + ", ".join(f"{n} {pct(v)}" for n, v in sorted((x.get("servers_cpu") or {}).items()) if v is not None and (v >= 0.005 or n.endswith("_busy"))) + " |")

@@ -87,7 +87,7 @@ fn start(cx: &Ctx, bin: &Path, name: &str, text: &str, http: String) -> Result<C
 }
 
 /// Documents done according to Monstache's `/stats` (`Succeeded`).
-async fn succeeded(admin: &str) -> f64 {
+pub async fn succeeded(admin: &str) -> f64 {
     match http::get(admin, "/stats").await {
         Ok((200, body)) => serde_json::from_str::<Value>(&body)
             .ok()

@@ -34,7 +34,8 @@ one (`delete_many`), the three commands of a tick sent at once; every insert and
 value of its own; commit time = the command's acknowledgement; searchable = the send time of the first poll that \
 shows the change: one `_msearch` every 50 ms, fixed whatever the searches take (each poll its own task, at most 2 \
 at once), of a size-0 `terms` aggregation on `likes` over the values of the oldest pending groups (at most 600, the \
-last 3 s of ticks) and an `ids` query without `_source` over the oldest pending deletes (at most 1,000); latency includes up to 50 ms of polling granularity";
+last 3 s of ticks) and an `ids` query without `_source` over the oldest pending deletes (at most 1,000); latency includes up to 50 ms of polling granularity; \
+each run starts when the pipeline has finished the runs before it (es-sync: no record buffered and no lag for 2 s; Monstache: its done count still for 3 s; at most 600 s), so no run measures another's backlog";
 
 /// The share of each kind of change, out of 10.
 pub const MIX: &str = "60% insert / 30% update / 10% delete";
@@ -93,6 +94,7 @@ pub async fn run_at_rate(
     tick: &mut i64,
 ) -> Result<(Value, Vec<(Kind, f64)>)> {
     t.track.lock().expect("track").take_latencies();
+    let drain = wait_drained(t).await;
     let poller = poller::Poller::start(&cx.es, t.alias, t.track.clone());
     let before: Vec<procmon::Sample> = t.procs.iter().map(|(_, c)| c.mon.now()).collect();
     let servers0 = cx.o.servers.mark();
@@ -170,6 +172,7 @@ pub async fn run_at_rate(
             "changes": sent,
             "measured": lat.len(),
             "missing_after_60s": missing,
+            "drained_before": drain,
             "latency_ms": latency_json(&all),
             "polls": polls,
             "timeline": timeline(&series, secs),
@@ -178,6 +181,76 @@ pub async fn run_at_rate(
         }),
         lat,
     ))
+}
+
+/// How long a run waits for the pipeline to finish the previous run's
+/// changes before it starts (a run at 5,000/s on the bench's one server
+/// core leaves a backlog of minutes).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Looks at the end of the pipeline this often while waiting for the drain.
+const DRAIN_STEP: Duration = Duration::from_millis(500);
+
+/// Consecutive drained looks es-sync needs: longer than its statistics
+/// interval (1 s), from which its lag is computed.
+const DRAIN_LOOKS: u32 = 4;
+
+/// Consecutive looks with Monstache's done count unchanged: three times
+/// its flush interval (1 s), since it shows no backlog of its own.
+const MONSTACHE_STILL_LOOKS: u32 = 6;
+
+/// Whether es-sync's metrics say everything it was given is done: no
+/// record buffered and no lag on any partition (its lag counts what
+/// mongo-source has committed to Kafka and es-sync has not finished).
+pub fn drained(metrics: &str) -> bool {
+    use crate::clients::metrics::metric_sum;
+    metric_sum(metrics, "es_sync_buffered_records") == 0.0
+        && metric_sum(metrics, "es_sync_consumer_lag_records") == 0.0
+}
+
+/// The process a run's drain is judged by: es-sync, or Monstache.
+fn pipeline_end<'a>(t: &Target<'a>) -> Option<(&'static str, &'a Child)> {
+    t.procs
+        .iter()
+        .find(|(n, _)| matches!(*n, "es_sync" | "monstache"))
+        .map(|(n, c)| (*n, *c))
+}
+
+/// Before a run: waits until the pipeline has done the changes of the
+/// runs before it, so a run never measures the backlog another left (a
+/// 200/s run after a 5,000/s one measured 84 s). es-sync: [`drained`] for
+/// [`DRAIN_LOOKS`] looks in a row; Monstache: its done count unchanged for
+/// [`MONSTACHE_STILL_LOOKS`]. Returns the seconds waited and whether it
+/// drained within [`DRAIN_TIMEOUT`].
+async fn wait_drained(t: &Target<'_>) -> Value {
+    let Some((name, p)) = pipeline_end(t) else {
+        return Value::Null;
+    };
+    let t0 = Instant::now();
+    let (mut looks, mut last) = (0, None);
+    let needed = if name == "es_sync" {
+        DRAIN_LOOKS
+    } else {
+        MONSTACHE_STILL_LOOKS
+    };
+    while looks < needed && t0.elapsed() < DRAIN_TIMEOUT {
+        let done = if name == "es_sync" {
+            let body = crate::clients::metrics::scrape(&p.admin).await;
+            body.as_deref().is_some_and(drained)
+        } else {
+            let n = Some(crate::peers::monstache::succeeded(&p.admin).await);
+            std::mem::replace(&mut last, n) == n
+        };
+        looks = if done { looks + 1 } else { 0 };
+        tokio::time::sleep(DRAIN_STEP).await;
+    }
+    let secs = round(t0.elapsed().as_secs_f64(), 1);
+    if looks < needed {
+        log(&format!(
+            "[latency] {name} still had work after {secs} s: the run starts anyway"
+        ));
+    }
+    json!({"seconds": secs, "drained": looks >= needed})
 }
 
 /// Longest warm-up run.
@@ -359,6 +432,21 @@ pub async fn run(cx: &Ctx, tag: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drained_only_with_nothing_buffered_and_no_lag_on_any_partition() {
+        let text = |buffered: u32, lag0: u32, lag1: u32| {
+            format!(
+                "# TYPE es_sync_buffered_records gauge\nes_sync_buffered_records {buffered}\n\
+                 # TYPE es_sync_consumer_lag_records gauge\n\
+                 es_sync_consumer_lag_records{{topic=\"t\",partition=\"0\"}} {lag0}\n\
+                 es_sync_consumer_lag_records{{topic=\"t\",partition=\"1\"}} {lag1}\n# EOF\n"
+            )
+        };
+        assert!(drained(&text(0, 0, 0)));
+        assert!(!drained(&text(3, 0, 0)), "records buffered");
+        assert!(!drained(&text(0, 0, 120)), "lag on one partition");
+    }
 
     #[test]
     fn a_timeline_counts_each_series_at_whole_seconds_from_its_first_sample() {
