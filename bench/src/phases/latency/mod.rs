@@ -208,46 +208,79 @@ pub fn drained(metrics: &str) -> bool {
         && metric_sum(metrics, "es_sync_consumer_lag_records") == 0.0
 }
 
-/// The process a run's drain is judged by: es-sync, or Monstache.
-fn pipeline_end<'a>(t: &Target<'a>) -> Option<(&'static str, &'a Child)> {
-    t.procs
-        .iter()
-        .find(|(n, _)| matches!(*n, "es_sync" | "monstache"))
-        .map(|(n, c)| (*n, *c))
+/// The end of the pipeline a run's drain is judged by.
+#[derive(Clone, Copy)]
+enum End<'a> {
+    /// es-sync: [`drained`] for [`DRAIN_LOOKS`] looks in a row.
+    EsSync(&'a Child),
+    /// Monstache: its done count unchanged for [`MONSTACHE_STILL_LOOKS`].
+    Monstache(&'a Child),
+}
+
+impl<'a> End<'a> {
+    /// es-sync or Monstache among the run's processes.
+    fn of(t: &Target<'a>) -> Option<Self> {
+        t.procs.iter().find_map(|(n, c)| match *n {
+            "es_sync" => Some(End::EsSync(c)),
+            "monstache" => Some(End::Monstache(c)),
+            _ => None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            End::EsSync(_) => "es-sync",
+            End::Monstache(_) => "Monstache",
+        }
+    }
+
+    fn looks_needed(self) -> u32 {
+        match self {
+            End::EsSync(_) => DRAIN_LOOKS,
+            End::Monstache(_) => MONSTACHE_STILL_LOOKS,
+        }
+    }
+
+    /// One look: whether it seems done; `last` is Monstache's count at the
+    /// look before.
+    async fn looks_done(self, last: &mut Option<f64>) -> bool {
+        match self {
+            End::EsSync(c) => crate::clients::metrics::scrape(&c.admin)
+                .await
+                .as_deref()
+                .is_some_and(drained),
+            End::Monstache(c) => {
+                let n = crate::peers::monstache::succeeded(&c.admin).await;
+                last.replace(n) == Some(n)
+            }
+        }
+    }
 }
 
 /// Before a run: waits until the pipeline has done the changes of the
 /// runs before it, so a run never measures the backlog another left (a
-/// 200/s run after a 5,000/s one measured 84 s). es-sync: [`drained`] for
-/// [`DRAIN_LOOKS`] looks in a row; Monstache: its done count unchanged for
-/// [`MONSTACHE_STILL_LOOKS`]. Returns the seconds waited and whether it
-/// drained within [`DRAIN_TIMEOUT`].
+/// 200/s run after a 5,000/s one measured 84 s); see [`End`]. Returns the
+/// seconds waited and whether it drained within [`DRAIN_TIMEOUT`].
 async fn wait_drained(t: &Target<'_>) -> Value {
-    let Some((name, p)) = pipeline_end(t) else {
+    let Some(end) = End::of(t) else {
         return Value::Null;
     };
     let t0 = Instant::now();
     let (mut looks, mut last) = (0, None);
-    let needed = if name == "es_sync" {
-        DRAIN_LOOKS
-    } else {
-        MONSTACHE_STILL_LOOKS
-    };
+    let needed = end.looks_needed();
     while looks < needed && t0.elapsed() < DRAIN_TIMEOUT {
-        let done = if name == "es_sync" {
-            let body = crate::clients::metrics::scrape(&p.admin).await;
-            body.as_deref().is_some_and(drained)
+        looks = if end.looks_done(&mut last).await {
+            looks + 1
         } else {
-            let n = Some(crate::peers::monstache::succeeded(&p.admin).await);
-            std::mem::replace(&mut last, n) == n
+            0
         };
-        looks = if done { looks + 1 } else { 0 };
         tokio::time::sleep(DRAIN_STEP).await;
     }
     let secs = round(t0.elapsed().as_secs_f64(), 1);
     if looks < needed {
         log(&format!(
-            "[latency] {name} still had work after {secs} s: the run starts anyway"
+            "[latency] {} still had work after {secs} s: the run starts anyway",
+            end.name()
         ));
     }
     json!({"seconds": secs, "drained": looks >= needed})

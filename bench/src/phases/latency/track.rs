@@ -74,8 +74,12 @@ pub struct Snapshot {
 pub struct Track {
     /// By tag: tags grow with the tick, so the first are the oldest.
     groups: BTreeMap<i64, Group>,
-    /// By id: the order it was deleted in, and when.
-    deletes: HashMap<String, (u64, Instant)>,
+    /// Pending deletes in the order they were made (the first are the
+    /// oldest), with the id and when: a poll takes the first without
+    /// sorting.
+    deletes: BTreeMap<u64, (String, Instant)>,
+    /// Each pending delete's key in `deletes`.
+    delete_order: HashMap<String, u64>,
     deleted: u64,
     latencies: Vec<(Kind, f64)>,
     settled: Vec<String>,
@@ -116,7 +120,10 @@ impl Track {
     pub fn add_deletes(&mut self, ids: Vec<String>, at: Instant) {
         for id in ids {
             self.deleted += 1;
-            self.deletes.insert(id, (self.deleted, at));
+            if let Some(old) = self.delete_order.insert(id.clone(), self.deleted) {
+                self.deletes.remove(&old);
+            }
+            self.deletes.insert(self.deleted, (id, at));
         }
     }
 
@@ -138,16 +145,12 @@ impl Track {
                 .take(MAX_TAGS_PER_POLL)
                 .copied()
                 .collect(),
-            deletes: {
-                let mut oldest: Vec<(&u64, &String)> =
-                    self.deletes.iter().map(|(id, (n, _))| (n, id)).collect();
-                oldest.sort_unstable();
-                oldest
-                    .into_iter()
-                    .take(MAX_DELETES_PER_POLL)
-                    .map(|(_, id)| id.clone())
-                    .collect()
-            },
+            deletes: self
+                .deletes
+                .values()
+                .take(MAX_DELETES_PER_POLL)
+                .map(|(id, _)| id.clone())
+                .collect(),
         }
     }
 
@@ -182,7 +185,8 @@ impl Track {
             if present.contains(id) {
                 continue;
             }
-            if let Some((_, at)) = self.deletes.remove(id) {
+            let removed = self.delete_order.remove(id);
+            if let Some((_, at)) = removed.and_then(|n| self.deletes.remove(&n)) {
                 let ms = sent.saturating_duration_since(at).as_secs_f64() * 1000.0;
                 self.latencies.push((Kind::Delete, ms));
             }
@@ -220,6 +224,7 @@ impl Track {
     pub fn clear_pending(&mut self) {
         self.groups.clear();
         self.deletes.clear();
+        self.delete_order.clear();
     }
 }
 
