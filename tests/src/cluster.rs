@@ -56,6 +56,33 @@ impl Instance {
             .is_some_and(|state| state == "T")
     }
 
+    /// What the kernel says of the process: its state and how many of its
+    /// threads are in each state (`R`, `S`, `T`, `Z`, ...), for failure
+    /// messages.
+    pub fn kernel_state(&self) -> String {
+        let pid = self.proc.child.id();
+        let state = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .unwrap_or_else(|| "gone".into())
+        };
+        let mut threads = std::collections::BTreeMap::<String, usize>::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in dir.flatten() {
+                let s = state(&format!("{}/stat", t.path().display()));
+                *threads.entry(s).or_default() += 1;
+            }
+        }
+        format!(
+            "pid {pid} state {} threads {threads:?}",
+            state(&format!("/proc/{pid}/stat"))
+        )
+    }
+
     /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.proc.child.id().to_string();

@@ -110,11 +110,33 @@ pub async fn read_all(topic: &str) -> Vec<Rec> {
         .expect("join")
 }
 
+/// Records of `topics` the broker aborted: what a read_uncommitted reader
+/// sees there and a read_committed one does not (records of a transaction
+/// still open count too, so ask once [`no_open_transaction`] holds).
+pub async fn aborted_records(topics: &[&str]) -> usize {
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| {
+                let all = read_blocking(t, "read_uncommitted").len();
+                all.saturating_sub(read_blocking(t, "read_committed").len())
+            })
+            .sum()
+    })
+    .await
+    .expect("read task")
+}
+
 fn read_all_blocking(topic: &str) -> Vec<Rec> {
+    read_blocking(topic, "read_committed")
+}
+
+fn read_blocking(topic: &str, isolation: &str) -> Vec<Rec> {
     let consumer: BaseConsumer = config()
         .set("group.id", crate::unique("reader-"))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");

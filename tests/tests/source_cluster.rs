@@ -7,7 +7,7 @@
 use e2e_tests::cluster::{
     assert_exactly_once, changes, fence, running_owner, spawn_inserts, status, Instance,
 };
-use e2e_tests::kafka::{no_open_transaction, read_all};
+use e2e_tests::kafka::{aborted_records, no_open_transaction, read_all};
 use e2e_tests::source::SourceFixture;
 use e2e_tests::{eventually, eventually_or, mongo};
 use mongodb::bson::{doc, Document};
@@ -244,11 +244,20 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
     // (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s),
     // so at least 14 s, then until no transaction is open on the event or
     // positions topic (LSO = high watermark): CI once timed out after a
-    // fixed 14 s, and a run that waited on the LSO alone once saw it clear
-    // 2.1 s into the pause with no abort following. Well within the 45 s
-    // lease.
+    // fixed 14 s. Well within the 45 s lease. (An LSO that cleared 2.1 s
+    // into a pause with no abort following was a transaction committed
+    // before the process stopped: the point's SIGSTOP used to reach the
+    // process late.)
     let paused = Instant::now();
-    tokio::time::sleep(Duration::from_secs(14)).await;
+    while paused.elapsed() < Duration::from_secs(14) {
+        assert!(
+            owner.stopped(),
+            "the owner ran again {:.1} s into the pause without our SIGCONT: {}",
+            paused.elapsed().as_secs_f64(),
+            owner.kernel_state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (event_topic, positions) = (fx.topic("card"), fx.positions());
     eventually(
         "the broker aborted the paused transaction",
@@ -260,8 +269,19 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
         },
     )
     .await;
+    // The paused transaction was aborted, not committed: its records (at
+    // least its position record) are there for read_uncommitted only. CI
+    // twice saw a commit go through here when the point's SIGSTOP reached
+    // the process late (`shared::faults::stop_point`).
+    let aborted = aborted_records(&[&event_topic, &positions]).await;
+    assert!(
+        aborted > 0,
+        "no transaction open {:.1} s into the pause, but none aborted: the paused \
+         transaction was committed before the process stopped",
+        paused.elapsed().as_secs_f64()
+    );
     eprintln!(
-        "transaction aborted {:.1} s after the pause",
+        "transaction aborted {:.1} s after the pause ({aborted} records)",
         paused.elapsed().as_secs_f64()
     );
     owner.signal("-CONT");
@@ -285,8 +305,9 @@ async fn a_transaction_timed_out_by_a_pause_reopens_the_producer_and_loses_nothi
         },
         || {
             format!(
-                "last status of the stream on the owner: {}",
-                last.lock().unwrap()
+                "last status of the stream on the owner: {}; the owner's process: {}",
+                last.lock().unwrap(),
+                owner.kernel_state()
             )
         },
     )
