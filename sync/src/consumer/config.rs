@@ -24,18 +24,27 @@ pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
             cfg.kafka.session_timeout_ms.to_string(),
         )
         // Prefetch bounds. Our own buffer (`consumer.max_buffered_*`) is
-        // what bounds memory by design; librdkafka's defaults would add
-        // far more while catching up (measured: ~40 MiB of zstd output
-        // buffers and 18k queued messages, issue 6): it keeps 100,000
-        // messages per partition queued, and one fetch may carry 1 MiB of
-        // *compressed* records per partition (5-10x that decompressed).
-        // A few bulks' worth per partition is enough to keep requests full
-        // (consuming runs ~100x faster than indexing). A record batch
-        // larger than these limits is still fetched whole (KIP-74).
-        .set(
-            "queued.min.messages",
-            cfg.bulk.max_actions.max(100).to_string(),
-        )
+        // what bounds memory by design, and what bulk requests are cut
+        // from; librdkafka's queue only has to refill it within a fetch's
+        // round trip (consuming runs ~100x faster than indexing). Its
+        // defaults would add far more while catching up (measured: ~40
+        // MiB of zstd output buffers and 18k queued messages, issue 6): it
+        // keeps 100,000 messages per partition queued, and one fetch may
+        // carry 1 MiB of *compressed* records per partition.
+        //
+        // What a queued message costs is more than its bytes: librdkafka
+        // decompresses a whole record batch into one buffer, and frees it
+        // when the batch's last message is polled. A zstd frame written by
+        // librdkafka (mongo-source) or by the Java client (the Kafka
+        // Connector) does not state its decompressed size, so that buffer
+        // is guessed at 2x the compressed size, then grown to 6x, 18x, ...
+        // until the batch fits. With 1,000 messages and 256 KiB per
+        // partition these buffers were 19.5 MB of es-sync's 47 MB heap at
+        // its peak (heaptrack, 50,000 records over 6 partitions, issue 17);
+        // with 100 messages and 64 KiB, 5.9 MB of 31 MB. A fetch still
+        // brings at least one whole batch (KIP-74), so a record batch
+        // larger than these limits is never stuck.
+        .set("queued.min.messages", "100")
         .set(
             "queued.max.messages.kbytes",
             (cfg.consumer.max_buffered_bytes / 4 / 1024)
@@ -43,7 +52,7 @@ pub fn consumer_config(cfg: &SyncConfig, group: &str) -> ClientConfig {
                 .to_string(),
         )
         .set("fetch.max.bytes", (1usize << 20).to_string())
-        .set("max.partition.fetch.bytes", (256usize << 10).to_string())
+        .set("max.partition.fetch.bytes", (64usize << 10).to_string())
         // With bounded queues the fetcher reaches its thresholds all the
         // time, and librdkafka then waits `fetch.queue.backoff.ms` (1 s by
         // default) before fetching that partition again: es-sync idled in
@@ -77,13 +86,12 @@ mod tests {
     fn prefetch_is_bounded_by_our_own_buffer_limits() {
         let mut cfg = shipped();
         cfg.consumer.max_buffered_bytes = 16 << 20;
-        cfg.bulk.max_actions = 500;
         let cc = consumer_config(&cfg, "g");
         // librdkafka defaults: 100000 messages, 65536 KiB, 52428800, 1048576.
-        assert_eq!(cc.get("queued.min.messages"), Some("500"));
+        assert_eq!(cc.get("queued.min.messages"), Some("100"));
         assert_eq!(cc.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(cc.get("fetch.max.bytes"), Some("1048576"));
-        assert_eq!(cc.get("max.partition.fetch.bytes"), Some("262144"));
+        assert_eq!(cc.get("max.partition.fetch.bytes"), Some("65536"));
         assert_eq!(cc.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
     }

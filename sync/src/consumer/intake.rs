@@ -36,7 +36,7 @@ impl Loop {
     /// A record handed over by the poller, read in generation `gen` of its
     /// partition.
     pub(super) fn on_record(&mut self, record: RawRecord, gen: u64) {
-        let tp: Tp = (record.topic.clone(), record.partition);
+        let tp: Tp = (record.topic.to_string(), record.partition);
         if self.leaving.is_some() || self.left {
             // Not tracked, so never committed: delivered again after a rejoin.
             return;
@@ -46,11 +46,14 @@ impl Loop {
             return;
         };
         // Shared by the topic's queued documents (made once per topic).
-        let projection = self
-            .projections
-            .entry(record.topic.clone())
-            .or_insert_with(|| Arc::new(route.projection.clone()))
-            .clone();
+        let projection = match self.projections.get(&*record.topic) {
+            Some(p) => p.clone(),
+            None => self
+                .projections
+                .entry(record.topic.to_string())
+                .or_insert_with(|| Arc::new(route.projection.clone()))
+                .clone(),
+        };
         let record = Arc::new(record);
         let offset = record.offset;
         let decoded = event::decode_raw(record.payload.as_deref());

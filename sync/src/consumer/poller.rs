@@ -272,6 +272,7 @@ fn run(
     records: &mpsc::Sender<Polled>,
 ) {
     let ctx = consumer.context();
+    let names: Vec<Arc<str>> = topics.iter().map(|t| Arc::from(t.as_str())).collect();
     let mut waiting: VecDeque<Polled> = VecDeque::new();
     let mut full_since: Option<Instant> = None;
     let (mut held, mut stalled) = (false, false);
@@ -309,7 +310,7 @@ fn run(
                             let g = ctx.new_gen(&tp);
                             // Records of the old generation still waiting are dropped.
                             waiting.retain(|Polled(r, _)| {
-                                (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1)
+                                (&*r.topic, r.partition) != (tp.0.as_str(), tp.1)
                             });
                             tracing::warn!(topic = %tp.0, partition = tp.1, offset, "partition restarted from its first record not done");
                             ctx.send(Event::Reset(tp, g));
@@ -388,7 +389,7 @@ fn run(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
-                if let Some(p) = to_polled(ctx, &m) {
+                if let Some(p) = to_polled(ctx, &m, &names) {
                     waiting.push_back(p);
                 }
             }
@@ -400,11 +401,17 @@ fn run(
     }
 }
 
-/// A record for the loop (with its generation), noting it as handed.
-fn to_polled(ctx: &Ctx, m: &BorrowedMessage<'_>) -> Option<Polled> {
+/// A record for the loop (with its generation), noting it as handed;
+/// `names` are the subscribed topics' names, shared by their records.
+fn to_polled(ctx: &Ctx, m: &BorrowedMessage<'_>, names: &[Arc<str>]) -> Option<Polled> {
     let tp: Tp = (m.topic().to_string(), m.partition());
     let gen = ctx.gen(&tp)?;
     lock(&ctx.handed).insert(tp, m.offset() + 1);
-    let record = RawRecord::copy_of(m);
+    let name = names
+        .iter()
+        .find(|n| ***n == *m.topic())
+        .cloned()
+        .unwrap_or_else(|| Arc::from(m.topic()));
+    let record = RawRecord::copy_of(m, name);
     Some(Polled(record, gen))
 }

@@ -47,7 +47,7 @@ pub struct Outgoing {
 impl Outgoing {
     /// The whole original with the reason headers added.
     pub fn copy(record: &RawRecord, why: &DlqReason, now_ms: i64) -> Self {
-        let mut h = record.headers.clone();
+        let mut h = record.headers.to_vec();
         h.extend(added_headers(record, why, &why.reason, now_ms));
         Self {
             form: Form::Copy,
@@ -70,7 +70,7 @@ impl Outgoing {
         let reason = cut(&why.reason, POINTER_REASON_MAX);
         let mut p = DlqPointer {
             schema: POINTER_SCHEMA.into(),
-            topic: record.topic.clone(),
+            topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
             key: None,
@@ -140,7 +140,7 @@ fn added_headers(
     let mut h: Vec<(&str, String)> = vec![
         (headers::ERROR_TYPE, why.error_type.clone()),
         (headers::ERROR_REASON, reason.to_string()),
-        (headers::TOPIC, record.topic.clone()),
+        (headers::TOPIC, record.topic.to_string()),
         (headers::PARTITION, record.partition.to_string()),
         (headers::OFFSET, record.offset.to_string()),
     ];
@@ -178,7 +178,7 @@ mod tests {
             offset: 41,
             key: Some(br#"{"$oid":"65a1b2c3d4e5f60718293a4b"}"#.to_vec()),
             payload: Some(vec![b'x'; value_len]),
-            headers: vec![("op".into(), Some(b"insert".to_vec()))],
+            headers: [("op", Some(&b"insert"[..]))].into_iter().collect(),
             timestamp: Some(1_700_000_000_000),
         }
     }
