@@ -45,7 +45,13 @@ impl RawRecord {
             payload: m.payload().map(<[u8]>::to_vec),
             headers: m
                 .headers()
-                .map(|h| PackedHeaders::pack(h.iter().map(|x| (x.key, x.value))))
+                .map(|h| {
+                    let size = h
+                        .iter()
+                        .map(|x| PackedHeaders::entry_len(x.key, x.value))
+                        .sum();
+                    PackedHeaders::pack_sized(size, h.iter().map(|x| (x.key, x.value)))
+                })
                 .unwrap_or_default(),
             timestamp: m.timestamp().to_millis(),
         }
@@ -75,12 +81,27 @@ impl PackedHeaders {
     /// `u32::MAX - 1` bytes cannot come from Kafka (a record is far
     /// smaller); it would be cut to that length.
     pub fn pack<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
-        let mut out = Vec::new();
+        Self::pack_sized(0, headers)
+    }
+
+    /// [`PackedHeaders::pack`] into a buffer of `size` bytes made at once
+    /// (the headers' [`PackedHeaders::entry_len`] summed): one allocation
+    /// instead of one per doubling.
+    pub fn pack_sized<'a>(
+        size: usize,
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Self {
+        let mut out = Vec::with_capacity(size);
         for (k, v) in headers {
             put(&mut out, Some(k.as_bytes()));
             put(&mut out, v);
         }
         Self(out.into_boxed_slice())
+    }
+
+    /// Bytes one header takes packed.
+    pub fn entry_len(key: &str, value: Option<&[u8]>) -> usize {
+        8 + key.len() + value.map_or(0, <[u8]>::len)
     }
 
     /// The headers in order; a key that is not UTF-8 (only possible from a
@@ -187,6 +208,9 @@ mod tests {
         ]);
         // 2+6 + 7+19 + 6+24 bytes of keys and values, 6 lengths of 4.
         assert_eq!(h.bytes(), 64 + 24);
+        let sized: usize = h.iter().map(|(k, v)| PackedHeaders::entry_len(k, v)).sum();
+        assert_eq!(sized, h.bytes());
+        assert_eq!(PackedHeaders::pack_sized(sized, h.iter()), h);
     }
 
     #[test]
