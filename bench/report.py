@@ -516,8 +516,8 @@ w("- **Monstache** `github.com/rwynn/monstache/v6` v6.7.17 (newest v6 tag; built
   "flush interval (whole seconds; 0 means 1 s), so es-sync runs this comparison with `bulk.linger_ms = 1000`, the "
   "same interval. It writes with `version_type=external` from the oplog time, like `es-sync`.")
 w("- **Vector** 0.57.0, built from source by `scripts/bench.d/peers build-vector` with only "
-  "`sources-kafka,transforms-remap,sinks-elasticsearch`, release profile without LTO (`lto=false`, 16 codegen units, "
-  "as this project's own release profile). Config: kafka source on the topics of 1 (`read_committed`, "
+  "`sources-kafka,transforms-remap,sinks-elasticsearch`, with Vector's own release profile (fat LTO, 1 codegen "
+  "unit), which is also this project's (runs before 2026-12-07 built both without LTO). Config: kafka source on the topics of 1 (`read_committed`, "
   "`decoding.codec=json`), a `remap` that turns the change event into the document es-sync writes, elasticsearch "
   "sink `bulk.action=index`, `version_type=external`, "
   + ", ".join(f"`{x}`" for x in g(y, "vector_settings", default=None) or ["(not run)"])
