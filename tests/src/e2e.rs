@@ -125,9 +125,40 @@ child_topic = "{reply_topic}"
         format!("{}.dlq.sync", self.source.prefix)
     }
 
-    /// The judge: `es-sync verify` (in this process) of both collections;
-    /// panics with the reports unless both are equal.
+    /// Waits (60 s at most) until this pipeline's es-sync, if it runs, has
+    /// nothing received and not done and no lag on any partition, three
+    /// looks in a row 200 ms apart. A change can be searchable before its
+    /// work is done: a new card's roll-up is written after the card (its
+    /// offset is done only then), so a judge that ran as soon as the card
+    /// showed could find it without its roll-up (CI did once, under load).
+    pub async fn wait_sync_idle(&self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut quiet = 0;
+        while quiet < 3 && std::time::Instant::now() < until {
+            let Some(text) = crate::http_get(self.sync_admin_port, "/metrics").await else {
+                return;
+            };
+            let buffered = crate::metric_value(&text, "es_sync_buffered_records").unwrap_or(0.0);
+            let lag: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("es_sync_consumer_lag_records{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            quiet = if buffered == 0.0 && lag == 0.0 {
+                quiet + 1
+            } else {
+                0
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The judge: `es-sync verify` (in this process) of both collections,
+    /// once es-sync has done everything it received
+    /// ([`Pipeline::wait_sync_idle`]); panics with the reports unless both
+    /// are equal.
     pub async fn assert_verified(&self) -> Vec<es_sync::ops::verify::Report> {
+        self.wait_sync_idle().await;
         let cfg = es_sync::config::SyncConfig::load(&self.write_sync()).expect("es-sync config");
         let mut reports = Vec::new();
         for coll in ["card", "reply"] {
