@@ -409,7 +409,7 @@ fn to_polled(ctx: &Ctx, m: &BorrowedMessage<'_>, names: &[Arc<str>]) -> Option<P
     lock(&ctx.handed).insert(tp, m.offset() + 1);
     let name = names
         .iter()
-        .find(|n| ***n == *m.topic())
+        .find(|n| n.as_ref() == m.topic())
         .cloned()
         .unwrap_or_else(|| Arc::from(m.topic()));
     let record = RawRecord::copy_of(m, name);
