@@ -116,16 +116,6 @@ impl PackedHeaders {
         })
     }
 
-    /// How many headers.
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The headers as owned pairs (for a dead-letter record).
     pub fn to_vec(&self) -> Vec<(String, Option<Vec<u8>>)> {
         self.iter()
@@ -190,12 +180,12 @@ mod tests {
         ];
         let h = PackedHeaders::pack(given.iter().copied());
         assert_eq!(h.iter().collect::<Vec<_>>(), given);
-        assert_eq!(h.len(), 5);
+        assert_eq!(h.iter().count(), 5);
         assert_eq!(
             h.to_vec()[3],
             ("op".to_string(), Some(b"\xff\x00 binary".to_vec()))
         );
-        assert!(PackedHeaders::default().is_empty());
+        assert_eq!(PackedHeaders::default().bytes(), 0);
         assert_eq!(PackedHeaders::default().iter().count(), 0);
     }
 

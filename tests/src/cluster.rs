@@ -48,12 +48,7 @@ impl Instance {
 
     /// Whether the process is stopped (SIGSTOP), from `/proc/{pid}/stat`.
     pub fn stopped(&self) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.child.id()))
-            .unwrap_or_default();
-        // `pid (comm) S ...`: the state follows the last `)`.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "T")
+        proc_state(&format!("/proc/{}/stat", self.proc.child.id())).as_deref() == Some("T")
     }
 
     /// What the kernel says of the process: its state and how many of its
@@ -61,15 +56,7 @@ impl Instance {
     /// messages.
     pub fn kernel_state(&self) -> String {
         let pid = self.proc.child.id();
-        let state = |path: &str| {
-            std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-                })
-                .unwrap_or_else(|| "gone".into())
-        };
+        let state = |path: &str| proc_state(path).unwrap_or_else(|| "gone".into());
         let mut threads = std::collections::BTreeMap::<String, usize>::new();
         if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
             for t in dir.flatten() {
@@ -207,4 +194,12 @@ pub async fn fence(transactional_id: &str) -> bool {
         }
         Err(e) => panic!("init_transactions: {e}"),
     }
+}
+
+/// The state letter in a `/proc/.../stat` file (`pid (comm) S ...`: it
+/// follows the last `)`), or None when the file cannot be read.
+fn proc_state(path: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_string)
 }

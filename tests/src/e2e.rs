@@ -138,13 +138,7 @@ child_topic = "{reply_topic}"
             let Some(text) = crate::http_get(self.sync_admin_port, "/metrics").await else {
                 return;
             };
-            let buffered = crate::metric_value(&text, "es_sync_buffered_records").unwrap_or(0.0);
-            let lag: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("es_sync_consumer_lag_records{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            quiet = if buffered == 0.0 && lag == 0.0 {
+            quiet = if crate::es_sync_drained(&text) {
                 quiet + 1
             } else {
                 0

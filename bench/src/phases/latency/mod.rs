@@ -199,19 +199,11 @@ const DRAIN_LOOKS: u32 = 4;
 /// its flush interval (1 s), since it shows no backlog of its own.
 const MONSTACHE_STILL_LOOKS: u32 = 6;
 
-/// Whether es-sync's metrics say everything it was given is done: no
-/// record buffered and no lag on any partition (its lag counts what
-/// mongo-source has committed to Kafka and es-sync has not finished).
-pub fn drained(metrics: &str) -> bool {
-    use crate::clients::metrics::metric_sum;
-    metric_sum(metrics, "es_sync_buffered_records") == 0.0
-        && metric_sum(metrics, "es_sync_consumer_lag_records") == 0.0
-}
-
 /// The end of the pipeline a run's drain is judged by.
 #[derive(Clone, Copy)]
 enum End<'a> {
-    /// es-sync: [`drained`] for [`DRAIN_LOOKS`] looks in a row.
+    /// es-sync: [`e2e_tests::es_sync_drained`] for [`DRAIN_LOOKS`] looks
+    /// in a row.
     EsSync(&'a Child),
     /// Monstache: its done count unchanged for [`MONSTACHE_STILL_LOOKS`].
     Monstache(&'a Child),
@@ -248,7 +240,7 @@ impl<'a> End<'a> {
             End::EsSync(c) => crate::clients::metrics::scrape(&c.admin)
                 .await
                 .as_deref()
-                .is_some_and(drained),
+                .is_some_and(e2e_tests::es_sync_drained),
             End::Monstache(c) => {
                 let n = crate::peers::monstache::succeeded(&c.admin).await;
                 last.replace(n) == Some(n)
@@ -465,21 +457,6 @@ pub async fn run(cx: &Ctx, tag: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drained_only_with_nothing_buffered_and_no_lag_on_any_partition() {
-        let text = |buffered: u32, lag0: u32, lag1: u32| {
-            format!(
-                "# TYPE es_sync_buffered_records gauge\nes_sync_buffered_records {buffered}\n\
-                 # TYPE es_sync_consumer_lag_records gauge\n\
-                 es_sync_consumer_lag_records{{topic=\"t\",partition=\"0\"}} {lag0}\n\
-                 es_sync_consumer_lag_records{{topic=\"t\",partition=\"1\"}} {lag1}\n# EOF\n"
-            )
-        };
-        assert!(drained(&text(0, 0, 0)));
-        assert!(!drained(&text(3, 0, 0)), "records buffered");
-        assert!(!drained(&text(0, 0, 120)), "lag on one partition");
-    }
 
     #[test]
     fn a_timeline_counts_each_series_at_whole_seconds_from_its_first_sample() {
