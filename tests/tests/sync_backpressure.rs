@@ -5,6 +5,9 @@
 //! with its version, nothing lost. While the node is frozen es-sync
 //! sleeps: with every request slot taken it must not spin on a linger
 //! deadline already past (it did, stealing a core from Elasticsearch).
+//!
+//! The other bound, librdkafka's prefetch, is far below the largest record
+//! a deployment accepts; such a record still passes whole.
 
 use e2e_tests::private_stack::PrivateElasticsearch;
 use e2e_tests::sync_support::*;
@@ -184,4 +187,117 @@ async fn frozen_elasticsearch_pauses_consumption_and_loses_nothing() {
         .expect("es-sync stops")
         .expect("task")
         .expect("run ok");
+}
+
+/// The deployment's largest record: mongo-source's `kafka.message_max_bytes`
+/// (deploy/config/mongo-source.toml), under its topics' `max.message.bytes`
+/// of 5 MiB (docker-compose.yml).
+const DEPLOYMENT_RECORD: usize = 4 * 1024 * 1024;
+const DEPLOYMENT_TOPIC_LIMIT: &str = "5242880";
+
+/// A consumer config value as a number.
+fn fetch_limit(cc: &rdkafka::ClientConfig, key: &str) -> usize {
+    cc.get(key)
+        .unwrap_or_else(|| panic!("{key} is set"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+/// es-sync's prefetch bounds are far smaller than the largest record the
+/// deployment accepts (64 KiB per partition and 1 MiB per fetch against
+/// 4 MiB), and the deployment no longer raises them: a fetch still brings
+/// a whole record batch larger than both (KIP-74), so such a record is
+/// indexed, whole, between its neighbours, and never stuck or
+/// dead-lettered. The record goes uncompressed, so its batch is as large
+/// as the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_as_large_as_the_deployment_allows_passes_the_prefetch_bounds() {
+    let n = Names::new("fetch");
+    create_topic_with(
+        &kafka(),
+        &n.topic,
+        1,
+        &[("max.message.bytes", DEPLOYMENT_TOPIC_LIMIT)],
+    )
+    .await;
+    create_topic(&n.dlq, 1).await;
+    let mut cfg = config(&n);
+    // The deployment's request limit (deploy/config/es-sync.toml): one
+    // record of up to the topic limit fits a request.
+    cfg.bulk.max_bytes = 5 << 20;
+    let port = e2e_tests::free_port();
+    cfg.admin.listen = ([127, 0, 0, 1], port).into();
+    let cc = es_sync::consumer::consumer_config(&cfg, &n.group);
+
+    let big_id = oid(70_001);
+    let mut big_card = card(&big_id, "큰 글", 1);
+    let empty = native("insert", &big_id, T, 2, Some(big_card.clone())).len();
+    // Korean text (3 bytes a character) up to the deployment's limit.
+    let body = "단풍".repeat((DEPLOYMENT_RECORD - empty - 1_000) / 6);
+    big_card["body"] = json!(body);
+    let big = native("insert", &big_id, T, 2, Some(big_card));
+    assert!(big.len() <= DEPLOYMENT_RECORD && big.len() > DEPLOYMENT_RECORD - 2_000);
+    for key in ["fetch.max.bytes", "max.partition.fetch.bytes"] {
+        assert!(
+            fetch_limit(&cc, key) * 3 < big.len(),
+            "the record ({} bytes) is over 3x es-sync's {key}",
+            big.len()
+        );
+    }
+
+    let p: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("message.max.bytes", DEPLOYMENT_TOPIC_LIMIT)
+        .set("compression.type", "none")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let (before, after) = (oid(70_000), oid(70_002));
+    produce(
+        &p,
+        &n.topic,
+        &before,
+        &native("insert", &before, T, 1, Some(card(&before, "before", 1))),
+        Some(0),
+    )
+    .await;
+    produce(&p, &n.topic, &big_id, &big, Some(0)).await;
+    produce(
+        &p,
+        &n.topic,
+        &after,
+        &native("insert", &after, T, 3, Some(card(&after, "after", 1))),
+        Some(0),
+    )
+    .await;
+
+    cfg.validate().expect("the test's config");
+    let run = start(cfg);
+    wait_caught_up(&n.group, &n.topic, WAIT).await;
+    let metrics = e2e_tests::http_get(port, "/metrics")
+        .await
+        .expect("metrics");
+    run.stop().await;
+
+    let docs = all_docs(&n.alias).await;
+    assert_eq!(
+        docs.keys().cloned().collect::<Vec<_>>(),
+        vec![before.clone(), big_id.clone(), after.clone()]
+    );
+    assert_eq!(docs[&before].0, version(T, 1));
+    assert_eq!(docs[&big_id].0, version(T, 2));
+    assert_eq!(docs[&after].0, version(T, 3));
+    assert_eq!(
+        docs[&big_id].1["body"].as_str().map(str::len),
+        Some(body.len()),
+        "the large card indexed whole"
+    );
+    assert_eq!(
+        e2e_tests::metric_total(&metrics, "es_sync_dlq_records_total"),
+        0.0,
+        "nothing dead-lettered"
+    );
+    assert!(read_topic_for(&n.dlq, Duration::from_secs(2))
+        .await
+        .is_empty());
 }
