@@ -14,6 +14,9 @@ import sys
 import statistics
 import tomllib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import profile_shares  # noqa: E402 (next to this file)
+
 raw, out_json, out_md = sys.argv[1:4]
 r = json.load(open(raw))
 env = os.environ.get
@@ -550,11 +553,26 @@ if prof:
       f"(`{prof[0][1].get('how')}`); flame graphs by inferno; the perf data stays in the work directory.")
     w("")
     base = os.path.dirname(os.path.abspath(out_md))
+    def here(path):
+        """A recorded path of bench/results/ in this checkout (a result may
+        be re-rendered in another clone)."""
+        cut = path.find("bench/results/")
+        return path if os.path.exists(path) or cut < 0 else os.path.join(REPO, path[cut:])
+
     for lbl, p in prof:
-        links = [f"[report]({os.path.relpath(p['report'], base)})"]
+        links = [f"[report]({os.path.relpath(here(p['report']), base)})"]
         if p.get("flame_graph"):
-            links.insert(0, f"[flame graph]({os.path.relpath(p['flame_graph'], base)})")
+            links.insert(0, f"[flame graph]({os.path.relpath(here(p['flame_graph']), base)})")
         w(f"- {lbl}: " + ", ".join(links))
+    reports = [(lbl, open(here(p["report"])).read()) for lbl, p in prof if os.path.exists(here(p["report"]))]
+    if reports:
+        w("")
+        w("Where the CPU went (`bench/profile_shares.py`: share of samples by kind of symbol; \"unlisted\" is what "
+          "the report leaves out, symbols under 0.5% each, so the other shares are lower bounds). The same script "
+          "compares runs: `python3 bench/profile_shares.py bench/results/*/profiles/es-sync.txt`.")
+        w("")
+        for row in profile_shares.table(reports):
+            w(row)
 else:
     w("None in this run (`scripts/bench --profile` takes them: `perf record -e cpu-clock` with DWARF call graphs "
       "attached to one extra, unmeasured trial of each binary; the report and the flame graph go to "

@@ -32,6 +32,38 @@ def main():
     assert "old generated text" not in kept, "the generated part was not rewritten"
     assert "<!-- kept" not in render(None), "a section appeared from nowhere"
     print("bench/report.py: hand-kept sections carried over")
+    check_profile_shares()
+
+
+# A flat perf report as the bench writes it (`--percent-limit 0.5`).
+REPORT = """# Samples: 2K  of event 'cpu-clock'
+#
+     20.00%  libc.so.6          [.] malloc                                                    -      -
+     10.00%  libc.so.6          [.] _int_free
+      5.00%  libc.so.6          [.] __memmove_avx512_unaligned_erms                          -      -
+      7.50%  [kernel.kallsyms]  [k] finish_task_switch.isra.0
+      6.00%  es-sync            [.] ZSTD_decompressSequences_bmi2.constprop.0
+      4.00%  es-sync            [.] <serde_json::read::SliceRead as serde_json::read::Read>::parse_str
+      3.00%  es-sync            [.] core::str::converts::from_utf8
+      2.00%  mongo-source       [.] <bson::document::Document as core::iter::traits::collect::FromIterator<(alloc::string::String,bson::bson::Bson)>>::from_iter
+      1.50%  es-sync            [.] <core::hash::sip::Hasher<S> as core::hash::Hasher>::write
+      1.00%  es-sync            [.] mi_malloc_aligned
+      9.00%  es-sync            [.] es_sync::consumer::intake::on_record
+"""
+
+
+def check_profile_shares():
+    sys.path.insert(0, HERE)
+    import profile_shares
+    s = profile_shares.shares(REPORT)
+    want = {"allocator": 31.0, "mem*": 5.0, "kernel": 7.5, "zstd": 6.0, "JSON, UTF-8": 7.0, "BSON": 2.0,
+            "hashing": 1.5, "other": 9.0, "unlisted": 31.0}
+    got = {k: round(v, 2) for k, v in s.items()}
+    assert got == want, f"profile shares {got}, expected {want}"
+    assert profile_shares.samples(REPORT) == 2000
+    rows = profile_shares.table([("x", REPORT)])
+    assert rows[2].startswith("| x | 2000 | 31.0% |"), rows[2]
+    print("bench/profile_shares.py: shares by kind from a flat perf report")
 
 
 if __name__ == "__main__":
