@@ -253,23 +253,20 @@ async fn a_record_as_large_as_the_deployment_allows_passes_the_prefetch_bounds()
         .create()
         .expect("producer");
     let (before, after) = (oid(70_000), oid(70_002));
-    produce(
-        &p,
-        &n.topic,
-        &before,
-        &native("insert", &before, T, 1, Some(card(&before, "before", 1))),
-        Some(0),
-    )
-    .await;
-    produce(&p, &n.topic, &big_id, &big, Some(0)).await;
-    produce(
-        &p,
-        &n.topic,
-        &after,
-        &native("insert", &after, T, 3, Some(card(&after, "after", 1))),
-        Some(0),
-    )
-    .await;
+    let records = [
+        (
+            &before,
+            native("insert", &before, T, 1, Some(card(&before, "before", 1))),
+        ),
+        (&big_id, big),
+        (
+            &after,
+            native("insert", &after, T, 3, Some(card(&after, "after", 1))),
+        ),
+    ];
+    for (id, value) in &records {
+        produce(&p, &n.topic, id, value, Some(0)).await;
+    }
 
     cfg.validate().expect("the test's config");
     let run = start(cfg);
