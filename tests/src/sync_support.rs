@@ -342,7 +342,8 @@ pub async fn alias_targets(alias: &str) -> Vec<String> {
 /// Every document of `index` as id -> (version, source), after a refresh.
 pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
     // A just-created index answers 503 until its shard has started (seen on
-    // a loaded machine): that is "not yet", not a failure.
+    // a loaded machine), and a node short of heap answers 429 (its memory
+    // breaker, until a collection): both are "not yet", not a failure.
     let started = Instant::now();
     let (status, body) = loop {
         es_call(Method::Post, &format!("/{index}/_refresh"), None).await;
@@ -352,7 +353,7 @@ pub async fn all_docs(index: &str) -> BTreeMap<String, (u64, Value)> {
             Some(json!({"size": 10000, "version": true, "query": {"match_all": {}}})),
         )
         .await;
-        if status != 503 || started.elapsed() > Duration::from_secs(30) {
+        if !matches!(status, 503 | 429) || started.elapsed() > Duration::from_secs(30) {
             break (status, body);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
