@@ -559,12 +559,15 @@ if prof:
         cut = path.find("bench/results/")
         return path if os.path.exists(path) or cut < 0 else os.path.join(REPO, path[cut:])
 
+    reports = []
     for lbl, p in prof:
-        links = [f"[report]({os.path.relpath(here(p['report']), base)})"]
+        report = here(p["report"])
+        links = [f"[report]({os.path.relpath(report, base)})"]
         if p.get("flame_graph"):
             links.insert(0, f"[flame graph]({os.path.relpath(here(p['flame_graph']), base)})")
         w(f"- {lbl}: " + ", ".join(links))
-    reports = [(lbl, open(here(p["report"])).read()) for lbl, p in prof if os.path.exists(here(p["report"]))]
+        if os.path.exists(report):
+            reports.append((lbl, open(report).read()))
     if reports:
         w("")
         w("Where the CPU went (`bench/profile_shares.py`: share of samples by kind of symbol; \"unlisted\" is what "

@@ -303,7 +303,7 @@ async fn a_record_as_large_as_the_deployment_allows_passes_the_prefetch_bounds()
         "the large card indexed whole"
     );
     assert_eq!(
-        e2e_tests::metric_total(&metrics, "es_sync_dlq_records_total"),
+        e2e_tests::metric_sum(&metrics, "es_sync_dlq_records_total"),
         0.0,
         "nothing dead-lettered"
     );
