@@ -5,14 +5,14 @@
 //! `n` of the version layout ([`shared::wire::version`]).
 
 use crate::error::StreamError;
-use mongodb::bson::{Document, RawDocumentBuf};
-pub use shared::wire::change_stream::{marker, Decoded};
-use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, SnapshotInfo};
+use mongodb::bson::{Document, RawDocument};
+pub use shared::wire::change_stream::{decode_raw, marker, Decoded, RawChange};
+use shared::wire::event::{ChangeEvent, ClusterTime, Namespace, Ranked, SnapshotInfo};
 use shared::wire::position::TxnProgress;
 use std::collections::HashMap;
 
 /// [`shared::wire::change_stream::read_raw`], with the stream's error.
-pub fn read_raw(raw: &RawDocumentBuf) -> Result<(Document, bool), StreamError> {
+pub fn read_raw(raw: &RawDocument) -> Result<(Document, bool), StreamError> {
     shared::wire::change_stream::read_raw(raw).map_err(|e| StreamError::BadEvent(e.0))
 }
 
@@ -79,17 +79,21 @@ impl TxnRanks {
 
     /// Gives `event` (of document `key`) its rank and version; `true` when
     /// the version had to be clamped ([`ChangeEvent::set_rank`]).
-    pub fn assign(&mut self, key: &str, event: &mut ChangeEvent) -> bool {
-        let Some(txn) = &event.txn else {
+    pub fn assign(&mut self, key: &str, event: &mut impl Ranked) -> bool {
+        let Some(txn) = event.txn() else {
             self.reset(None);
             return event.set_rank(0);
         };
-        let id = TxnId {
-            lsid: txn.lsid.clone(),
-            txn_number: txn.txn_number,
-            cluster_time: event.cluster_time,
-        };
-        if self.current.as_ref() != Some(&id) {
+        let cluster_time = event.cluster_time();
+        let same = self.current.as_ref().is_some_and(|c| {
+            c.txn_number == txn.txn_number && c.cluster_time == cluster_time && c.lsid == txn.lsid
+        });
+        if !same {
+            let id = TxnId {
+                lsid: txn.lsid.clone(),
+                txn_number: txn.txn_number,
+                cluster_time,
+            };
             self.reset(Some(id));
         }
         let count = self.seen.entry(key.to_string()).or_insert(0);

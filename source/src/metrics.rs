@@ -77,6 +77,10 @@ pub struct Metrics {
     /// Changes whose version had to be clamped (increment or transaction
     /// rank past the version layout).
     pub versions_clamped: Family<StreamLabel, Counter>,
+    /// Change events written through the event tree instead of straight
+    /// from their BSON (`shared::wire::change_stream::raw`): the same
+    /// records, at a higher cost.
+    pub tree_path: Family<StreamLabel, Counter>,
     /// Stream restarts after a failure.
     pub restarts: Family<StreamLabel, Counter>,
     /// Resume points lost from the oplog.
@@ -108,6 +112,7 @@ impl Metrics {
             dead_lettered: Family::default(),
             oversized: Family::default(),
             versions_clamped: Family::default(),
+            tree_path: Family::default(),
             restarts: Family::default(),
             history_lost: Family::default(),
             snapshot_documents: Family::default(),
@@ -154,6 +159,11 @@ impl Metrics {
             "dead_lettered",
             "Records sent to the dead-letter topic",
             m.dead_lettered.clone(),
+        );
+        r.register(
+            "tree_path_events",
+            "Change events written through a document tree instead of straight from their BSON (a string not UTF-8, a field name twice, a split or skipped large event): the same records, slower",
+            m.tree_path.clone(),
         );
         r.register(
             "oversized_records",

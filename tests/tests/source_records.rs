@@ -129,6 +129,161 @@ async fn every_operation_becomes_the_expected_record() {
     handle.await.unwrap().unwrap();
 }
 
+/// mongo-source writes a change's record straight from its raw BSON
+/// (`shared::wire::change_stream::raw`); the bytes must be those of the
+/// event tree the change stream's document makes (`read_raw`, `decode`,
+/// the transaction rank), for every BSON type a real server stores and
+/// every kind of change. A change stream of the test's own, opened before
+/// the writes, gives the same documents to build the trees from.
+#[tokio::test]
+async fn records_are_byte_for_byte_the_event_tree_of_each_change() {
+    use futures::StreamExt as _;
+    use mongo_source::change::{decode, read_raw, Decoded, TxnRanks};
+    use mongodb::bson::{Bson, RawDocumentBuf};
+    use mongodb::options::FullDocumentType;
+    use std::collections::HashMap;
+    use std::str::FromStr;
+
+    let fx = SourceFixture::new(&["card"]);
+    let (stop, handle) = fx.spawn();
+    fx.wait_snapshot_done("card").await;
+    let client = mongo().await;
+    let cards = client.database(&fx.db).collection::<Document>("card");
+    let mut own = cards
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .expect("watch")
+        .with_type::<RawDocumentBuf>();
+
+    let oid = ObjectId::new();
+    let every_type = doc! {
+        "_id": oid,
+        "title": "설악산 \"단풍\" 산행\n\t\u{1} ☃ 𝄞", "empty": "", "yes": true, "none": null,
+        "i32": -7_i32, "i64": 42_i64, "big": i64::MAX, "f": 1.5, "whole": 2.0, "neg0": -0.0,
+        "nan": f64::NAN, "inf": f64::NEG_INFINITY,
+        "dec": Bson::Decimal128(mongodb::bson::Decimal128::from_str("12.50").unwrap()),
+        "at": mongodb::bson::DateTime::from_millis(1_704_164_645_000),
+        "old": mongodb::bson::DateTime::from_millis(-1000),
+        "bin": mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+        "ts": mongodb::bson::Timestamp { time: 1_700_000_000, increment: 9 },
+        "re": mongodb::bson::Regex { pattern: "^산".into(), options: "i".into() },
+        "code": Bson::JavaScriptCode("x".into()),
+        "min": Bson::MinKey, "max": Bson::MaxKey,
+        "nested": { "arr": [1_i32, "x", { "y": 2.5 }, [], {}], "한글 키": { "깊이": [null] } },
+    };
+    cards.insert_one(every_type).await.unwrap();
+    cards
+        .insert_many(
+            (0..5).map(|i| doc! { "_id": format!("s{i}"), "likes": i, "tags": ["a", "b", "c"] }),
+        )
+        .await
+        .unwrap();
+    cards
+        .insert_one(doc! { "_id": { "region": "kr", "n": 7_i64 }, "likes": 0_i32 })
+        .await
+        .unwrap();
+    cards
+        .update_one(
+            doc! { "_id": "s0" },
+            doc! { "$set": { "likes": 10_i32, "a.b": "dotted" }, "$unset": { "tags": "" } },
+        )
+        .await
+        .unwrap();
+    cards
+        .update_one(doc! { "_id": "s1" }, doc! { "$pop": { "tags": 1_i32 } })
+        .await
+        .unwrap();
+    cards
+        .replace_one(
+            doc! { "_id": "s2" },
+            doc! { "title": "replaced", "likes": 9_i32 },
+        )
+        .await
+        .unwrap();
+    cards.delete_one(doc! { "_id": "s3" }).await.unwrap();
+    // A transaction: several changes of one document, ranked.
+    let mut s = client.start_session().await.expect("session");
+    s.start_transaction().await.expect("start transaction");
+    cards
+        .insert_one(doc! { "_id": "t1", "likes": 1_i32 })
+        .session(&mut s)
+        .await
+        .unwrap();
+    cards
+        .update_one(doc! { "_id": "t1" }, doc! { "$inc": { "likes": 1_i32 } })
+        .session(&mut s)
+        .await
+        .unwrap();
+    cards
+        .update_one(doc! { "_id": "s4" }, doc! { "$set": { "likes": 40_i32 } })
+        .session(&mut s)
+        .await
+        .unwrap();
+    cards
+        .update_one(doc! { "_id": "t1" }, doc! { "$inc": { "likes": 1_i32 } })
+        .session(&mut s)
+        .await
+        .unwrap();
+    s.commit_transaction().await.expect("commit");
+    const CHANGES: usize = 1 + 5 + 1 + 2 + 1 + 1 + 4;
+
+    // The trees, from the test's own stream.
+    let ns = shared::wire::event::Namespace {
+        db: fx.db.clone(),
+        coll: "card".into(),
+    };
+    let mut ranks = TxnRanks::default();
+    let mut want: HashMap<(String, String), Vec<u8>> = HashMap::new();
+    while want.len() < CHANGES {
+        let raw = tokio::time::timeout(WAIT, own.next())
+            .await
+            .expect("own change stream")
+            .expect("stream open")
+            .expect("event");
+        let (doc, lossy) = read_raw(&raw).unwrap();
+        assert!(!lossy);
+        let Decoded::Change { key, mut event } = decode(&doc, &ns).unwrap() else {
+            continue;
+        };
+        ranks.assign(&key, &mut *event);
+        want.insert(
+            (key, event.version.to_string()),
+            serde_json::to_vec(&*event).unwrap(),
+        );
+    }
+
+    let recs = eventually("every change written", WAIT, || async {
+        let recs = read_all(&fx.topic("card")).await;
+        (changes(&recs).len() >= CHANGES).then_some(recs)
+    })
+    .await;
+    let got = changes(&recs);
+    assert_eq!(got.len(), CHANGES, "{got:#?}");
+    for r in got {
+        let id = (r.key.clone().unwrap(), r.headers["version"].clone());
+        let tree = want
+            .get(&id)
+            .unwrap_or_else(|| panic!("no change {id:?} in the test's stream"));
+        assert_eq!(
+            String::from_utf8_lossy(r.raw.as_deref().unwrap()),
+            String::from_utf8_lossy(tree),
+            "record of {id:?}"
+        );
+    }
+    // Every one of them written straight from its BSON.
+    let metrics = fx.admin_get("/metrics").await.expect("metrics");
+    let label = format!(
+        "mongo_source_tree_path_events_total{{stream=\"{}.card\"}}",
+        fx.db
+    );
+    assert_eq!(metric_value(&metrics, &label), Some(0.0), "{metrics}");
+
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn oversized_document_goes_to_the_dlq_and_the_stream_goes_on() {
     // Policy `dlq`: the pointer alone (the default, `truncate`, is tested

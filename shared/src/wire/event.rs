@@ -223,12 +223,7 @@ impl ChangeEvent {
     /// that goes with it; `true` when the cluster time's increment or the
     /// rank had to be clamped ([`Version::saturating`]).
     pub fn set_rank(&mut self, n: u32) -> bool {
-        let (version, clamped) = Version::saturating(self.cluster_time.t, self.cluster_time.i, n);
-        self.version = version.as_u64();
-        if let Some(txn) = &mut self.txn {
-            txn.rank = n.min(super::version::MAX_RANK);
-        }
-        clamped
+        rank_into(self.cluster_time, &mut self.version, self.txn.as_mut(), n)
     }
 
     /// Whether `version` is what a source writes for this event's cluster
@@ -243,6 +238,45 @@ impl ChangeEvent {
             .is_none_or(|s| Version::from_u64(s.version).matches_cluster_time(ct.t, ct.i));
         own && snapshot
     }
+}
+
+/// A change the source ranks inside its transaction: a [`ChangeEvent`], or
+/// one read by the fast path ([`super::change_stream::RawChange`]).
+pub trait Ranked {
+    /// Its cluster time.
+    fn cluster_time(&self) -> ClusterTime;
+    /// Its transaction, if any.
+    fn txn(&self) -> Option<&TxnInfo>;
+    /// Gives it rank `n` (see [`ChangeEvent::set_rank`]).
+    fn set_rank(&mut self, n: u32) -> bool;
+}
+
+impl Ranked for ChangeEvent {
+    fn cluster_time(&self) -> ClusterTime {
+        self.cluster_time
+    }
+    fn txn(&self) -> Option<&TxnInfo> {
+        self.txn.as_ref()
+    }
+    fn set_rank(&mut self, n: u32) -> bool {
+        ChangeEvent::set_rank(self, n)
+    }
+}
+
+/// Rank `n` for a change at `ct`: its version into `version`, the rank into
+/// `txn`; `true` when clamped ([`Version::saturating`]).
+pub(crate) fn rank_into(
+    ct: ClusterTime,
+    version: &mut u64,
+    txn: Option<&mut TxnInfo>,
+    n: u32,
+) -> bool {
+    let (v, clamped) = Version::saturating(ct.t, ct.i, n);
+    *version = v.as_u64();
+    if let Some(txn) = txn {
+        txn.rank = n.min(super::version::MAX_RANK);
+    }
+    clamped
 }
 
 /// Topic name for a collection: `{prefix}.{db}.{collection}`.

@@ -25,7 +25,7 @@ pub fn to_record(position: &Position, topic: &str) -> Record {
         partition: None,
         key: Some(position.stream.clone()),
         value: position.to_json(),
-        headers: vec![("schema", POSITION_SCHEMA.to_string())],
+        headers: vec![("schema", POSITION_SCHEMA.into())],
     }
 }
 

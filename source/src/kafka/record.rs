@@ -2,8 +2,11 @@
 //! record of a dead-letter pointer (its value is the wire contract's
 //! [`SourcePointer`]).
 
-use shared::wire::event::{ChangeEvent, Namespace, HEADER_OP, HEADER_SCHEMA, HEADER_VERSION};
+use shared::wire::event::{
+    ChangeEvent, Namespace, Operation, HEADER_OP, HEADER_SCHEMA, HEADER_VERSION, SCHEMA,
+};
 use shared::wire::source_dlq::{Reason, SourcePointer};
+use std::borrow::Cow;
 
 /// Bytes a record adds on the wire beyond key, value and headers: the
 /// record-batch header (61) plus the record's own varints and attributes,
@@ -22,7 +25,7 @@ pub struct Record {
     /// Value bytes.
     pub value: Vec<u8>,
     /// Headers.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
 }
 
 impl Record {
@@ -34,15 +37,33 @@ impl Record {
         ev: &ChangeEvent,
     ) -> Self {
         let value = serde_json::to_vec(ev).unwrap_or_default();
+        let mut r = Self::encoded(topic, partition, key, value, ev.op, ev.version);
+        if ev.schema != SCHEMA {
+            r.headers[2].1 = Cow::Owned(ev.schema.clone());
+        }
+        r
+    }
+
+    /// An event record whose value, the event's JSON, is already written
+    /// ([`shared::wire::change_stream::RawChange::write_json`]), with the
+    /// standard headers.
+    pub fn encoded(
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<String>,
+        value: Vec<u8>,
+        op: Operation,
+        version: u64,
+    ) -> Self {
         Self {
             topic: topic.to_string(),
             partition,
             key,
             value,
             headers: vec![
-                (HEADER_OP, ev.op.as_str().to_string()),
-                (HEADER_VERSION, ev.version.to_string()),
-                (HEADER_SCHEMA, ev.schema.clone()),
+                (HEADER_OP, Cow::Borrowed(op.as_str())),
+                (HEADER_VERSION, Cow::Owned(version.to_string())),
+                (HEADER_SCHEMA, Cow::Borrowed(SCHEMA)),
             ],
         }
     }
@@ -69,7 +90,11 @@ impl Record {
             partition: None,
             key: p.key.clone(),
             value: p.to_json(),
-            headers: p.headers(),
+            headers: p
+                .headers()
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect(),
         }
     }
 }
@@ -103,7 +128,7 @@ pub fn oversized_pointer(
 mod tests {
     use super::*;
     use serde_json::json;
-    use shared::wire::event::{ClusterTime, Operation, SCHEMA};
+    use shared::wire::event::ClusterTime;
 
     fn ev(doc_len: usize) -> ChangeEvent {
         ChangeEvent {
@@ -129,7 +154,7 @@ mod tests {
     fn size_counts_everything() {
         let r = Record::event("t", None, Some("\"a\"".into()), &ev(1000));
         assert!(r.wire_size() > 1000 + RECORD_OVERHEAD);
-        assert_eq!(r.headers[0], ("op", "insert".to_string()));
+        assert_eq!(r.headers[0], ("op", "insert".into()));
     }
 
     #[test]

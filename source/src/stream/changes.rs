@@ -24,7 +24,7 @@ use super::poison;
 use super::stages::{Stage, StageClock};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
-use crate::change::{decode, Decoded, TxnRanks};
+use crate::change::{decode, decode_raw, Decoded, TxnRanks};
 use crate::error::{Result, StreamError};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
@@ -33,7 +33,7 @@ use mongodb::options::FullDocumentType;
 use shared::ejson::json_to_bson;
 use shared::state::StreamState;
 use shared::wire::change_stream::collection_gone_snapshot;
-use shared::wire::event::{ClusterTime, Operation};
+use shared::wire::event::{ClusterTime, Operation, TxnInfo};
 use std::time::{Duration, Instant};
 
 /// The event as a document (see [`crate::change::read_raw`]).
@@ -64,6 +64,8 @@ pub async fn follow(
         committed_at: now_iso(),
     });
     let mut ranks = TxnRanks::resume(position.txn.as_ref());
+    // Shown from the start (0), so a dashboard sees the series.
+    let _ = ctx.metrics.tree_path.get_or_create(&ctx.label());
     let mut start = start;
     let mut split = server_splits(ctx).await;
     let mut mode = Mode::Normal;
@@ -304,6 +306,44 @@ async fn drain_pipelined<'a>(
                 Some(raw) => {
                     // Test builds only: a panic while an event is in hand.
                     shared::faults::panic_point(|| format!("source.stream:{}", ctx.spec.name));
+                    // The fast path: one document's change, written
+                    // straight from its BSON (`shared::wire::change_stream::raw`).
+                    let fast = match mode {
+                        Mode::SkipOne => None,
+                        _ if fragments.pending() => None,
+                        _ => decode_raw(&raw, &ctx.spec.ns),
+                    };
+                    if let Some(mut change) = fast {
+                        last_id = raw
+                            .get("_id")
+                            .ok()
+                            .flatten()
+                            .and_then(|t| Bson::try_from(t).ok());
+                        budget = budget.map(|b| b.saturating_sub(1));
+                        let key = std::mem::take(&mut change.key);
+                        let clamped = ranks.assign(&key, &mut change);
+                        change.key = key;
+                        if clamped {
+                            version_clamped(
+                                ctx,
+                                &change.key,
+                                change.cluster_time,
+                                change.txn.as_ref(),
+                            );
+                        }
+                        match writer.add_raw(ctx, &mut batch, &change) {
+                            Ok(()) => {}
+                            Err(StreamError::BadEvent(error)) => {
+                                let facts = poison::Facts::of_raw(&raw);
+                                dead_letter_poison(ctx, writer, &mut batch, &facts, &error);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        if batch_full(&batch, limits, max_wait) {
+                            break;
+                        }
+                        continue;
+                    }
                     let doc = match to_document(ctx, &raw) {
                         Ok(doc) => doc,
                         Err(StreamError::BadEvent(error)) => {
@@ -347,8 +387,9 @@ async fn drain_pipelined<'a>(
                     }
                     Err(e) => return Err(e),
                     Ok(Decoded::Change { key, mut event }) => {
-                        if ranks.assign(&key, &mut event) {
-                            version_clamped(ctx, &key, &event);
+                        ctx.metrics.tree_path.get_or_create(&ctx.label()).inc();
+                        if ranks.assign(&key, &mut *event) {
+                            version_clamped(ctx, &key, event.cluster_time, event.txn.as_ref());
                         }
                         if mode == Mode::SkipOne {
                             let pointer = large_event::too_large_pointer(
@@ -394,10 +435,7 @@ async fn drain_pipelined<'a>(
                     break;
                 }
             }
-            if batch.len() >= limits.max_events
-                || batch.bytes >= limits.max_bytes
-                || batch.started.is_some_and(|s| s.elapsed() >= max_wait)
-            {
+            if batch_full(&batch, limits, max_wait) {
                 break;
             }
         }
@@ -488,13 +526,21 @@ fn collection_gone(
 /// than 524,287 oplog entries in one second, or more than 255 changes of
 /// one document in one transaction. Order is kept; two such changes of one
 /// document may share a version. Logged and counted, never silent.
-fn version_clamped(ctx: &StreamCtx, key: &str, event: &shared::wire::event::ChangeEvent) {
+/// Whether a batch is to be committed now: full, or its first event has
+/// waited `max_wait`.
+fn batch_full(batch: &Batch, limits: &crate::config::BatchConfig, max_wait: Duration) -> bool {
+    batch.len() >= limits.max_events
+        || batch.bytes >= limits.max_bytes
+        || batch.started.is_some_and(|s| s.elapsed() >= max_wait)
+}
+
+fn version_clamped(ctx: &StreamCtx, key: &str, ct: ClusterTime, txn: Option<&TxnInfo>) {
     tracing::warn!(
         stream = %ctx.spec.name,
         key,
-        t = event.cluster_time.t,
-        i = event.cluster_time.i,
-        rank = event.txn.as_ref().map_or(0, |t| t.rank),
+        t = ct.t,
+        i = ct.i,
+        rank = txn.map_or(0, |t| t.rank),
         "version clamped: increment or transaction rank past the version layout"
     );
     ctx.metrics

@@ -433,6 +433,6 @@ mod tests {
         assert_eq!(v["key"], r#""big""#);
         assert_eq!(v["op"], "update");
         assert!(v["message"].as_str().unwrap().contains("10334"), "{v}");
-        assert!(r.headers.contains(&("reason", REASON.to_string())));
+        assert!(r.headers.contains(&("reason", REASON.into())));
     }
 }

@@ -165,8 +165,8 @@ mod tests {
         );
         assert_eq!(v["resume_token"], json!({"_data": "8265A1"}));
         assert_eq!(v["event"]["fullDocument"]["title"], "설악산");
-        assert!(r.headers.contains(&("reason", REASON.to_string())));
-        assert!(r.headers.contains(&(HEADER_OP, "insert".to_string())));
+        assert!(r.headers.contains(&("reason", REASON.into())));
+        assert!(r.headers.contains(&(HEADER_OP, "insert".into())));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::kafka::positions::Position;
 use crate::kafka::record::{oversized_pointer, Record};
 use crate::kafka::sink::{Mode, Sink};
 use crate::metrics::{StreamLabel, StreamOp, StreamReason};
-use shared::wire::change_stream::marker;
+use shared::wire::change_stream::{marker, RawChange};
 use shared::wire::event::{ChangeEvent, ClusterTime, Operation, SnapshotInfo};
 use shared::wire::source_dlq::Reason;
 use std::collections::BTreeMap;
@@ -129,20 +129,67 @@ impl Writer {
         } else {
             vec![record]
         };
+        Self::push(ctx, batch, records, ev.op, ev.cluster_time);
+        Ok(())
+    }
+
+    /// [`Writer::add`] for a change read by the fast path: its record's
+    /// value written straight from the change-stream document. A change
+    /// the fast path cannot write (a string that is not UTF-8, a field
+    /// name twice), or whose record is over the limit, is made into an
+    /// event tree and added as [`Writer::add`] adds it; `BadEvent` if the
+    /// tree cannot be made either (the caller dead-letters the event).
+    pub fn add_raw(&self, ctx: &StreamCtx, batch: &mut Batch, change: &RawChange) -> Result<()> {
+        // The JSON is about as long as the BSON it comes from, a little
+        // longer for the wrappers of ObjectIds and dates: one allocation
+        // instead of one per doubling.
+        let bson = change.bson_len();
+        let mut value = Vec::with_capacity(bson + bson / 8 + 128);
+        if let Err(why) = change.write_json(&mut value) {
+            tracing::debug!(stream = %ctx.spec.name, key = %change.key, %why, "change event written by the tree path");
+            ctx.metrics.tree_path.get_or_create(&ctx.label()).inc();
+            let ev = change.to_event().map_err(|e| StreamError::BadEvent(e.0))?;
+            return self.add(ctx, batch, None, Some(change.key.clone()), &ev);
+        }
+        let record = Record::encoded(
+            &ctx.spec.topic,
+            None,
+            Some(change.key.clone()),
+            value,
+            change.op,
+            change.version,
+        );
+        let records = if record.wire_size() > self.limit {
+            let ev = change.to_event().map_err(|e| StreamError::BadEvent(e.0))?;
+            self.oversized(ctx, &record, Some(&ev))?
+        } else {
+            vec![record]
+        };
+        Self::push(ctx, batch, records, change.op, change.cluster_time);
+        Ok(())
+    }
+
+    /// Adds the records of one event (of `op` at `ct`) to `batch`.
+    fn push(
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        records: Vec<Record>,
+        op: Operation,
+        ct: ClusterTime,
+    ) {
         for record in records {
             if record.topic != ctx.spec.topic {
                 batch.dead_lettered += 1;
-            } else if !ev.op.is_marker() {
-                *batch.ops.entry(ev.op.as_str()).or_default() += 1;
+            } else if !op.is_marker() {
+                *batch.ops.entry(op.as_str()).or_default() += 1;
             }
             batch.bytes += record.wire_size();
             batch.records.push(record);
         }
-        if !ev.op.is_marker() {
-            batch.last = Some(ev.cluster_time);
+        if !op.is_marker() {
+            batch.last = Some(ct);
         }
         batch.started.get_or_insert_with(Instant::now);
-        Ok(())
     }
 
     /// Adds `pointer`, a dead-letter record built by the caller for an event

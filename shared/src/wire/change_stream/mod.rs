@@ -13,7 +13,10 @@ use super::event::{
 };
 use super::version::Version;
 use crate::ejson::{bson_to_json, canonical_key, document_to_json};
-use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
+use mongodb::bson::{Bson, Document, RawDocument, Timestamp};
+
+mod raw;
+pub use raw::{decode_raw, RawChange};
 
 /// A change-stream document that cannot be turned into an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,8 +51,8 @@ pub enum Decoded {
 /// stores as given) is replaced by U+FFFD rather than making the event
 /// unreadable, which would stop the stream on it forever; the flag says
 /// whether that happened.
-pub fn read_raw(raw: &RawDocumentBuf) -> Result<(Document, bool), BadChange> {
-    match raw.to_document() {
+pub fn read_raw(raw: &RawDocument) -> Result<(Document, bool), BadChange> {
+    match Document::try_from(raw) {
         Ok(d) => Ok((d, false)),
         Err(_) => mongodb::bson::from_slice::<
             mongodb::bson::serde_helpers::Utf8LossyDeserialization<Document>,

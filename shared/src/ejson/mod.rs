@@ -27,6 +27,10 @@ use base64::Engine as _;
 use mongodb::bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
+mod write;
+pub(crate) use write::SeenKeys;
+pub use write::{write_document, write_value, Unwritable};
+
 /// Largest integer every JSON parser represents exactly (2^53).
 pub const MAX_SAFE_INTEGER: i64 = 1 << 53;
 
@@ -57,18 +61,10 @@ pub fn bson_to_json(value: &Bson) -> Value {
         }
         Bson::Decimal128(d) => json!({ "$numberDecimal": d.to_string() }),
         Bson::ObjectId(oid) => json!({ "$oid": oid.to_hex() }),
-        Bson::DateTime(dt) => {
-            let ms = dt.timestamp_millis();
-            // Relaxed form only for years 1970..=9999, as the spec says.
-            if (0..=253_402_300_799_999).contains(&ms) {
-                match dt.try_to_rfc3339_string() {
-                    Ok(s) => json!({ "$date": normalise_rfc3339(&s) }),
-                    Err(_) => json!({ "$date": { "$numberLong": ms.to_string() } }),
-                }
-            } else {
-                json!({ "$date": { "$numberLong": ms.to_string() } })
-            }
-        }
+        Bson::DateTime(dt) => match relaxed_date(*dt) {
+            Ok(s) => json!({ "$date": s }),
+            Err(ms) => json!({ "$date": { "$numberLong": ms.to_string() } }),
+        },
         Bson::Binary(bin) => json!({
             "$binary": {
                 "base64": base64::engine::general_purpose::STANDARD.encode(&bin.bytes),
@@ -85,6 +81,19 @@ pub fn bson_to_json(value: &Bson) -> Value {
         // keys) have no relaxed form: the canonical one is lossless.
         other => other.clone().into_canonical_extjson(),
     }
+}
+
+/// A date's relaxed form: its ISO-8601 string for years 1970..=9999 (as
+/// the spec says), else `Err` with its milliseconds since the epoch (the
+/// canonical `{"$numberLong": ...}` form).
+pub(crate) fn relaxed_date(dt: mongodb::bson::DateTime) -> Result<String, i64> {
+    let ms = dt.timestamp_millis();
+    if !(0..=253_402_300_799_999).contains(&ms) {
+        return Err(ms);
+    }
+    dt.try_to_rfc3339_string()
+        .map(|s| normalise_rfc3339(&s))
+        .map_err(|_| ms)
 }
 
 /// Converts a BSON document to a JSON object, keeping field order.
