@@ -145,10 +145,15 @@ async fn records_are_byte_for_byte_the_event_tree_of_each_change() {
     use std::str::FromStr;
 
     let fx = SourceFixture::new(&["card"]);
-    let (stop, handle) = fx.spawn();
-    fx.wait_snapshot_done("card").await;
     let client = mongo().await;
     let cards = client.database(&fx.db).collection::<Document>("card");
+    // Copied by the snapshot.
+    let copied = (0..3)
+        .map(|i| doc! { "_id": format!("pre{i}"), "title": "한라산 \"눈꽃\"", "at": mongodb::bson::DateTime::from_millis(i), "n": [i, { "x": null }] })
+        .collect::<Vec<_>>();
+    cards.insert_many(copied.clone()).await.unwrap();
+    let (stop, handle) = fx.spawn();
+    fx.wait_snapshot_done("card").await;
     let mut own = cards
         .watch()
         .full_document(FullDocumentType::UpdateLookup)
@@ -270,6 +275,25 @@ async fn records_are_byte_for_byte_the_event_tree_of_each_change() {
             String::from_utf8_lossy(r.raw.as_deref().unwrap()),
             String::from_utf8_lossy(tree),
             "record of {id:?}"
+        );
+    }
+    // The snapshot's copies too.
+    let snaps: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| r.value["op"] == "snapshot")
+        .collect();
+    assert_eq!(snaps.len(), copied.len(), "{snaps:#?}");
+    for r in snaps {
+        let info: shared::wire::event::SnapshotInfo =
+            serde_json::from_value(r.value["snapshot"].clone()).unwrap();
+        let id = r.value["key"]["_id"].as_str().unwrap();
+        let doc = copied.iter().find(|d| d.get_str("_id") == Ok(id)).unwrap();
+        let (key, ev) = shared::wire::change_stream::snapshot_record(doc, &ns, &info).unwrap();
+        assert_eq!(r.key.as_deref(), Some(key.as_str()));
+        assert_eq!(
+            String::from_utf8_lossy(r.raw.as_deref().unwrap()),
+            String::from_utf8_lossy(&serde_json::to_vec(&ev).unwrap()),
+            "snapshot record of {id}"
         );
     }
     // Every one of them written straight from its BSON.

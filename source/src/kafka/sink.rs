@@ -219,20 +219,20 @@ impl Sink {
                 value: Some(v.as_bytes()),
             });
         }
+        let mut rec = FutureRecord::to(&r.topic).payload(&r.value).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_bytes());
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
         loop {
-            let mut rec = FutureRecord::to(&r.topic)
-                .payload(&r.value)
-                .headers(headers.clone());
-            if let Some(k) = &r.key {
-                rec = rec.key(k.as_bytes());
-            }
-            if let Some(p) = r.partition {
-                rec = rec.partition(p);
-            }
             match self.producer.send_result(rec) {
                 Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Local queue full: librdkafka is still sending; wait.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Local queue full: librdkafka is still sending; wait,
+                    // and send the same record again.
+                    rec = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {

@@ -19,12 +19,11 @@
 use super::pipeline::{self, Pending};
 use super::writer::Batch;
 use super::{current_cluster_time, now_iso, Pos, StreamCtx, Writer};
-use crate::change::snapshot_record;
 use crate::error::{Result, StreamError};
 use crate::kafka::positions::SnapshotProgress;
 use crate::metrics::StreamLabel;
 use futures::TryStreamExt as _;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use shared::ejson::{bson_to_json, json_to_bson};
 use shared::state::StreamState;
 use shared::wire::event::{ClusterTime, Operation, SnapshotInfo};
@@ -91,8 +90,12 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         }
         None => doc! {},
     };
+    // Raw: each copy is written straight from its BSON
+    // (`Writer::add_snapshot_raw`), and a string that is not UTF-8 is read
+    // lossily instead of failing the snapshot.
     let mut cursor = ctx
         .collection()
+        .clone_with_type::<RawDocumentBuf>()
         .find(filter)
         .sort(doc! { "_id": 1 })
         .batch_size(u32::try_from(ctx.cfg.start.snapshot_batch).unwrap_or(1000))
@@ -110,9 +113,12 @@ pub async fn run(ctx: &StreamCtx, writer: &Writer, resume: Option<Pos>) -> Resul
         };
         let done = next.is_none();
         if let Some(doc) = next {
-            let (key, ev) = snapshot_record(&doc, &ctx.spec.ns, &info)?;
-            writer.add(ctx, &mut batch, None, Some(key), &ev)?;
-            last_id = doc.get("_id").cloned();
+            writer.add_snapshot_raw(ctx, &mut batch, &doc, &info)?;
+            last_id = doc
+                .get("_id")
+                .ok()
+                .flatten()
+                .and_then(|id| Bson::try_from(id).ok());
         }
         let full =
             batch.len() >= ctx.cfg.start.snapshot_batch || batch.bytes >= ctx.cfg.batch.max_bytes;

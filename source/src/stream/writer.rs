@@ -9,7 +9,8 @@ use crate::kafka::positions::Position;
 use crate::kafka::record::{oversized_pointer, Record};
 use crate::kafka::sink::{Mode, Sink};
 use crate::metrics::{StreamLabel, StreamOp, StreamReason};
-use shared::wire::change_stream::{marker, RawChange};
+use mongodb::bson::RawDocument;
+use shared::wire::change_stream::{marker, write_snapshot_record, BadChange, RawChange};
 use shared::wire::event::{ChangeEvent, ClusterTime, Operation, SnapshotInfo};
 use shared::wire::source_dlq::Reason;
 use std::collections::BTreeMap;
@@ -151,21 +152,84 @@ impl Writer {
             let ev = change.to_event().map_err(|e| StreamError::BadEvent(e.0))?;
             return self.add(ctx, batch, None, Some(change.key.clone()), &ev);
         }
+        self.add_written(
+            ctx,
+            batch,
+            Record::encoded(
+                &ctx.spec.topic,
+                None,
+                Some(change.key.clone()),
+                value,
+                change.op,
+                change.version,
+            ),
+            change.op,
+            change.cluster_time,
+            || change.to_event(),
+        )
+    }
+
+    /// [`Writer::add`] for a snapshot copy read as raw BSON, written
+    /// straight from it ([`write_snapshot_record`]), or by the tree path
+    /// when it cannot be (a string not UTF-8, read lossily as the change
+    /// stream reads it; a field name twice).
+    pub fn add_snapshot_raw(
+        &self,
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        doc: &RawDocument,
+        info: &SnapshotInfo,
+    ) -> Result<()> {
+        let bson = doc.as_bytes().len();
+        let mut value = Vec::with_capacity(bson + bson / 8 + 256);
+        let Some(key) = write_snapshot_record(doc, &ctx.spec.ns, info, &mut value) else {
+            ctx.metrics.tree_path.get_or_create(&ctx.label()).inc();
+            let (tree, lossy) = crate::change::read_raw(doc)?;
+            if lossy {
+                tracing::warn!(stream = %ctx.spec.name, "document with invalid UTF-8: replaced by U+FFFD");
+            }
+            let (key, ev) = crate::change::snapshot_record(&tree, &ctx.spec.ns, info)?;
+            return self.add(ctx, batch, None, Some(key), &ev);
+        };
+        let ct = {
+            let (t, i) = shared::wire::version::Version::from_u64(info.version).cluster_time();
+            ClusterTime { t, i }
+        };
         let record = Record::encoded(
             &ctx.spec.topic,
             None,
-            Some(change.key.clone()),
+            Some(key),
             value,
-            change.op,
-            change.version,
+            Operation::Snapshot,
+            info.version,
         );
+        self.add_written(ctx, batch, record, Operation::Snapshot, ct, || {
+            let (tree, _) = shared::wire::change_stream::read_raw(doc)?;
+            shared::wire::change_stream::snapshot_record(&tree, &ctx.spec.ns, info)
+                .map(|(_, ev)| ev)
+        })
+    }
+
+    /// Adds `record`, whose value is already written, of an event `op` at
+    /// `ct`; `tree` makes the event as a tree when the record is over the
+    /// limit.
+    #[allow(clippy::too_many_arguments)]
+    fn add_written(
+        &self,
+        ctx: &StreamCtx,
+        batch: &mut Batch,
+        record: Record,
+        op: Operation,
+        ct: ClusterTime,
+        tree: impl FnOnce() -> std::result::Result<ChangeEvent, BadChange>,
+    ) -> Result<()> {
         let records = if record.wire_size() > self.limit {
-            let ev = change.to_event().map_err(|e| StreamError::BadEvent(e.0))?;
+            let ev = tree().map_err(|e| StreamError::BadEvent(e.0))?;
             self.oversized(ctx, &record, Some(&ev))?
         } else {
             vec![record]
         };
-        Self::push(ctx, batch, records, change.op, change.cluster_time);
+        Self::push(ctx, batch, records, op, ct);
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use crate::ejson::{bson_to_json, canonical_key, document_to_json};
 use mongodb::bson::{Bson, Document, RawDocument, Timestamp};
 
 mod raw;
-pub use raw::{decode_raw, RawChange};
+pub use raw::{decode_raw, write_snapshot_record, RawChange};
 
 /// A change-stream document that cannot be turned into an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

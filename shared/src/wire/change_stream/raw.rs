@@ -16,8 +16,8 @@
 //! with a string that is not UTF-8 or a repeated field name.
 
 use super::super::event::{
-    rank_into, ChangeEvent, ClusterTime, Namespace, Operation, OperationType, Ranked, TxnInfo,
-    SCHEMA,
+    rank_into, ChangeEvent, ClusterTime, Namespace, Operation, OperationType, Ranked, SnapshotInfo,
+    TxnInfo, SCHEMA,
 };
 use super::super::version::Version;
 use super::{decode, read_raw, BadChange, Decoded};
@@ -285,6 +285,45 @@ impl RawChange<'_> {
     }
 }
 
+/// A snapshot copy of `doc` ([`super::snapshot_record`]) written straight
+/// from its BSON: its Kafka key and the record's value appended to `out`.
+/// `None` (with `out` as it was) leaves it to the tree path: no `_id`, or
+/// what [`write_document`] refuses.
+pub fn write_snapshot_record(
+    doc: &RawDocument,
+    ns: &Namespace,
+    snapshot: &SnapshotInfo,
+    out: &mut Vec<u8>,
+) -> Option<String> {
+    let start = out.len();
+    let written = (|| {
+        let id = doc.get("_id").ok()??;
+        let key = canonical_key(&Bson::try_from(id).ok()?);
+        let (t, i) = Version::from_u64(snapshot.version).cluster_time();
+        out.extend_from_slice(b"{\"schema\":");
+        json(out, SCHEMA);
+        out.extend_from_slice(b",\"op\":");
+        json(out, Operation::Snapshot.as_str());
+        out.extend_from_slice(b",\"ns\":");
+        json(out, ns);
+        out.extend_from_slice(b",\"key\":{\"_id\":");
+        write_value(id, out).ok()?;
+        out.extend_from_slice(b"},\"doc\":");
+        write_document(doc, out).ok()?;
+        out.extend_from_slice(b",\"cluster_time\":");
+        json(out, &ClusterTime { t, i });
+        let _ = write!(out, ",\"version\":{}", snapshot.version);
+        out.extend_from_slice(b",\"snapshot\":");
+        json(out, snapshot);
+        out.push(b'}');
+        Some(key)
+    })();
+    if written.is_none() {
+        out.truncate(start);
+    }
+    written
+}
+
 impl Ranked for RawChange<'_> {
     fn cluster_time(&self) -> ClusterTime {
         self.cluster_time
@@ -538,6 +577,45 @@ mod tests {
             }
             c.remove("wallTime");
             assert_same(&c, None);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_copy_is_written_as_the_tree_path_writes_it() {
+        let info = SnapshotInfo {
+            id: "snap-1".into(),
+            version: Version::of_cluster_time(1_700_000_000, 3).as_u64(),
+        };
+        let docs = [
+            doc! { "_id": oid(), "title": "설악산", "n": [1_i32, { "x": null }] },
+            doc! { "title": "_id not first", "_id": "문자열" },
+            doc! { "_id": { "a": 1_i32, "b": DateTime::from_millis(5) } },
+            doc! { "_id": 1.5 },
+        ];
+        for d in docs {
+            let raw = RawDocumentBuf::from_document(&d).unwrap();
+            let mut out = b"[".to_vec();
+            let key = write_snapshot_record(&raw, &ns(), &info, &mut out).expect("written");
+            let (tree_key, ev) = super::super::snapshot_record(&d, &ns(), &info).unwrap();
+            assert_eq!(key, tree_key);
+            assert_eq!(
+                String::from_utf8_lossy(&out[1..]),
+                String::from_utf8_lossy(&serde_json::to_vec(&ev).unwrap()),
+                "{d:?}"
+            );
+        }
+        // No `_id`, or a field twice: left to the tree path, `out` untouched.
+        let mut twice = RawDocumentBuf::new();
+        twice.append("_id", 1_i32);
+        twice.append("x", 1_i32);
+        twice.append("x", 2_i32);
+        for raw in [
+            RawDocumentBuf::from_document(&doc! { "x": 1_i32 }).unwrap(),
+            twice,
+        ] {
+            let mut out = b"[".to_vec();
+            assert_eq!(write_snapshot_record(&raw, &ns(), &info, &mut out), None);
+            assert_eq!(out, b"[");
         }
     }
 
