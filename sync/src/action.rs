@@ -30,7 +30,7 @@ use crate::event::{RawEvent, SourceEvent};
 use crate::record::RawRecord;
 use serde_json::{json, Map, Value};
 use shared::ejson::to_search_json;
-use shared::wire::event::{Operation, UpdateDescription};
+use shared::wire::event::{Namespace, Operation, UpdateDescription};
 use std::sync::Arc;
 
 pub use crate::config::SYNC_FIELD;
@@ -270,6 +270,7 @@ pub fn build_raw(
     projection: &Arc<ProjectionConfig>,
     index: &str,
     partition: i32,
+    names: &mut NsNames,
 ) -> Result<Action, ActionError> {
     let payload = record.payload.as_deref().unwrap_or_default();
     match (ev.op, ev.doc) {
@@ -295,7 +296,7 @@ pub fn build_raw(
                     sync: SyncInfo {
                         version: ev.version.as_u64(),
                         op: ev.op,
-                        ns: ev.ns.to_string(),
+                        ns: names.get(&ev.ns),
                         partition,
                         cluster_time: ev.cluster_time,
                         parent: None,
@@ -340,6 +341,31 @@ pub fn build_raw(
             };
             build(&tree, route, index, partition)
         }
+    }
+}
+
+/// `db.coll` names, one shared string per namespace: a queued document's
+/// `_sync.ns` costs no allocation of its own (issue 17). Bounded: past
+/// [`NsNames::MAX`] namespaces (a topic carrying that many collections),
+/// it starts over.
+#[derive(Debug, Default)]
+pub struct NsNames(std::collections::HashMap<Namespace, Arc<str>>);
+
+impl NsNames {
+    /// Namespaces kept at most.
+    pub const MAX: usize = 1024;
+
+    /// The shared name of `ns`.
+    pub fn get(&mut self, ns: &Namespace) -> Arc<str> {
+        if let Some(n) = self.0.get(ns) {
+            return n.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let name: Arc<str> = Arc::from(ns.to_string());
+        self.0.insert(ns.clone(), name.clone());
+        name
     }
 }
 
@@ -496,6 +522,24 @@ pub fn action_id(a: &Action) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_name_is_made_once_and_shared() {
+        let mut names = NsNames::default();
+        let ns = |c: &str| Namespace {
+            db: "mountain".into(),
+            coll: c.into(),
+        };
+        let a = names.get(&ns("card"));
+        assert_eq!(&*a, "mountain.card");
+        assert!(Arc::ptr_eq(&a, &names.get(&ns("card"))));
+        assert_eq!(&*names.get(&ns("reply")), "mountain.reply");
+        for i in 0..NsNames::MAX + 5 {
+            names.get(&ns(&format!("c{i}")));
+        }
+        assert!(names.0.len() <= NsNames::MAX, "bounded");
+        assert_eq!(&*names.get(&ns("card")), "mountain.card");
+    }
     use crate::event::Format;
     use shared::wire::event::{ClusterTime, Namespace};
     use shared::wire::version::Version;

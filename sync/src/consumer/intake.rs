@@ -36,7 +36,7 @@ impl Loop {
     /// A record handed over by the poller, read in generation `gen` of its
     /// partition.
     pub(super) fn on_record(&mut self, record: RawRecord, gen: u64) {
-        let tp: Tp = (record.topic.to_string(), record.partition);
+        let tp: Tp = (record.topic.clone(), record.partition);
         if self.leaving.is_some() || self.left {
             // Not tracked, so never committed: delivered again after a rejoin.
             return;
@@ -96,12 +96,20 @@ impl Loop {
                 )
                 .map(|secs| (u64::from(ev.cluster_time.t), secs));
                 commit_ms = ev.commit_time_ms();
-                let mut a = action::build_raw(&ev, &record, route, &projection, &index, tp.1)
-                    .map_err(|e| DlqReason {
-                        error_type: e.kind().into(),
-                        reason: e.to_string(),
-                        index: Some(index.clone()),
-                    })?;
+                let mut a = action::build_raw(
+                    &ev,
+                    &record,
+                    route,
+                    &projection,
+                    &index,
+                    tp.1,
+                    &mut self.ns_names,
+                )
+                .map_err(|e| DlqReason {
+                    error_type: e.kind().into(),
+                    reason: e.to_string(),
+                    index: Some(index.clone()),
+                })?;
                 if let (Some(plan), Some(role)) = (&self.rollup, role) {
                     hint = crate::rollup::annotate_raw(plan, role, &ev, payload, &mut a);
                 }

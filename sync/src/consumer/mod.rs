@@ -157,6 +157,7 @@ pub async fn run(
         panics: 0,
         rollup: crate::rollup::Plan::of(&cfg_for_rollup).map(Arc::new),
         projections: HashMap::new(),
+        ns_names: crate::action::NsNames::default(),
     };
     lp.status.set_running(true);
     let out = lp.main(records, events, rx, control, shutdown).await;
@@ -208,6 +209,8 @@ struct Loop {
     /// Each topic's projection, shared by its queued documents (filled
     /// as topics are first read).
     projections: HashMap<String, Arc<crate::config::ProjectionConfig>>,
+    /// `db.coll` names shared by queued documents.
+    ns_names: crate::action::NsNames,
 }
 
 impl Loop {
@@ -233,7 +236,7 @@ impl Loop {
             self.metrics
                 .lag_records
                 .remove(&crate::metrics::PartitionLabels {
-                    topic: tp.0.clone(),
+                    topic: tp.0.to_string(),
                     partition: tp.1,
                 });
         }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Topic and partition.
-pub(super) type Tp = (String, i32);
+pub(super) type Tp = (Arc<str>, i32);
 
 /// How long the channel may stay full before the partitions are paused.
 const STALL: Duration = Duration::from_secs(10);
@@ -122,7 +122,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn tpl_parts(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| (Arc::from(e.topic()), e.partition()))
         .collect()
 }
 
@@ -133,7 +133,7 @@ impl ClientContext for Ctx {
         let handed = lock(&self.handed);
         let mut marks = Vec::new();
         for (tp, _) in gens.iter() {
-            let Some(p) = s.topics.get(&tp.0).and_then(|t| t.partitions.get(&tp.1)) else {
+            let Some(p) = s.topics.get(&*tp.0).and_then(|t| t.partitions.get(&tp.1)) else {
                 continue;
             };
             if p.hi_offset < 0 {
@@ -309,9 +309,8 @@ fn run(
                         Ok(()) => {
                             let g = ctx.new_gen(&tp);
                             // Records of the old generation still waiting are dropped.
-                            waiting.retain(|Polled(r, _)| {
-                                (&*r.topic, r.partition) != (tp.0.as_str(), tp.1)
-                            });
+                            waiting
+                                .retain(|Polled(r, _)| (&*r.topic, r.partition) != (&*tp.0, tp.1));
                             tracing::warn!(topic = %tp.0, partition = tp.1, offset, "partition restarted from its first record not done");
                             ctx.send(Event::Reset(tp, g));
                         }
@@ -404,14 +403,14 @@ fn run(
 /// A record for the loop (with its generation), noting it as handed;
 /// `names` are the subscribed topics' names, shared by their records.
 fn to_polled(ctx: &Ctx, m: &BorrowedMessage<'_>, names: &[Arc<str>]) -> Option<Polled> {
-    let tp: Tp = (m.topic().to_string(), m.partition());
-    let gen = ctx.gen(&tp)?;
-    lock(&ctx.handed).insert(tp, m.offset() + 1);
     let name = names
         .iter()
         .find(|n| n.as_ref() == m.topic())
         .cloned()
         .unwrap_or_else(|| Arc::from(m.topic()));
+    let tp: Tp = (name.clone(), m.partition());
+    let gen = ctx.gen(&tp)?;
+    lock(&ctx.handed).insert(tp, m.offset() + 1);
     let record = RawRecord::copy_of(m, name);
     Some(Polled(record, gen))
 }

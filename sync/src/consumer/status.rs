@@ -21,7 +21,7 @@ impl Loop {
         let mut out = Vec::with_capacity(self.parts.len());
         for ((topic, partition), p) in &self.parts {
             let labels = PartitionLabels {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 partition: *partition,
             };
             let lag = p.lag();
@@ -36,7 +36,7 @@ impl Loop {
                 .get_or_create(&labels)
                 .set(lag_secs);
             out.push(PartitionStatus {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 partition: *partition,
                 state: if p.failed {
                     StreamState::Failed

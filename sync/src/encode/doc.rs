@@ -42,8 +42,9 @@ pub struct SyncInfo {
     pub version: u64,
     /// Its operation.
     pub op: Operation,
-    /// `db.coll`.
-    pub ns: String,
+    /// `db.coll`, shared by the queued documents of a namespace
+    /// ([`crate::action::NsNames`]).
+    pub ns: Arc<str>,
     /// The Kafka partition it was read from.
     pub partition: i32,
     /// Its cluster time.

@@ -458,7 +458,16 @@ fn both_ways(payload: &[u8]) -> (Result<Vec<Value>, String>, Result<Vec<Value>, 
     let raw = event::decode_raw(Some(payload))
         .map_err(|e| e.kind().to_string())
         .and_then(|ev| {
-            action::build_raw(&ev, &record, &r, &p, "cards", 1).map_err(|e| e.kind().to_string())
+            action::build_raw(
+                &ev,
+                &record,
+                &r,
+                &p,
+                "cards",
+                1,
+                &mut action::NsNames::default(),
+            )
+            .map_err(|e| e.kind().to_string())
         })
         .and_then(lines);
     (tree, raw)
