@@ -219,7 +219,9 @@ impl Sink {
                 value: Some(v.as_bytes()),
             });
         }
-        let mut rec = FutureRecord::to(&r.topic).payload(&r.value).headers(headers);
+        let mut rec = FutureRecord::to(&r.topic)
+            .payload(&r.value)
+            .headers(headers);
         if let Some(k) = &r.key {
             rec = rec.key(k.as_bytes());
         }
