@@ -295,7 +295,8 @@ mod tests {
     use super::*;
     use mongodb::bson::{doc, oid::ObjectId};
 
-    fn ns() -> Namespace {
+    /// The namespace of the tests here and in `raw`.
+    pub(super) fn ns() -> Namespace {
         Namespace {
             db: "mountain".into(),
             coll: "card".into(),

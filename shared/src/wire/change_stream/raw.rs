@@ -389,12 +389,7 @@ mod tests {
     use mongodb::bson::{doc, oid::ObjectId, DateTime, Document, RawDocumentBuf, Timestamp};
     use std::str::FromStr;
 
-    fn ns() -> Namespace {
-        Namespace {
-            db: "mountain".into(),
-            coll: "card".into(),
-        }
-    }
+    use super::super::tests::ns;
 
     /// The fast path's key and bytes, and the tree path's, for `change`
     /// given rank `rank`.
