@@ -28,6 +28,7 @@ use crate::encode::{action_line, action_line_len, DocBody, EncodeError};
 use elasticsearch::Elasticsearch;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One item of a batch before resolution.
 #[derive(Debug)]
@@ -87,8 +88,8 @@ impl Body {
 /// deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Index or alias.
-    pub index: String,
+    /// Index or alias (shared by the queued items of a topic).
+    pub index: Arc<str>,
     /// Elasticsearch `_id`.
     pub id: String,
     /// Its version.
@@ -153,8 +154,8 @@ fn to_fetch(items: &[(&Body, &Target)]) -> Vec<(String, String)> {
     let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (body, t) in items {
-        if seen.insert((t.index.as_str(), t.id.as_str())) && matches!(body, Body::Patch(_)) {
-            out.push((t.index.clone(), t.id.clone()));
+        if seen.insert((&*t.index, t.id.as_str())) && matches!(body, Body::Patch(_)) {
+            out.push((t.index.to_string(), t.id.clone()));
         }
     }
     out
@@ -167,7 +168,7 @@ fn apply_all(
 ) -> Vec<Resolved> {
     let mut out: Vec<Resolved> = Vec::with_capacity(items.len());
     for (k, (body, t)) in items.iter().enumerate() {
-        let key = (t.index.clone(), t.id.clone());
+        let key = (t.index.to_string(), t.id.clone());
         match body {
             Body::Ready(_) | Body::Doc(_) | Body::Delete => {
                 let state = if t.delete {

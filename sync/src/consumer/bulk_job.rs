@@ -49,7 +49,6 @@ struct Taken {
     body: Body,
     target: Target,
     offset: i64,
-    kind: &'static str,
     hint: Hint,
     record: Arc<RawRecord>,
     commit_ms: Option<i64>,
@@ -64,7 +63,6 @@ impl BulkJob {
                 Work::Bulk {
                     body,
                     target,
-                    kind,
                     hint,
                     commit_ms,
                     ..
@@ -72,7 +70,6 @@ impl BulkJob {
                     body,
                     target,
                     offset: q.offset,
-                    kind,
                     hint,
                     record: q.record,
                     commit_ms,
@@ -484,7 +481,7 @@ impl BulkJob {
         let index = &t.target.index;
         match fin {
             Final::Success => {
-                let what = if t.kind == "delete" {
+                let what = if t.target.delete {
                     "deleted"
                 } else {
                     "indexed"
@@ -510,9 +507,9 @@ impl BulkJob {
                     why: DlqReason {
                         error_type,
                         reason,
-                        index: Some(index.clone()),
+                        index: Some(index.to_string()),
                     },
-                    index: index.clone(),
+                    index: index.to_string(),
                 });
                 false
             }
@@ -571,7 +568,6 @@ mod tests {
                 delete,
             },
             offset: 0,
-            kind: "test",
             hint: Hint::Child(parent.map(str::to_string)),
             record: Arc::new(RawRecord::default()),
             commit_ms: None,

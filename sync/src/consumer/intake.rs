@@ -46,12 +46,15 @@ impl Loop {
             return;
         };
         // Shared by the topic's queued documents (made once per topic).
-        let projection = match self.projections.get(&*record.topic) {
-            Some(p) => p.clone(),
+        let TopicShared { projection, alias } = match self.topic_shared.get(&*record.topic) {
+            Some(s) => s.clone(),
             None => self
-                .projections
+                .topic_shared
                 .entry(record.topic.to_string())
-                .or_insert_with(|| Arc::new(route.projection.clone()))
+                .or_insert_with(|| TopicShared {
+                    projection: Arc::new(route.projection.clone()),
+                    alias: Arc::from(route.alias.as_str()),
+                })
                 .clone(),
         };
         let record = Arc::new(record);
@@ -123,8 +126,7 @@ impl Loop {
             }
             Ok(a @ Action::SnapshotEnd { .. }) => Work::Cleanup { action: a },
             Ok(a) => {
-                let kind = a.kind();
-                let Some((body, target)) = queued_body(a) else {
+                let Some((body, target)) = queued_body(a, &alias) else {
                     return;
                 };
                 let size = body.len_hint(&target);
@@ -132,7 +134,6 @@ impl Loop {
                     body,
                     target,
                     size,
-                    kind,
                     hint,
                     commit_ms,
                 }
@@ -160,11 +161,25 @@ impl Loop {
     }
 }
 
+/// What the queued documents of one topic share.
+#[derive(Debug, Clone)]
+pub(super) struct TopicShared {
+    /// The topic's projection.
+    pub(super) projection: Arc<crate::config::ProjectionConfig>,
+    /// Its alias, the target of its items.
+    pub(super) alias: Arc<str>,
+}
+
 /// What a bulk action waits in the queue as: its body and target (`None`
-/// for actions that are not bulk items).
-fn queued_body(a: Action) -> Option<(Body, Target)> {
+/// for actions that are not bulk items); `alias` is the topic's, shared by
+/// the targets that name it.
+fn queued_body(a: Action, alias: &Arc<str>) -> Option<(Body, Target)> {
     let target = |index: String, id: String, version: u64, delete: bool| Target {
-        index,
+        index: if *index == **alias {
+            alias.clone()
+        } else {
+            Arc::from(index)
+        },
         id,
         version,
         delete,

@@ -156,7 +156,7 @@ pub async fn run(
         pinging: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         panics: 0,
         rollup: crate::rollup::Plan::of(&cfg_for_rollup).map(Arc::new),
-        projections: HashMap::new(),
+        topic_shared: HashMap::new(),
         ns_names: crate::action::NsNames::default(),
     };
     lp.status.set_running(true);
@@ -208,7 +208,8 @@ struct Loop {
     rollup: Option<Arc<crate::rollup::Plan>>,
     /// Each topic's projection, shared by its queued documents (filled
     /// as topics are first read).
-    projections: HashMap<String, Arc<crate::config::ProjectionConfig>>,
+    /// Per topic, what its queued documents share.
+    topic_shared: HashMap<String, intake::TopicShared>,
     /// `db.coll` names shared by queued documents.
     ns_names: crate::action::NsNames,
 }

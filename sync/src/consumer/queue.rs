@@ -22,7 +22,7 @@
 use super::partition::{Queued, Waiting, Work};
 use crate::bulk::request::BulkLimits;
 use crate::offsets::OffsetTracker;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 /// How far into a queue a request looks for records not held back (a
@@ -61,9 +61,6 @@ pub(super) struct PartitionQueue {
     /// Set when a take found nothing it may send (everything held back):
     /// no new try until a request of this partition finishes.
     stuck: bool,
-    /// offset -> (event time seconds, bytes) of records not done.
-    outstanding: BTreeMap<i64, (u64, usize)>,
-    outstanding_bytes: usize,
     /// The offset last stored for commit.
     pub(super) stored: Option<i64>,
     /// Why the partition waits, shown on `/status`.
@@ -109,8 +106,6 @@ impl PartitionQueue {
             bulks: 0,
             cleaning: false,
             stuck: false,
-            outstanding: BTreeMap::new(),
-            outstanding_bytes: 0,
             stored: None,
             waiting: None,
             failed: false,
@@ -121,12 +116,10 @@ impl PartitionQueue {
 
     /// Notes a received record; `false` for a repeat (already received).
     pub(super) fn receive(&mut self, offset: i64, event_secs: u64, bytes: usize) -> bool {
-        if !self.tracker.received(offset) {
+        if !self.tracker.received(offset, event_secs, bytes) {
             return false;
         }
         self.next_expected = offset + 1;
-        self.outstanding.insert(offset, (event_secs, bytes));
-        self.outstanding_bytes += bytes;
         true
     }
 
@@ -141,11 +134,11 @@ impl PartitionQueue {
 
     /// Marks `offset` done; the new committable offset if it moved.
     pub(super) fn done(&mut self, offset: i64) -> Option<i64> {
-        if let Some((_, size)) = self.outstanding.remove(&offset) {
-            self.outstanding_bytes = self.outstanding_bytes.saturating_sub(size);
+        let done = self.tracker.done(offset);
+        if done.newly {
             self.failed = false;
         }
-        self.tracker.done(offset)
+        done.moved
     }
 
     /// What may start now (see the module documentation).
@@ -268,12 +261,12 @@ impl PartitionQueue {
 
     /// Records received and not done, and their bytes.
     pub(super) fn outstanding(&self) -> (usize, usize) {
-        (self.tracker.outstanding(), self.outstanding_bytes)
+        (self.tracker.outstanding(), self.tracker.bytes())
     }
 
     /// Event time (seconds) of the oldest record not done.
     pub(super) fn oldest_event_secs(&self) -> Option<u64> {
-        self.outstanding.values().next().map(|(t, _)| *t)
+        self.tracker.oldest_event_secs()
     }
 
     /// The next offset to commit (everything before it is done).
@@ -375,7 +368,6 @@ mod tests {
                     delete: false,
                 },
                 size: 10,
-                kind: "index",
                 hint: crate::rollup::Hint::Plain,
                 commit_ms: None,
             },
