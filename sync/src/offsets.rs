@@ -1,5 +1,6 @@
-//! Per-partition offset tracking: which received records are done, and the
-//! offset that may be committed.
+//! Per-partition offset tracking: which received records are done, the
+//! offset that may be committed, and what the records not done hold (bytes
+//! for the buffer bound, the oldest event time for the lag).
 //!
 //! Records arrive in offset order ([`OffsetTracker::received`]); they finish
 //! in any order ([`OffsetTracker::done`]): bulk items in order, but DLQ

@@ -120,7 +120,14 @@ pub fn write_value(value: RawBsonRef<'_>, out: &mut Vec<u8>) -> Result<(), Unwri
         RawBsonRef::Decimal128(d) => {
             wrapped(out, "$numberDecimal", |out| string(out, &d.to_string()))
         }
-        RawBsonRef::ObjectId(oid) => wrapped(out, "$oid", |out| string(out, &oid.to_hex())),
+        RawBsonRef::ObjectId(oid) => wrapped(out, "$oid", |out| {
+            // Hex digits need no escaping; no string made for them.
+            let mut hex = [0u8; 24];
+            let _ = hex::encode_to_slice(oid.bytes(), &mut hex);
+            out.push(b'"');
+            out.extend_from_slice(&hex);
+            out.push(b'"');
+        }),
         RawBsonRef::DateTime(dt) => wrapped(out, "$date", |out| match relaxed_date(dt) {
             Ok(s) => string(out, &s),
             Err(ms) => wrapped(out, "$numberLong", |out| string(out, &ms.to_string())),
