@@ -488,9 +488,12 @@ async fn reindex_from_index_copies_changes_accepted_but_not_yet_refreshed() {
         .iter()
         .map(|h| &h["_source"]["title"])
         .collect();
+    // At least one update must sit in the window (a refresh from elsewhere
+    // on the shared node exposed seven of ten once, in scripts/test's
+    // parallel run); each one there is a case the copy must not miss.
     assert!(
-        titles.len() == 10 && titles.iter().all(|t| *t == "old"),
-        "the updates are already searchable: {titles:?}"
+        titles.len() == 10 && titles.iter().any(|t| *t == "old"),
+        "every update is already searchable, nothing to test: {titles:?}"
     );
 
     let new_index = format!("{}-000002", n.alias);
