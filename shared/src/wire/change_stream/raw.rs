@@ -232,13 +232,7 @@ impl RawChange<'_> {
     }
 
     fn write_fields(&self, out: &mut Vec<u8>) -> Result<(), Unwritable> {
-        out.extend_from_slice(b"{\"schema\":");
-        json(out, SCHEMA);
-        out.extend_from_slice(b",\"op\":");
-        json(out, self.op.as_str());
-        out.extend_from_slice(b",\"ns\":");
-        json(out, &self.ns);
-        out.extend_from_slice(b",\"key\":");
+        write_head(out, self.op, &self.ns);
         write_document(self.key_doc, out)?;
         if let Some(d) = self.doc {
             out.extend_from_slice(b",\"doc\":");
@@ -300,13 +294,8 @@ pub fn write_snapshot_record(
         let id = doc.get("_id").ok()??;
         let key = canonical_key(&Bson::try_from(id).ok()?);
         let (t, i) = Version::from_u64(snapshot.version).cluster_time();
-        out.extend_from_slice(b"{\"schema\":");
-        json(out, SCHEMA);
-        out.extend_from_slice(b",\"op\":");
-        json(out, Operation::Snapshot.as_str());
-        out.extend_from_slice(b",\"ns\":");
-        json(out, ns);
-        out.extend_from_slice(b",\"key\":{\"_id\":");
+        write_head(out, Operation::Snapshot, ns);
+        out.extend_from_slice(b"{\"_id\":");
         write_value(id, out).ok()?;
         out.extend_from_slice(b"},\"doc\":");
         write_document(doc, out).ok()?;
@@ -375,6 +364,18 @@ fn write_update(u: &RawDocument, out: &mut Vec<u8>) -> Result<(), Unwritable> {
     }
     out.push(b'}');
     Ok(())
+}
+
+/// The envelope's first fields, up to the key's value: `{"schema":..,
+/// "op":..,"ns":..,"key":`.
+fn write_head(out: &mut Vec<u8>, op: Operation, ns: &Namespace) {
+    out.extend_from_slice(b"{\"schema\":");
+    json(out, SCHEMA);
+    out.extend_from_slice(b",\"op\":");
+    json(out, op.as_str());
+    out.extend_from_slice(b",\"ns\":");
+    json(out, ns);
+    out.extend_from_slice(b",\"key\":");
 }
 
 /// A small value of the envelope, as serde_json writes it.
