@@ -24,7 +24,7 @@ use crate::ours;
 use crate::peers;
 use crate::phases::latency::{self, Target};
 use crate::phases::source::Seeded;
-use crate::phases::{compare, failed, resources};
+use crate::phases::{compare, failed, resources, servers_cpu};
 use crate::process::{procmon, Child};
 use crate::stats::round;
 use crate::templates::start_at;
@@ -104,6 +104,7 @@ async fn monstache_trial(cx: &Ctx, bin: &Path, db: &Seeded, prefix: &str) -> Res
     let http = cx.ports.addr()?;
     let text = config(cx, &db.uri, &db.names.db, prefix, &http, Some(db.ts));
     let t0 = Instant::now();
+    let servers0 = cx.o.servers.mark();
     let mut m = start(cx, bin, prefix, &text, http)?;
     let before = m.mon.now();
     let admin = m.admin.clone();
@@ -117,6 +118,7 @@ async fn monstache_trial(cx: &Ctx, bin: &Path, db: &Seeded, prefix: &str) -> Res
     )
     .await;
     let after = m.mon.now();
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let u = procmon::usage(&m.mon.samples(), before, after, n);
     m.stop().await?;
     cx.es.delete_indices(prefix).await;
@@ -125,6 +127,7 @@ async fn monstache_trial(cx: &Ctx, bin: &Path, db: &Seeded, prefix: &str) -> Res
         "docs_per_s": round(c.rate(n), 0),
         "first_documents_after_spawn_s": round(c.first, 2),
         "resources": u.json(),
+        "servers_cpu": servers,
     }))
 }
 
@@ -135,6 +138,7 @@ async fn ours_trial(cx: &Ctx, db: &Seeded, prefix: &str) -> Result<Value> {
     let names = db.names.with_prefix(prefix.to_string());
     kafka::create_topics(&cx.o.kafka, &names.topics(), cx.o.partitions).await?;
     let t0 = Instant::now();
+    let servers0 = cx.o.servers.mark();
     let mut s = ours::spawn_source(cx, &db.uri, &names, start_at(db.ts), "exactly_once", prefix)?;
     let y = ours::spawn_sync(
         cx,
@@ -159,6 +163,7 @@ async fn ours_trial(cx: &Ctx, db: &Seeded, prefix: &str) -> Result<Value> {
         .await
     };
     let (s1, y1) = (s.mon.now(), y.mon.now());
+    let servers = cx.o.servers.share(&servers0, &cx.o.servers.mark());
     let su = procmon::usage(&s.mon.samples(), s0, s1, n);
     let yu = procmon::usage(&y.mon.samples(), y0, y1, n);
     s.stop().await?;
@@ -176,6 +181,7 @@ async fn ours_trial(cx: &Ctx, db: &Seeded, prefix: &str) -> Result<Value> {
             "cpu_s_per_1k_events": round(su.cpu_s_per_1k + yu.cpu_s_per_1k, 3),
             "cpu_share": round(su.cpu_share + yu.cpu_share, 3),
         },
+        "servers_cpu": servers,
     }))
 }
 
@@ -220,6 +226,7 @@ pub async fn run(cx: &Ctx, bin: &Path, db: &Seeded, lat: &Value) -> Result<Value
             "vs_monstache": compare(&trials, "ours", "monstache", "docs_per_s"),
             "ours_resources": resources(&trials, "ours"),
             "monstache_resources": resources(&trials, "monstache"),
+            "servers_cpu": {"ours": servers_cpu(&trials, "ours"), "monstache": servers_cpu(&trials, "monstache")},
             "trials": trials,
         },
         "latency": latency,
