@@ -21,6 +21,7 @@
 use super::large_event::{self, Fragments, Mode};
 use super::pipeline::{self, Pending};
 use super::poison;
+use super::reader::Reader;
 use super::stages::{Stage, StageClock};
 use super::writer::Batch;
 use super::{now_iso, Pos, Start, StreamCtx, Writer};
@@ -70,7 +71,7 @@ pub async fn follow(
     let mut split = server_splits(ctx).await;
     let mut mode = Mode::Normal;
     loop {
-        let mut stream = match open(ctx, &start, split, mode).await {
+        let stream = match open(ctx, &start, split, mode).await {
             Err(StreamError::Mongo(e)) if split && large_event::is_split_unsupported(&e) => {
                 tracing::warn!(stream = %ctx.spec.name, error = %e, "server refuses $changeStreamSplitLargeEvent; large events will be skipped");
                 split = false;
@@ -79,10 +80,16 @@ pub async fn follow(
             r => r?,
         };
         ctx.status.set_state(StreamState::Running);
+        // Read ahead on a task of its own (`reader`): one batch at most,
+        // and no further than the events this life may take.
+        let ahead = mode
+            .event_budget(ctx.cfg.batch.max_events)
+            .unwrap_or(ctx.cfg.batch.max_events);
+        let mut reader = Reader::spawn(stream, ahead.min(ctx.cfg.batch.max_events));
         let drained = drain(
             ctx,
             writer,
-            &mut stream,
+            &mut reader,
             &mut position,
             &mut ranks,
             mode,
@@ -225,16 +232,15 @@ async fn open(
     Ok(stream.with_type::<RawDocumentBuf>())
 }
 
-fn token_json(stream: &ChangeStream<RawDocumentBuf>) -> Option<serde_json::Value> {
-    let token = stream.resume_token()?;
-    let bson = mongodb::bson::to_bson(&token).ok()?;
+fn token_json(token: Option<&ResumeToken>) -> Option<serde_json::Value> {
+    let bson = mongodb::bson::to_bson(token?).ok()?;
     Some(bson.into_canonical_extjson())
 }
 
 async fn drain(
     ctx: &StreamCtx,
     writer: &Writer,
-    stream: &mut ChangeStream<RawDocumentBuf>,
+    reader: &mut Reader,
     position: &mut Pos,
     ranks: &mut TxnRanks,
     mode: Mode,
@@ -244,7 +250,7 @@ async fn drain(
     let out = drain_pipelined(
         ctx,
         writer,
-        stream,
+        reader,
         position,
         ranks,
         mode,
@@ -263,7 +269,7 @@ async fn drain(
 async fn drain_pipelined<'a>(
     ctx: &'a StreamCtx,
     writer: &'a Writer,
-    stream: &mut ChangeStream<RawDocumentBuf>,
+    reader: &mut Reader,
     position: &mut Pos,
     ranks: &mut TxnRanks,
     mode: Mode,
@@ -279,6 +285,8 @@ async fn drain_pipelined<'a>(
     let mut last_id: Option<Bson> = None;
     let mut budget = mode.event_budget(limits.max_events);
     let mut clock = StageClock::start();
+    // The stream's resume token after the last read taken.
+    let mut stream_token: Option<ResumeToken> = None;
     loop {
         let mut batch = Batch::default();
         let mut invalidated = false;
@@ -289,11 +297,13 @@ async fn drain_pipelined<'a>(
                 break;
             }
             // The next event, read while the previous batch commits.
-            let read = pipeline::read(stream.next_if_any(), pending, &ctx.cancel);
+            let read = pipeline::read(reader.next(), pending, &ctx.cancel);
             let Some(next) = clock.wait(Stage::Read, read).await? else {
                 break;
             };
-            let next = match next {
+            let next = next?;
+            stream_token = next.token;
+            let next = match next.item {
                 Ok(n) => n,
                 Err(e) if large_event::is_too_large(&e) => {
                     tracing::error!(stream = %ctx.spec.name, error = %e, ?mode, "change event over 16 MB");
@@ -444,7 +454,7 @@ async fn drain_pipelined<'a>(
         let token = if fragments.pending() {
             fragments.resume_before.clone()
         } else {
-            token_json(stream)
+            token_json(stream_token.as_ref())
         };
         let token_moved = token.is_some() && token != position.token;
         if !batch.is_empty() || token_moved || invalidated {

@@ -13,6 +13,7 @@ mod changes;
 pub mod large_event;
 mod pipeline;
 pub mod poison;
+mod reader;
 pub mod snapshot;
 pub mod stages;
 pub mod truncate;
