@@ -22,9 +22,7 @@
 use super::partition::{Queued, Waiting, Work};
 use crate::bulk::request::BulkLimits;
 use crate::offsets::OffsetTracker;
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
 use std::time::Instant;
 
 /// How far into a queue a request looks for records not held back (a
@@ -54,12 +52,8 @@ pub(super) struct PartitionQueue {
     /// Bulk items in `queue` and their bytes.
     queued_items: usize,
     queued_bytes: usize,
-    /// Documents with an item in flight: count of items by a hash of the
-    /// `_id` (no copy of the id per record in flight). Two ids of one hash
-    /// hold each other back, which only delays; never reorders.
-    in_flight_ids: HashMap<u64, u32>,
-    /// The hash of `in_flight_ids` (seeded per partition).
-    id_hash: RandomState,
+    /// Documents with an item in flight (count of items).
+    in_flight_ids: HashMap<String, usize>,
     /// Bulk requests of this partition in flight.
     bulks: usize,
     /// A snapshot cleanup in flight.
@@ -109,7 +103,6 @@ impl PartitionQueue {
             queued_items: 0,
             queued_bytes: 0,
             in_flight_ids: HashMap::new(),
-            id_hash: RandomState::new(),
             bulks: 0,
             cleaning: false,
             stuck: false,
@@ -190,7 +183,7 @@ impl PartitionQueue {
                 break;
             };
             let id = target.id.as_str();
-            if held.contains(id) || self.in_flight_ids.contains_key(&self.id_hash.hash_one(id)) {
+            if held.contains(id) || self.in_flight_ids.contains_key(id) {
                 held.insert(id);
                 continue;
             }
@@ -206,29 +199,21 @@ impl PartitionQueue {
             self.stuck = !self.queue.is_empty();
             return Vec::new();
         }
-        let out: Vec<Queued> = if take.last() == Some(&(take.len() - 1)) {
-            // Nothing held back: the head of the queue, taken in place (no
-            // second queue per request).
-            self.queue.drain(..take.len()).collect()
-        } else {
-            let mut out = Vec::with_capacity(take.len());
-            let mut rest = VecDeque::with_capacity(self.queue.capacity());
-            let mut next = take.iter().peekable();
-            for (k, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
-                if next.peek() == Some(&&k) {
-                    next.next();
-                    out.push(q);
-                } else {
-                    rest.push_back(q);
-                }
+        let mut out = Vec::with_capacity(take.len());
+        let mut rest = VecDeque::with_capacity(self.queue.len() - take.len());
+        let mut next = take.iter().peekable();
+        for (k, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            if next.peek() == Some(&&k) {
+                next.next();
+                out.push(q);
+            } else {
+                rest.push_back(q);
             }
-            self.queue = rest;
-            out
-        };
+        }
+        self.queue = rest;
         for q in &out {
             if let Work::Bulk { target, size, .. } = &q.work {
-                let key = self.id_hash.hash_one(target.id.as_str());
-                *self.in_flight_ids.entry(key).or_insert(0) += 1;
+                *self.in_flight_ids.entry(target.id.clone()).or_insert(0) += 1;
                 self.queued_items -= 1;
                 self.queued_bytes = self.queued_bytes.saturating_sub(*size);
             }
@@ -250,11 +235,10 @@ impl PartitionQueue {
     /// longer in flight).
     pub(super) fn bulk_finished<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         for id in ids {
-            let key = self.id_hash.hash_one(id);
-            if let Some(n) = self.in_flight_ids.get_mut(&key) {
+            if let Some(n) = self.in_flight_ids.get_mut(id) {
                 *n -= 1;
                 if *n == 0 {
-                    self.in_flight_ids.remove(&key);
+                    self.in_flight_ids.remove(id);
                 }
             }
         }
@@ -457,22 +441,6 @@ mod tests {
         );
         p.bulk_finished(["a", "b", "c"]);
         assert_eq!(ids(&p.take_bulk(&l)), [3, 5]);
-    }
-
-    #[test]
-    fn a_request_from_the_head_is_taken_in_place() {
-        let t0 = Instant::now();
-        let l = limits();
-        let mut p = queue((0..8).map(|i| bulk(i, &format!("d{i}"), t0)).collect());
-        let capacity = p.queue.capacity();
-        assert_eq!(ids(&p.take_bulk(&l)), [0, 1, 2]);
-        assert_eq!(
-            p.queue.capacity(),
-            capacity,
-            "no second queue built for the records left"
-        );
-        assert_eq!(p.queue.front().map(|q| q.offset), Some(3));
-        assert_eq!(p.queue.len(), 5);
     }
 
     #[test]
