@@ -161,6 +161,12 @@ def resources_rows(rows):
           f"| {med(res.get('cpu_s_per_1k_events'), lambda x: f'{x:.3f}')} | {share} |")
 
 
+def stage_splits(src):
+    """mongo-source's `stages_ms_per_1k` of each trial of a source phase that recorded one."""
+    stages = [t["ours"].get("stages_ms_per_1k") for t in g(src, "trials", default=[]) if isinstance(t.get("ours"), dict)]
+    return [x for x in stages if isinstance(x, dict)]
+
+
 def servers_line(sc, labels):
     """One line: each server's median share of its core during each arm's trials."""
     if not isinstance(sc, dict):
@@ -216,8 +222,7 @@ def source_section(title, s, server):
     servers_line(s.get("servers_cpu"), [("ours", "mongo-source trials"), ("raw", "raw read trials"),
                                         ("kafka_connect", "Kafka Connect trials")])
     w("")
-    stages = [t["ours"].get("stages_ms_per_1k") for t in s.get("trials", []) if isinstance(t.get("ours"), dict)]
-    stages = [x for x in stages if isinstance(x, dict)]
+    stages = stage_splits(s)
     if stages:
         def stage(k):
             return statistics.median(x.get(k, 0) for x in stages)
@@ -469,8 +474,7 @@ def bound_vector():
 
 
 def bound_raw(src):
-    stages = [t["ours"].get("stages_ms_per_1k") for t in g(src, "trials", default=[]) if isinstance(t.get("ours"), dict)]
-    stages = [x for x in stages if isinstance(x, dict)]
+    stages = stage_splits(src)
     t = f"mongo-source used {pct(g(src, 'ours_resources', 'cpu_share', 'median'))} of its core"
     if stages:
         st = {k: statistics.median(x.get(k, 0) for x in stages) for k in ("read", "convert")}

@@ -82,10 +82,9 @@ pub async fn follow(
         ctx.status.set_state(StreamState::Running);
         // Read ahead on a task of its own (`reader`): one batch at most,
         // and no further than the events this life may take.
-        let ahead = mode
-            .event_budget(ctx.cfg.batch.max_events)
-            .unwrap_or(ctx.cfg.batch.max_events);
-        let mut reader = Reader::spawn(stream, ahead.min(ctx.cfg.batch.max_events));
+        let max = ctx.cfg.batch.max_events;
+        let ahead = mode.event_budget(max).map_or(max, |b| b.min(max));
+        let mut reader = Reader::spawn(stream, ahead);
         let drained = drain(
             ctx,
             writer,
