@@ -15,8 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KEPT = "<!-- kept: begin -->\n## Hand-kept\n\nfigure 42\n<!-- kept: end -->"
 
 
-def render(page_before):
-    result = sorted(glob.glob(os.path.join(HERE, "results", "*Z.json")))[-1]
+def render(page_before, result=None):
+    result = result or sorted(glob.glob(os.path.join(HERE, "results", "*Z.json")))[-1]
     with tempfile.TemporaryDirectory() as d:
         page = os.path.join(d, "benchmarks.md")
         if page_before is not None:
@@ -32,7 +32,23 @@ def main():
     assert "old generated text" not in kept, "the generated part was not rewritten"
     assert "<!-- kept" not in render(None), "a section appeared from nowhere"
     print("bench/report.py: hand-kept sections carried over")
+    check_bounds()
     check_profile_shares()
+
+
+def check_bounds():
+    """A missed target's row says what bounds it, from the run's own figures
+    (a full run of 2026-12-07 that missed them)."""
+    page = render(None, os.path.join(HERE, "results", "2026-12-07T185351Z.json"))
+    rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
+    def row(start):
+        return next(v for k, v in rows.items() if k.startswith(start))
+    assert "114% of what the node indexed from straight `_bulk` (9,086 docs/s" in row("| es-sync ≥ 1.5× Monstache"), \
+        row("| es-sync ≥ 1.5× Monstache")
+    assert "172% of straight `_bulk`" in row("| es-sync ≥ 2× Vector")
+    assert "servers' core busy 99% (elasticsearch 53%" in row("| p99 commit → searchable ≤ refresh + 300 ms (1,300 ms) at 1,000/s")
+    assert row("| es-sync ≥ 90% of `_bulk`").endswith("| met |  |"), "a met target names no bound"
+    print("bench/report.py: each missed target says what bounds it")
 
 
 # A flat perf report as the bench writes it (`--percent-limit 0.5`).
