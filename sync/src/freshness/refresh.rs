@@ -14,13 +14,21 @@
 //!   operation counted in the earlier one is visible (that refresh came
 //!   after them);
 //! - Elasticsearch refreshes a copy only when it has unrefreshed
-//!   operations (an idle copy's count does not move), at the latest one
+//!   operations (an idle copy's count does not move), normally one
 //!   `index.refresh_interval` after the previous one. So a copy whose
 //!   counts have not changed for longer than that (plus a poll interval
-//!   and [`QUIET_SLACK_MS`]) has nothing unrefreshed: everything counted is
-//!   visible. Without this a shard that received none of our documents
-//!   would hold them back forever. With `refresh_interval: -1` nothing is
-//!   inferred.
+//!   and [`QUIET_SLACK_MS`]) is taken to have nothing unrefreshed:
+//!   everything counted is visible. Without this a shard that received
+//!   none of our documents would hold them back forever. With
+//!   `refresh_interval: -1` nothing is inferred.
+//! - Except for a copy known to be **behind**: its operations grew between
+//!   two snapshots while its refresh count did not, so it certainly holds
+//!   unrefreshed operations, and Elasticsearch will refresh it, however
+//!   late a loaded node is. Such a copy waits for its refresh count to move;
+//!   the quiet rule applies to it only after [`BEHIND_QUIET_FACTOR`] times
+//!   as long (a refresh that completed between Elasticsearch's reads of
+//!   the two counters of one snapshot, microseconds apart, could otherwise
+//!   leave it waiting for ever).
 //! - a copy whose counts went down (restarted, moved: statistics start
 //!   again) is a new copy (a new generation); a copy that disappeared
 //!   holds nothing we wait for.
@@ -41,6 +49,12 @@ use std::collections::{BTreeMap, HashMap};
 /// nothing unrefreshed: the time a refresh itself may take and the
 /// scheduler's jitter.
 pub(crate) const QUIET_SLACK_MS: i64 = 250;
+
+/// How many quiet times a copy known to be behind waits before the quiet
+/// rule applies to it anyway (module documentation): long enough that a
+/// late refresh of a loaded node is waited for, short enough that the
+/// rare copy wrongly taken for behind is measured late rather than never.
+pub(crate) const BEHIND_QUIET_FACTOR: i64 = 10;
 
 /// The request path of the statistics of `target` (an alias or index).
 pub(crate) fn stats_path(target: &str) -> String {
@@ -211,6 +225,9 @@ struct Track {
     visible_ops: Option<u64>,
     /// Since when (ms) `last` has not changed.
     quiet_since: i64,
+    /// Operations grew since the last refresh seen: the copy certainly
+    /// holds unrefreshed operations (module documentation).
+    behind: bool,
     /// Generation: a new one when the copy appears or its counters reset.
     gen: u64,
 }
@@ -242,16 +259,23 @@ impl Copies {
                 last: *stat,
                 visible_ops: None,
                 quiet_since: now,
+                behind: false,
                 gen,
             };
             match self.tracks.get_mut(key) {
                 Some(t) if stat.refreshes >= t.last.refreshes && stat.ops >= t.last.ops => {
                     if stat.refreshes != t.last.refreshes {
                         t.visible_ops = t.visible_ops.max(Some(t.last.ops));
+                        // Operations that came with the refresh may or may
+                        // not be in it: not certainly behind.
+                        t.behind = false;
+                    } else if stat.ops != t.last.ops {
+                        t.behind = true;
                     }
+                    let factor = if t.behind { BEHIND_QUIET_FACTOR } else { 1 };
                     if *stat != t.last {
                         t.quiet_since = now;
-                    } else if quiet(&key.index).is_some_and(|q| now - t.quiet_since >= q) {
+                    } else if quiet(&key.index).is_some_and(|q| now - t.quiet_since >= q * factor) {
                         t.visible_ops = t.visible_ops.max(Some(stat.ops));
                     }
                     t.last = *stat;
@@ -453,6 +477,45 @@ mod tests {
         let b = c.baseline();
         c.observe(&snap(&[(0, 3, 2)]), 60_000, |_: &str| None);
         assert!(!c.covers(&b));
+    }
+
+    #[test]
+    fn a_copy_behind_waits_for_its_refresh_however_late() {
+        let q = 1000 + 100 + QUIET_SLACK_MS;
+        let quiet = |_: &str| Some(q);
+        let mut c = Copies::default();
+        c.observe(&snap(&[(0, 3, 1)]), 0, quiet);
+        // A document indexed, no refresh yet: the copy is behind.
+        c.observe(&snap(&[(0, 3, 2)]), 100, quiet);
+        let b = c.baseline();
+        // A loaded node refreshes late: quiet for longer than the
+        // interval is no proof while the copy is known to be behind.
+        c.observe(&snap(&[(0, 3, 2)]), 100 + q + 500, quiet);
+        assert!(!c.covers(&b), "no refresh seen since the operation");
+        c.observe(&snap(&[(0, 4, 2)]), 100 + q + 600, quiet);
+        assert!(c.covers(&b), "the late refresh came");
+        // A copy wrongly taken for behind is not waited for for ever.
+        let mut c = Copies::default();
+        c.observe(&snap(&[(0, 3, 1)]), 0, quiet);
+        c.observe(&snap(&[(0, 3, 2)]), 100, quiet);
+        let b = c.baseline();
+        c.observe(
+            &snap(&[(0, 3, 2)]),
+            100 + q * BEHIND_QUIET_FACTOR - 1,
+            quiet,
+        );
+        assert!(!c.covers(&b));
+        c.observe(&snap(&[(0, 3, 2)]), 100 + q * BEHIND_QUIET_FACTOR, quiet);
+        assert!(c.covers(&b));
+        // Operations that came with a refresh may be in it: the quiet rule
+        // applies after the normal time.
+        let mut c = Copies::default();
+        c.observe(&snap(&[(0, 3, 1)]), 0, quiet);
+        c.observe(&snap(&[(0, 4, 2)]), 100, quiet);
+        let b = c.baseline();
+        assert!(!c.covers(&b));
+        c.observe(&snap(&[(0, 4, 2)]), 100 + q, quiet);
+        assert!(c.covers(&b));
     }
 
     #[test]
