@@ -13,6 +13,10 @@
 
 use std::collections::VecDeque;
 
+/// Capacity of a partition's pending entries kept whatever it holds: a
+/// small queue is not reallocated as it fills and drains.
+const KEEP_CAPACITY: usize = 1024;
+
 /// One received record not yet in the done prefix. 24 bytes: up to
 /// `consumer.max_buffered_records` of these exist at once.
 #[derive(Debug, Clone, Copy)]
@@ -97,8 +101,22 @@ impl OffsetTracker {
         }
         if moved.is_some() {
             self.committable = moved;
+            self.trim();
         }
         Done { newly, moved }
+    }
+
+    /// Gives back the capacity a burst left once the entries fall under a
+    /// quarter of it: a `VecDeque` keeps its largest capacity, and every
+    /// partition's would otherwise stay at its busiest moment's (up to
+    /// `consumer.max_buffered_records` entries each). Halving only after
+    /// falling to a quarter keeps the copies amortised O(1) per entry.
+    fn trim(&mut self) {
+        let cap = self.pending.capacity();
+        if cap > KEEP_CAPACITY && cap > 4 * self.pending.len() {
+            self.pending
+                .shrink_to((2 * self.pending.len()).max(KEEP_CAPACITY));
+        }
     }
 
     /// The next offset to commit, if any record finished.
@@ -153,6 +171,28 @@ mod tests {
         assert_eq!((t.outstanding(), t.bytes()), (0, 0));
         assert_eq!(t.oldest_event_secs(), None);
         assert_eq!(t.committable(), Some(16));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_capacity_back() {
+        let mut t = OffsetTracker::default();
+        for o in 0..10_000 {
+            t.received(o, 0, 1);
+        }
+        assert!(t.pending.capacity() >= 10_000);
+        for o in 0..9_990 {
+            t.done(o);
+        }
+        assert_eq!(t.outstanding(), 10);
+        assert!(
+            t.pending.capacity() <= 2 * KEEP_CAPACITY,
+            "capacity {} kept for 10 entries",
+            t.pending.capacity()
+        );
+        assert_eq!(
+            (t.first_pending(), t.committable()),
+            (Some(9_990), Some(9_990))
+        );
     }
 
     #[test]

@@ -22,12 +22,18 @@
 use super::partition::{Queued, Waiting, Work};
 use crate::bulk::request::BulkLimits;
 use crate::offsets::OffsetTracker;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 /// How far into a queue a request looks for records not held back (a
 /// bound on the work of one scan).
 const SCAN_FACTOR: usize = 4;
+
+/// Entries of the documents-in-flight map kept whatever it holds (see
+/// [`PartitionQueue::bulk_finished`]).
+const KEEP_IDS: usize = 1024;
 
 /// What the loop may start on a partition now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +58,12 @@ pub(super) struct PartitionQueue {
     /// Bulk items in `queue` and their bytes.
     queued_items: usize,
     queued_bytes: usize,
-    /// Documents with an item in flight (count of items).
-    in_flight_ids: HashMap<String, usize>,
+    /// Documents with an item in flight: count of items by a hash of the
+    /// `_id` (no copy of the id per record in flight). Two ids of one hash
+    /// hold each other back, which only delays; it never reorders.
+    in_flight_ids: HashMap<u64, u32>,
+    /// The hash of `in_flight_ids` (seeded per partition).
+    id_hash: RandomState,
     /// Bulk requests of this partition in flight.
     bulks: usize,
     /// A snapshot cleanup in flight.
@@ -103,6 +113,7 @@ impl PartitionQueue {
             queued_items: 0,
             queued_bytes: 0,
             in_flight_ids: HashMap::new(),
+            id_hash: RandomState::new(),
             bulks: 0,
             cleaning: false,
             stuck: false,
@@ -183,7 +194,7 @@ impl PartitionQueue {
                 break;
             };
             let id = target.id.as_str();
-            if held.contains(id) || self.in_flight_ids.contains_key(id) {
+            if held.contains(id) || self.in_flight_ids.contains_key(&self.id_hash.hash_one(id)) {
                 held.insert(id);
                 continue;
             }
@@ -213,7 +224,8 @@ impl PartitionQueue {
         self.queue = rest;
         for q in &out {
             if let Work::Bulk { target, size, .. } = &q.work {
-                *self.in_flight_ids.entry(target.id.clone()).or_insert(0) += 1;
+                let key = self.id_hash.hash_one(target.id.as_str());
+                *self.in_flight_ids.entry(key).or_insert(0) += 1;
                 self.queued_items -= 1;
                 self.queued_bytes = self.queued_bytes.saturating_sub(*size);
             }
@@ -232,15 +244,22 @@ impl PartitionQueue {
     }
 
     /// A bulk request of this partition finished (its items' ids no
-    /// longer in flight).
+    /// longer in flight). The map gives back the capacity a burst left
+    /// once it holds under a quarter of it (a `HashMap` keeps its largest
+    /// capacity otherwise).
     pub(super) fn bulk_finished<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         for id in ids {
-            if let Some(n) = self.in_flight_ids.get_mut(id) {
+            let key = self.id_hash.hash_one(id);
+            if let Some(n) = self.in_flight_ids.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.in_flight_ids.remove(id);
+                    self.in_flight_ids.remove(&key);
                 }
             }
+        }
+        let (cap, len) = (self.in_flight_ids.capacity(), self.in_flight_ids.len());
+        if cap > KEEP_IDS && cap > 4 * len {
+            self.in_flight_ids.shrink_to((2 * len).max(KEEP_IDS));
         }
         self.bulks = self.bulks.saturating_sub(1);
         self.stuck = false;
@@ -441,6 +460,33 @@ mod tests {
         );
         p.bulk_finished(["a", "b", "c"]);
         assert_eq!(ids(&p.take_bulk(&l)), [3, 5]);
+    }
+
+    #[test]
+    fn documents_in_flight_give_their_capacity_back_when_done() {
+        let t0 = Instant::now();
+        let l = BulkLimits {
+            max_actions: 5000,
+            max_bytes: usize::MAX,
+            linger: Duration::ZERO,
+        };
+        let names: Vec<String> = (0..5000).map(|i| format!("d{i}")).collect();
+        let mut p = queue(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| bulk(i as i64, n, t0))
+                .collect(),
+        );
+        assert_eq!(p.take_bulk(&l).len(), 5000);
+        assert!(p.in_flight_ids.capacity() >= 5000);
+        p.bulk_finished(names.iter().map(String::as_str));
+        assert!(p.in_flight_ids.is_empty());
+        assert!(
+            p.in_flight_ids.capacity() <= 2 * KEEP_IDS,
+            "capacity {} kept with nothing in flight",
+            p.in_flight_ids.capacity()
+        );
     }
 
     #[test]
