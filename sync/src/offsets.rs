@@ -13,9 +13,18 @@
 
 use std::collections::VecDeque;
 
-/// Capacity of a partition's pending entries kept whatever it holds: a
-/// small queue is not reallocated as it fills and drains.
-const KEEP_CAPACITY: usize = 1024;
+/// Capacity a per-partition collection keeps whatever it holds: a small
+/// one is not reallocated as it fills and drains.
+pub(crate) const KEEP_CAPACITY: usize = 1024;
+
+/// The capacity to shrink a collection of `len` entries to, if any: once
+/// it holds under a quarter of a capacity above [`KEEP_CAPACITY`], twice
+/// its length (at least `KEEP_CAPACITY`). Shrinking only after falling to
+/// a quarter keeps the copies amortised O(1) per entry. Collections keep their largest capacity otherwise, and every
+/// partition's would stay at its busiest moment's.
+pub(crate) fn shrink_to(capacity: usize, len: usize) -> Option<usize> {
+    (capacity > KEEP_CAPACITY && capacity > 4 * len).then(|| (2 * len).max(KEEP_CAPACITY))
+}
 
 /// One received record not yet in the done prefix. 24 bytes: up to
 /// `consumer.max_buffered_records` of these exist at once.
@@ -106,16 +115,11 @@ impl OffsetTracker {
         Done { newly, moved }
     }
 
-    /// Gives back the capacity a burst left once the entries fall under a
-    /// quarter of it: a `VecDeque` keeps its largest capacity, and every
-    /// partition's would otherwise stay at its busiest moment's (up to
-    /// `consumer.max_buffered_records` entries each). Halving only after
-    /// falling to a quarter keeps the copies amortised O(1) per entry.
+    /// Gives back the capacity a burst left ([`shrink_to`]): up to
+    /// `consumer.max_buffered_records` entries per partition otherwise.
     fn trim(&mut self) {
-        let cap = self.pending.capacity();
-        if cap > KEEP_CAPACITY && cap > 4 * self.pending.len() {
-            self.pending
-                .shrink_to((2 * self.pending.len()).max(KEEP_CAPACITY));
+        if let Some(c) = shrink_to(self.pending.capacity(), self.pending.len()) {
+            self.pending.shrink_to(c);
         }
     }
 

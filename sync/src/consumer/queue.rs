@@ -21,7 +21,7 @@
 
 use super::partition::{Queued, Waiting, Work};
 use crate::bulk::request::BulkLimits;
-use crate::offsets::OffsetTracker;
+use crate::offsets::{self, OffsetTracker};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -30,10 +30,6 @@ use std::time::Instant;
 /// How far into a queue a request looks for records not held back (a
 /// bound on the work of one scan).
 const SCAN_FACTOR: usize = 4;
-
-/// Entries of the documents-in-flight map kept whatever it holds (see
-/// [`PartitionQueue::bulk_finished`]).
-const KEEP_IDS: usize = 1024;
 
 /// What the loop may start on a partition now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,9 +253,9 @@ impl PartitionQueue {
                 }
             }
         }
-        let (cap, len) = (self.in_flight_ids.capacity(), self.in_flight_ids.len());
-        if cap > KEEP_IDS && cap > 4 * len {
-            self.in_flight_ids.shrink_to((2 * len).max(KEEP_IDS));
+        let ids = &mut self.in_flight_ids;
+        if let Some(c) = offsets::shrink_to(ids.capacity(), ids.len()) {
+            ids.shrink_to(c);
         }
         self.bulks = self.bulks.saturating_sub(1);
         self.stuck = false;
@@ -483,7 +479,7 @@ mod tests {
         p.bulk_finished(names.iter().map(String::as_str));
         assert!(p.in_flight_ids.is_empty());
         assert!(
-            p.in_flight_ids.capacity() <= 2 * KEEP_IDS,
+            p.in_flight_ids.capacity() <= 2 * offsets::KEEP_CAPACITY,
             "capacity {} kept with nothing in flight",
             p.in_flight_ids.capacity()
         );
