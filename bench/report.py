@@ -697,6 +697,10 @@ w("- Pinning (two cores): the measured process has a core to itself, and never s
 w("- The Python SecantusDB runs with `--sync-on-commit` (an fsync per commit); both SecantusDB builds imitate "
   "MongoDB, their rates say nothing about mongod.")
 w("- Quick mode (`--quick`) trials are short (10,000 documents): start-up effects weigh more, and spreads are wider.")
+w("- Stopping a run: a run stopped by a signal (Ctrl-C, `kill` of `scripts/bench`) stops the bench binary, and "
+  "every process the bench started dies with it (`PR_SET_PDEATHSIG`, `bench/src/process/child.rs`), before the "
+  "private stack goes down; nothing of a stopped run keeps running on the measured core. Runs before 2026-12-08 "
+  "could leave a measured process behind (one did, on 2026-12-07: section \"es-sync's request size\").")
 w("")
 w("## Earlier hand measurements")
 w("")

@@ -27,7 +27,9 @@ impl Profiler {
     /// Starts recording `pid` into `data`.
     pub fn attach(pid: u32, data: &Path) -> Result<Self> {
         let log_file = std::fs::File::create(data.with_extension("log"))?;
-        let perf = tokio::process::Command::new("perf")
+        let mut perf = tokio::process::Command::new("perf");
+        crate::process::child::die_with_bench(&mut perf);
+        let perf = perf
             .args(["record", "-e", "cpu-clock", "-F", FREQUENCY])
             .args(["--call-graph", "dwarf,16384", "-p"])
             .arg(pid.to_string())
