@@ -20,8 +20,9 @@ pub(crate) const KEEP_CAPACITY: usize = 1024;
 /// The capacity to shrink a collection of `len` entries to, if any: once
 /// it holds under a quarter of a capacity above [`KEEP_CAPACITY`], twice
 /// its length (at least `KEEP_CAPACITY`). Shrinking only after falling to
-/// a quarter keeps the copies amortised O(1) per entry. Collections keep their largest capacity otherwise, and every
-/// partition's would stay at its busiest moment's.
+/// a quarter keeps the copies amortised O(1) per entry. Collections keep
+/// their largest capacity otherwise, and every partition's would stay at
+/// its busiest moment's.
 pub(crate) fn shrink_to(capacity: usize, len: usize) -> Option<usize> {
     (capacity > KEEP_CAPACITY && capacity > 4 * len).then(|| (2 * len).max(KEEP_CAPACITY))
 }
